@@ -1,0 +1,3 @@
+"""seqtrain: production training jobs for recurrent sequence models."""
+
+__version__ = "0.1.0"

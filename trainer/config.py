@@ -1,0 +1,413 @@
+"""Typed, layered, strictly validated experiment configs.
+
+A config is built in three layers, each overriding the one before:
+
+    task default (registered dataclasses) <- YAML file <- `--set key.path=value`
+
+The result is validated against the dataclass types (unknown keys and wrong
+types are errors that name the key), frozen, and written to
+`MODEL_DIR/config.yaml` by the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from trainer.errors import ConfigError
+
+
+def field(default, help: str, *, min: float | None = None, choices=None):  # noqa: A002
+    """A dataclass field with a one-line help string and an optional minimum."""
+    meta = {"help": help}
+    if min is not None:
+        meta["min"] = min
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------
+# Sections shared by every task. Task-specific `data` and `model` sections live
+# next to each task (trainer/tasks/*.py) and are tied to it by the registry.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSection:
+    name: str = field("text_classification", "Registered task name (`seqtrain tasks`).")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(1000, "Total optimizer steps. Raise it on resume to train longer.", min=1)
+    batch_size: int = field(64, "Global batch size, split evenly across all replicas.", min=1)
+    steps_per_loop: int = field(
+        50, "Steps run inside one tf.function call (fewer host round trips).", min=1
+    )
+    checkpoint_every: int = field(200, "Save a checkpoint every N steps (and at the end).", min=1)
+    keep_checkpoints: int = field(3, "How many recent checkpoints to keep.", min=1)
+    eval_every: int = field(200, "Evaluate every N steps (and at the end).", min=1)
+    eval_batches: int = field(
+        0, "Limit evaluation to N global batches; 0 evaluates the whole eval split.", min=0
+    )
+    log_every: int = field(
+        50, "Write train summaries / plain log lines every N steps.", min=1
+    )
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = field("adam", "Optimizer.")
+    learning_rate: float = field(1e-3, "Peak learning rate.", min=0)
+    lr_schedule: Literal["constant", "cosine"] = field(
+        "constant", "Learning-rate schedule after warmup."
+    )
+    warmup_steps: int = field(0, "Linear warmup steps.", min=0)
+    weight_decay: float = field(0.0, "Decoupled weight decay (adamw only).", min=0)
+    clipnorm: float | None = field(
+        None, "Clip gradients by their global norm (computed after the all-reduce).", min=0
+    )
+    clipvalue: float | None = field(None, "Clip each gradient element to [-v, v].", min=0)
+    shuffle_buffer: int = field(10000, "tf.data shuffle buffer size (examples).", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = field(
+        "auto", "tf.distribute strategy; `auto` picks TPU > multi-worker > mirrored > default."
+    )
+    cpu_replicas: int = field(
+        1, "Split the CPU into N logical devices (N Mirrored replicas without GPUs).", min=1
+    )
+    all_reduce: Literal["auto", "nccl", "ring"] = field(
+        "auto", "Cross-device all-reduce for mirrored/multi_worker."
+    )
+    tpu: str = field("", "TPU name or grpc:// address; empty reads TPU_NAME.")
+    seed: int = field(42, "Seed for weights, dropout and data shuffling.")
+    deterministic: bool = field(
+        True, "Enable TF op determinism (needed for bitwise-exact resume)."
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = field(
+        "float32", "Keras mixed-precision policy."
+    )
+    jit_compile: bool = field(False, "Compile the train step with XLA.")
+    gpu_memory_growth: bool = field(True, "Allocate GPU memory on demand.")
+    log_sync: Literal["direct", "local_then_sync"] = field(
+        "direct", "TensorBoard events: write directly, or locally then upload periodically."
+    )
+    log_sync_every_secs: int = field(60, "Upload interval for log_sync=local_then_sync.", min=1)
+    preemption_grace_secs: int = field(
+        25, "After SIGTERM, how long the trainer may take to save before exiting.", min=1
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole config. `data` and `model` types depend on the task."""
+
+    task: TaskSection
+    data: Any
+    model: Any
+    train: TrainConfig
+    runtime: RuntimeConfig
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_yaml(self, comments: bool = False) -> str:
+        if comments:
+            return _commented_yaml(self)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------
+# Building a config: defaults <- YAML <- overrides.
+# ----------------------------------------------------------------------------
+
+
+def load(
+    task: str | None = None,
+    config_file: str | None = None,
+    overrides: Sequence[str] = (),
+) -> ExperimentConfig:
+    """Builds, validates and freezes an experiment config.
+
+    Args:
+      task: task name; wins over `task.name` in the file and overrides.
+      config_file: optional YAML path (local or gs://).
+      overrides: `key.path=value` strings, values parsed as YAML.
+
+    Raises:
+      ConfigError: malformed YAML, unknown keys, wrong types or values.
+    """
+    layers: list[dict] = []
+    if config_file:
+        layers.append(read_yaml(config_file))
+    layers.append(parse_overrides(overrides))
+    name = task or _task_name_from(layers)
+    from trainer import registry  # tasks register on import
+
+    task_cls = registry.get(name)
+    merged = to_dict(default_config(name))
+    for layer in layers:
+        _deep_merge(merged, layer, path="")
+    merged.setdefault("task", {})["name"] = name
+    return from_dict(merged, task_cls.DataConfig, task_cls.ModelConfig)
+
+
+def default_config(task: str) -> ExperimentConfig:
+    """The registered default config of a task."""
+    from trainer import registry
+
+    task_cls = registry.get(task)
+    return ExperimentConfig(
+        task=TaskSection(name=task),
+        data=task_cls.DataConfig(),
+        model=task_cls.ModelConfig(),
+        train=dataclasses.replace(TrainConfig(), **task_cls.train_defaults),
+        runtime=RuntimeConfig(),
+    )
+
+
+def read_yaml(path: str) -> dict:
+    from trainer import storage
+
+    if not storage.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist.")
+    text = storage.read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(
+            f"config file {path!r} is not valid YAML{where}: {problem}. "
+            "Fix the syntax (`seqtrain config` prints a valid starting file)."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path!r} must be a YAML mapping with sections "
+            f"{', '.join(_SECTIONS)}; got a {type(data).__name__}."
+        )
+    return data
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """Turns `["train.steps=10", "model.units=[1,2]"]` into a nested dict."""
+    out: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"--set {item!r} is not of the form key.path=value "
+                "(for example --set train.steps=200)."
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # not valid YAML: keep the raw string, type check decides
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with another --set of {part!r}.")
+        node[parts[-1]] = value
+    return out
+
+
+_SECTIONS = ("task", "data", "model", "train", "runtime")
+
+
+def _task_name_from(layers: list[dict]) -> str:
+    name = TaskSection().name
+    for layer in layers:
+        section = layer.get("task")
+        if isinstance(section, dict) and "name" in section:
+            name = section["name"]
+    if not isinstance(name, str):
+        raise ConfigError(f"task.name must be a string, got {name!r}.")
+    return name
+
+
+def _deep_merge(base: dict, layer: Mapping, path: str) -> None:
+    for key, value in layer.items():
+        key_path = f"{path}{key}"
+        if key not in base:
+            valid = ", ".join(sorted(base)) if base else "(none)"
+            raise ConfigError(
+                f"unknown config key {key_path!r}. Valid keys at this level: {valid}."
+            )
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key {key_path!r} is a section; expected a mapping, got {value!r}."
+                )
+            _deep_merge(base[key], value, key_path + ".")
+        else:
+            base[key] = value
+
+
+# ----------------------------------------------------------------------------
+# Dict <-> dataclass with strict types.
+# ----------------------------------------------------------------------------
+
+
+def from_dict(d: Mapping, data_cls: type, model_cls: type) -> ExperimentConfig:
+    types_by_section = {
+        "task": TaskSection,
+        "data": data_cls,
+        "model": model_cls,
+        "train": TrainConfig,
+        "runtime": RuntimeConfig,
+    }
+    kwargs = {}
+    for section, cls in types_by_section.items():
+        kwargs[section] = _build(cls, d.get(section, {}), section)
+    cfg = ExperimentConfig(**kwargs)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _build(cls: type, d: Any, path: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config key {path!r} must be a mapping, got {d!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {path + '.' + unknown[0]!r}. "
+            f"Valid keys at this level: {', '.join(fields)}."
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = f"{path}.{name}"
+        if name in d:
+            value = _coerce(d[name], hints[name], key_path)
+            lo = f.metadata.get("min")
+            if lo is not None and value is not None and value < lo:
+                raise ConfigError(f"config key {key_path!r} must be >= {lo}, got {value!r}.")
+            kwargs[name] = value
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + "|".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, path: str):
+    origin = typing.get_origin(tp)
+
+    def fail():
+        raise ConfigError(
+            f"config key {path!r} expects {_type_name(tp)}, got {value!r} "
+            f"({type(value).__name__})."
+        )
+
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool):
+            fail()
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                pass
+        fail()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        (inner,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _cross_checks(cfg: ExperimentConfig) -> None:
+    t = cfg.train
+    if t.warmup_steps >= t.steps and t.warmup_steps > 0:
+        raise ConfigError(
+            f"train.warmup_steps ({t.warmup_steps}) must be smaller than train.steps ({t.steps})."
+        )
+    if t.weight_decay and t.optimizer != "adamw":
+        raise ConfigError(
+            f"train.weight_decay={t.weight_decay} needs train.optimizer=adamw, "
+            f"got {t.optimizer!r}."
+        )
+
+
+def to_dict(obj) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    """Key paths whose values differ between two config dicts."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _commented_yaml(cfg: ExperimentConfig) -> str:
+    lines = [f"# seqtrain config for task {cfg.task.name!r}.",
+             "# Every key is optional; unknown keys are errors.", ""]
+    for section in dataclasses.fields(cfg):
+        value = getattr(cfg, section.name)
+        lines.append(f"{section.name}:")
+        for f in dataclasses.fields(value):
+            dumped = yaml.safe_dump(to_dict(getattr(value, f.name)), default_flow_style=True)
+            dumped = dumped.strip().removesuffix("...").strip()
+            help_text = f.metadata.get("help", "")
+            lines.append(f"  {f.name}: {dumped}" + (f"  # {help_text}" if help_text else ""))
+        lines.append("")
+    return "\n".join(lines)

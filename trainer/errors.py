@@ -1,0 +1,33 @@
+"""Errors a user can fix, and the process exit codes seqtrain uses.
+
+Exit codes follow the convention of Kubeflow's `restartPolicy: ExitCode`:
+1-127 are permanent failures (do not restart), 128-255 are retryable.
+"""
+
+EXIT_USER_ERROR = 2  # bad config, bad data, bad flags: restarting will not help
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint was saved, restart to resume
+
+
+class UserError(Exception):
+    """A mistake in config, flags, data or environment that the user can fix.
+
+    The CLI prints the message (one paragraph, no traceback) and exits with
+    `EXIT_USER_ERROR`. Messages name what was wrong, the value received and
+    what would be accepted.
+    """
+
+
+class ConfigError(UserError):
+    """An invalid configuration value, key or file."""
+
+
+class DataError(UserError):
+    """Missing, empty or malformed input data."""
+
+
+class Preempted(Exception):
+    """Raised after a SIGTERM once the preemption checkpoint is saved."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted at step {step}; checkpoint saved")
+        self.step = step
