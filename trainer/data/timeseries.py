@@ -1,0 +1,289 @@
+"""Time-series loading, splitting, normalization and tf.data windowing.
+
+A series is a float32 array `[time, features]`. Everything here runs on the
+host and is a deterministic function of its arguments: the synthetic series
+comes from a seeded numpy generator, CSV rows are sorted with a stable sort,
+and windows are cut by `tf.data.Dataset.window` in order.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from trainer import storage
+from trainer.errors import DataError
+
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """A multivariate series and the names of its columns."""
+
+    values: np.ndarray  # [time, features], float32, sorted by time
+    columns: tuple[str, ...]
+    target: str  # the column that is forecast; one of `columns`
+    origin: str  # where it came from, for error messages
+
+    @property
+    def target_index(self) -> int:
+        return self.columns.index(self.target)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Per-column normalization statistics, fitted on the training part only."""
+
+    columns: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------
+# Sources.
+# ----------------------------------------------------------------------------
+
+
+def synthetic_series(
+    length: int, features: int, components: int, noise: float, seed: int
+) -> Series:
+    """Each column is a sum of `components` sines plus Gaussian noise.
+
+    Periods are drawn between 8 and 120 steps, amplitudes between 0.2 and 1,
+    phases uniformly; the generator is `numpy.random.default_rng(seed)`.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float64)[:, None]
+    cols = []
+    for _ in range(features):
+        periods = rng.uniform(8.0, 120.0, size=components)
+        amps = rng.uniform(0.2, 1.0, size=components)
+        phases = rng.uniform(0.0, 2 * np.pi, size=components)
+        clean = (amps * np.sin(2 * np.pi * t / periods + phases)).sum(axis=1)
+        cols.append(clean + noise * rng.standard_normal(length))
+    names = tuple(f"y{i}" for i in range(features))
+    values = np.stack(cols, axis=1).astype(np.float32)
+    return Series(values, names, names[0], f"synthetic series ({length} steps)")
+
+
+def bundled_path(name: str) -> str:
+    """Path of a CSV shipped under trainer/data/bundled/."""
+    return os.path.join(BUNDLED_DIR, f"{name}.csv")
+
+
+def bundled_names() -> list[str]:
+    return sorted(
+        f[: -len(".csv")]
+        for f in os.listdir(BUNDLED_DIR)
+        if f.startswith("series") and f.endswith(".csv")
+    )
+
+
+def read_csv_series(
+    path: str, columns: Sequence[str] = (), target: str = "", time_column: str = ""
+) -> Series:
+    """Reads numeric columns of a CSV with a header row (local or gs://).
+
+    Args:
+      path: CSV file; the first row names the columns.
+      columns: input columns; empty means every column except `time_column`.
+      target: the column to forecast; empty means the first input column. It
+        is added to the inputs if `columns` does not list it.
+      time_column: optional column to sort the rows by (numbers or ISO 8601
+        dates/times); empty keeps the file order.
+
+    Raises:
+      DataError: missing or empty file, unknown column, non-numeric value,
+        unparseable time value.
+    """
+    if not storage.exists(path):
+        raise DataError(
+            f"data.path {path!r} does not exist. Point data.path at a CSV file "
+            "(local or gs://) with a header row."
+        )
+    text = storage.read_text(path)
+    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
+    if not rows:
+        raise DataError(
+            f"data.path {path!r} is empty. It needs a header row naming the columns "
+            "and one row per time step."
+        )
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    if not body:
+        raise DataError(
+            f"data.path {path!r} has a header ({', '.join(header)}) but no data rows."
+        )
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise DataError(
+                f"{path!r} line {i + 2} has {len(row)} fields but the header has "
+                f"{len(header)} ({', '.join(header)}). Fix the row or the header."
+            )
+
+    def index_of(name: str, key: str) -> int:
+        if name not in header:
+            raise DataError(
+                f"{key}={name!r} is not a column of {path!r}. Its columns are: "
+                f"{', '.join(header)}. Set {key} to one of them."
+            )
+        return header.index(name)
+
+    time_idx = index_of(time_column, "data.time_column") if time_column else None
+    if columns:
+        names = list(columns)
+        for name in names:
+            index_of(name, "data.columns")
+    else:
+        names = [h for i, h in enumerate(header) if i != time_idx]
+    if target:
+        index_of(target, "data.target")
+        if target not in names:
+            names.append(target)
+    else:
+        target = names[0] if names else ""
+    if not names:
+        raise DataError(
+            f"{path!r} has no value columns besides data.time_column={time_column!r}."
+        )
+
+    values = np.empty((len(body), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        col = header.index(name)
+        for i, row in enumerate(body):
+            values[i, j] = _parse_float(row[col], name, i + 2, path, bool(columns))
+    if time_idx is not None:
+        keys = _time_keys([row[time_idx] for row in body], time_column, path)
+        values = values[np.argsort(keys, kind="stable")]
+    return Series(values, tuple(names), target, repr(path))
+
+
+def _parse_float(cell: str, column: str, line: int, path: str, chosen: bool) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        hint = (
+            "Fix or fill the value"
+            if chosen
+            else "Fix or fill the value, or list only numeric columns in data.columns"
+        )
+        raise DataError(
+            f"column {column!r} of {path!r} has a non-numeric value {cell!r} on line "
+            f"{line}. Every input column must hold finite numbers. {hint}."
+        )
+    return value
+
+
+def _time_keys(cells: list[str], column: str, path: str) -> np.ndarray:
+    """Sort keys for a time column: numbers, or ISO 8601 dates/times."""
+    try:
+        return np.array([float(c) for c in cells])
+    except ValueError:
+        pass
+    try:
+        return np.array([np.datetime64(c.strip()) for c in cells]).astype("datetime64[ns]")
+    except ValueError:
+        bad = next(c for c in cells if not _is_time(c))
+        raise DataError(
+            f"data.time_column={column!r} of {path!r} has the value {bad!r}, which is "
+            "neither a number nor an ISO 8601 date/time (e.g. 2024-01-31 or "
+            "2024-01-31T12:00). Convert the column or unset data.time_column."
+        ) from None
+
+
+def _is_time(cell: str) -> bool:
+    try:
+        np.datetime64(cell.strip())
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------
+# Split, statistics, windows.
+# ----------------------------------------------------------------------------
+
+
+def split_point(
+    series: Series, window: int, horizon: int, val_fraction: float, horizon_key: str = ""
+) -> int:
+    """Index of the first validation row (a split by time).
+
+    Training windows lie inside `[0, split)`. Validation windows predict
+    targets inside `[split, end)` and may read their inputs from the last
+    `window` training rows, so no validation target is ever trained on.
+
+    Args:
+      horizon_key: config key of the horizon for messages ("" if it is fixed).
+
+    Raises:
+      DataError: either part is too short for one window (+ horizon).
+    """
+    total = len(series.values)
+    split = int(round(total * (1.0 - val_fraction)))
+    need = window + horizon
+    h_name = horizon_key or "horizon"
+    lower = f"data.window or {horizon_key}" if horizon_key else "data.window"
+    if total < need + horizon:
+        raise DataError(
+            f"the {series.origin} has {total} rows, but one training example needs "
+            f"data.window + {h_name} = {window} + {horizon} = {need} rows and validation "
+            f"{horizon} more ({need + horizon} in all). Use a longer series or lower {lower}."
+        )
+    if split < need or total - split < horizon:
+        raise DataError(
+            f"the {series.origin} has {total} rows; data.val_fraction={val_fraction} "
+            f"leaves {split} for training and {total - split} for validation, but "
+            f"training needs at least data.window + {h_name} = {need} rows and "
+            f"validation at least {horizon}. Adjust data.val_fraction, lower {lower}, "
+            "or use a longer series."
+        )
+    return split
+
+
+def fit_stats(series: Series, split: int) -> Stats:
+    """Mean and standard deviation of each column over rows `[0, split)`."""
+    train = series.values[:split].astype(np.float64)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std < 1e-8, 1.0, std)  # a constant column is only centred
+    return Stats(series.columns, tuple(map(float, mean)), tuple(map(float, std)))
+
+
+def normalize(values: np.ndarray, stats: Stats) -> np.ndarray:
+    mean = np.asarray(stats.mean, dtype=np.float64)
+    std = np.asarray(stats.std, dtype=np.float64)
+    return ((values - mean) / std).astype(np.float32)
+
+
+def window_dataset(
+    values: np.ndarray, window: int, horizon: int, target_index: int, stride: int = 1
+) -> tf.data.Dataset:
+    """`(inputs [window, features], targets [horizon])` for every window in order.
+
+    Window k reads rows `[k*stride, k*stride + window)` and predicts column
+    `target_index` at rows `[k*stride + window, k*stride + window + horizon)`.
+    """
+    size = window + horizon
+    ds = tf.data.Dataset.from_tensor_slices(values)
+    ds = ds.window(size, shift=stride, drop_remainder=True)
+    ds = ds.flat_map(lambda w: w.batch(size, drop_remainder=True))
+    return ds.map(lambda w: (w[:window], w[window:, target_index]))
+
+
+def num_windows(length: int, window: int, horizon: int, stride: int = 1) -> int:
+    return max(0, (length - window - horizon) // stride + 1)

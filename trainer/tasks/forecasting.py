@@ -1,0 +1,304 @@
+"""Single-step time-series forecasting: predict the next value from a window.
+
+Data: a synthetic sum of sines, a bundled CSV, or a user CSV (local or gs://).
+The series is split by time (the last `data.val_fraction` is validation),
+normalized with mean/std fitted on the training part only, and cut into
+windows with tf.data. The model is a stacked LSTM followed by a Dense head.
+
+Metrics are on the original scale of the target column: `mse`, `mae`, the
+naive last-value forecast's `naive_mse`/`naive_mae` on the same windows, and
+`skill = 1 - mse / naive_mse` (> 0 means the model beats the naive forecast).
+
+The export takes raw windows `[batch, window, features]` (columns in the order
+of `assets/normalization.json`) and returns raw-scale forecasts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import registry, storage
+from trainer.config import field
+from trainer.data import timeseries
+from trainer.errors import ConfigError
+from trainer.models.rnn import RecurrentConfig, recurrent_stack
+from trainer.tasks.base import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastingData:
+    source: Literal["synthetic", "bundled", "csv"] = field(
+        "synthetic",
+        "synthetic: seeded sum of sines; bundled: a CSV shipped with seqtrain; csv: data.path.",
+    )
+    path: str = field("", "CSV file (local or gs://) with a header row, for source=csv.")
+    bundled: str = field(
+        "series_sines", "Bundled CSV name for source=bundled (trainer/data/bundled/<name>.csv)."
+    )
+    columns: tuple[str, ...] = field(
+        (), "Input columns of the CSV; empty uses every column except data.time_column."
+    )
+    target: str = field(
+        "", "Column to forecast (added to the inputs if missing); empty: first input column."
+    )
+    time_column: str = field(
+        "", "CSV column to sort rows by (numbers or ISO 8601); empty keeps file order."
+    )
+    window: int = field(48, "Input window length in time steps.", min=1)
+    stride: int = field(1, "Time steps between the starts of consecutive training windows.", min=1)
+    val_fraction: float = field(
+        0.2, "Last fraction of the series (by time) used for validation.", min=0
+    )
+    synthetic_length: int = field(3000, "Length of the synthetic series.", min=2)
+    synthetic_features: int = field(1, "Columns of the synthetic series (target is y0).", min=1)
+    synthetic_components: int = field(3, "Sines summed per synthetic column.", min=1)
+    synthetic_noise: float = field(0.1, "Std of the Gaussian noise on the synthetic series.", min=0)
+
+    def validate(self, path: str) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(
+                f"{path}.val_fraction must be in (0, 1), got {self.val_fraction}."
+            )
+        if self.source == "csv" and not self.path:
+            raise ConfigError(
+                f"{path}.source=csv needs {path}.path (a CSV file, local or gs://)."
+            )
+        if self.source == "bundled" and self.bundled not in timeseries.bundled_names():
+            raise ConfigError(
+                f"{path}.bundled={self.bundled!r} is not a bundled series. Available: "
+                f"{', '.join(timeseries.bundled_names())}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastingModel(RecurrentConfig):
+    units: int = field(32, "Units per recurrent layer.", min=1)
+    layers: int = field(2, "Stacked recurrent layers (all but the last return sequences).", min=1)
+    bidirectional: bool = field(False, "Wrap each recurrent layer in Bidirectional.")
+
+
+@registry.register("forecasting")
+class ForecastingTask(Task):
+    """Stacked LSTM -> Dense forecast of the next value of one column."""
+
+    DataConfig = ForecastingData
+    ModelConfig = ForecastingModel
+    description = "Next-step time-series forecast (LSTM stack -> Dense) vs a naive baseline."
+    train_defaults = dict(
+        steps=2000, batch_size=32, learning_rate=1e-3, steps_per_loop=50,
+        eval_every=500, checkpoint_every=500, log_every=100,
+    )
+    padding = "none"
+
+    # ---- host side ---------------------------------------------------------
+    horizon_key = ""  # config key of the horizon; forecasting predicts one step
+
+    @property
+    def horizon(self) -> int:
+        return 1
+
+    def prepare(self) -> None:
+        d = self.config.data
+        self.series = self._read_series()
+        self.split = timeseries.split_point(
+            self.series, d.window, self.horizon, d.val_fraction, self.horizon_key
+        )
+        self.stats = timeseries.fit_stats(self.series, self.split)
+        self.normalized = timeseries.normalize(self.series.values, self.stats)
+        t = self.series.target_index
+        self.target_mean, self.target_std = self.stats.mean[t], self.stats.std[t]
+
+    def _read_series(self) -> timeseries.Series:
+        d = self.config.data
+        if d.source == "synthetic":
+            return timeseries.synthetic_series(
+                d.synthetic_length, d.synthetic_features, d.synthetic_components,
+                d.synthetic_noise, seed=self.config.runtime.seed,
+            )
+        path = d.path if d.source == "csv" else timeseries.bundled_path(d.bundled)
+        return timeseries.read_csv_series(path, d.columns, d.target, d.time_column)
+
+    def assets(self) -> dict[str, str]:
+        meta = dict(
+            json.loads(self.stats.to_json()),
+            target=self.series.target, window=self.config.data.window, horizon=self.horizon,
+            train_rows=self.split, val_rows=len(self.series.values) - self.split,
+        )
+        return {"normalization.json": json.dumps(meta, indent=2, sort_keys=True) + "\n"}
+
+    def dataset(self, split: str) -> tf.data.Dataset:
+        """Windows of the normalized series; eval windows predict validation rows."""
+        d = self.config.data
+        if split == "train":
+            values, stride = self.normalized[: self.split], d.stride
+        else:  # inputs may reach back into training rows; targets never do
+            values, stride = self.normalized[self.split - d.window:], 1
+        return timeseries.window_dataset(
+            values, d.window, self.horizon, self.series.target_index, stride
+        )
+
+    # ---- model -------------------------------------------------------------
+    def build_model(self) -> keras.Model:
+        cfg = self.config.model
+        inputs = keras.Input((self.config.data.window, len(self.series.columns)), name="window")
+        x = recurrent_stack(inputs, cfg, name="encoder")
+        if cfg.dropout:
+            x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+        outputs = keras.layers.Dense(self.horizon, dtype="float32", name="forecast")(x)
+        return keras.Model(inputs, outputs, name=self.name)
+
+    def loss(self, model, features, labels):
+        """Mean squared error over the horizon, normalized units. Runs on devices."""
+        pred = tf.cast(model(features, training=True), tf.float32)
+        return tf.reduce_mean(tf.square(pred - labels), axis=-1)
+
+    def eval_metrics(self, model, features, labels, weights):
+        """Raw-scale errors of the model and the naive forecast. Runs on devices."""
+        pred = tf.cast(model(features, training=False), tf.float32)
+        naive = features[:, -1:, self.series.target_index]  # last value, [batch, 1]
+        err, naive_err = pred - labels, tf.cast(naive, tf.float32) - labels
+        w = tf.broadcast_to(weights[:, None], tf.shape(labels))
+        count = tf.reduce_sum(w)
+        sd, var = self.target_std, self.target_std**2
+        sq, naive_sq = tf.square(err) * w, tf.square(naive_err) * w
+        out = {
+            "mse": (tf.reduce_sum(sq) * var, count),
+            "mae": (tf.reduce_sum(tf.abs(err) * w) * sd, count),
+            "naive_mse": (tf.reduce_sum(naive_sq) * var, count),
+            "naive_mae": (tf.reduce_sum(tf.abs(naive_err) * w) * sd, count),
+            "skill": (tf.reduce_sum(naive_sq - sq), tf.reduce_sum(naive_sq)),
+        }
+        if self.horizon > 1:
+            for h in range(self.horizon):
+                n = tf.reduce_sum(weights)
+                out[f"mse_h{h + 1}"] = (tf.reduce_sum(sq[:, h]) * var, n)
+                out[f"naive_mse_h{h + 1}"] = (tf.reduce_sum(naive_sq[:, h]) * var, n)
+        return out
+
+    def summary_line(self, metrics: dict) -> str:
+        keys = [k for k in ("mse", "mae", "naive_mse", "skill") if k in metrics]
+        return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+    # ---- host-side evaluation ----------------------------------------------
+    def on_eval_end(self, model, step: int, model_dir: str) -> dict:
+        """Forecast-vs-actual plot: PNG under MODEL_DIR/plots and a TensorBoard image."""
+        png = self._plot(model, step)
+        plots = storage.join(model_dir, "plots")
+        storage.makedirs(plots)
+        with tf.io.gfile.GFile(storage.join(plots, f"forecast-step{step}.png"), "wb") as f:
+            f.write(png)
+        tf.summary.image("forecast", tf.image.decode_png(png, channels=4)[None], step=step)
+        return {}
+
+    def _predict_raw(self, model, inputs: np.ndarray) -> np.ndarray:
+        """Raw-scale forecasts `[n, horizon]` for normalized windows (host side)."""
+        out = [
+            np.asarray(model(inputs[i:i + 256], training=False), dtype=np.float64)
+            for i in range(0, len(inputs), 256)
+        ]
+        return np.concatenate(out) * self.target_std + self.target_mean
+
+    def _val_windows(self, limit: int) -> tuple[np.ndarray, int]:
+        """Up to `limit` normalized validation input windows and the first target row."""
+        w = self.config.data.window
+        n = min(limit, len(self.series.values) - self.split - self.horizon + 1)
+        start = self.split - w
+        idx = start + np.arange(n)[:, None] + np.arange(w)[None, :]
+        return self.normalized[idx], self.split
+
+    def _plot(self, model, step: int) -> bytes:
+        inputs, first = self._val_windows(limit=400)
+        pred = self._predict_raw(model, inputs)[:, 0]
+        actual = self.series.values[:, self.series.target_index]
+        times = np.arange(first, first + len(pred))
+        return one_step_png(
+            times, actual[times], pred, actual[times - 1],
+            title=f"{self.name}: next-step forecast of {self.series.target!r}, step {step}",
+        )
+
+    # ---- export ------------------------------------------------------------
+    def export(self, model, export_dir: str) -> None:
+        """SavedModel: `serve(window=[batch, window, features] raw) -> {"forecast"}`."""
+        window, features = self.config.data.window, len(self.series.columns)
+        mean = tf.constant(self.stats.mean, tf.float32)
+        std = tf.constant(self.stats.std, tf.float32)
+        t_mean, t_std = self.target_mean, self.target_std
+        squeeze = self.horizon == 1
+
+        def serve(window_values):
+            x = (window_values - mean) / std
+            y = tf.cast(model(x, training=False), tf.float32) * t_std + t_mean
+            return {"forecast": y[:, 0] if squeeze else y}
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve", serve,
+            input_signature=[tf.TensorSpec([None, window, features], tf.float32, name="window")],
+        )
+        archive.write_out(export_dir, verbose=False)
+        extra = storage.join(export_dir, "assets.extra")
+        storage.makedirs(extra)
+        storage.write_text(storage.join(extra, "normalization.json"),
+                           self.assets()["normalization.json"])
+
+
+# ----------------------------------------------------------------------------
+# Plots (matplotlib, Agg backend; host side).
+# ----------------------------------------------------------------------------
+
+
+def one_step_png(times, actual, forecast, naive, title: str) -> bytes:
+    """Actual vs next-step forecast (and the naive forecast) over validation rows."""
+    fig = _figure(1)
+    ax = fig.axes[0]
+    ax.plot(times, actual, color="black", lw=1.2, label="actual")
+    ax.plot(times, forecast, color="tab:blue", lw=1.0, label="forecast")
+    ax.plot(times, naive, color="tab:gray", lw=0.8, ls=":", label="naive (last value)")
+    ax.set_xlabel("time step")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig)
+
+
+def multi_step_png(panels, title: str) -> bytes:
+    """One panel per example: input context, actual future, forecast and naive forecast.
+
+    Args:
+      panels: list of `(context_times, context, future_times, actual, forecast, naive)`.
+    """
+    fig = _figure(len(panels))
+    for ax, (ct, context, ft, actual, forecast, naive) in zip(fig.axes, panels):
+        ax.plot(ct, context, color="black", lw=1.0, label="input")
+        ax.plot(ft, actual, color="black", lw=1.2, ls="--", label="actual")
+        ax.plot(ft, forecast, color="tab:blue", lw=1.2, marker=".", label="forecast")
+        ax.plot(ft, naive, color="tab:gray", lw=0.8, ls=":", label="naive (last value)")
+    fig.axes[0].set_title(title, fontsize=9)
+    fig.axes[0].legend(loc="upper left", fontsize=8)
+    fig.axes[-1].set_xlabel("time step")
+    return _png(fig)
+
+
+def _figure(rows: int):
+    """A figure on the Agg canvas, without pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 2.6 * rows), dpi=80)
+    FigureCanvasAgg(fig)
+    fig.subplots(rows, 1, squeeze=False)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -1,0 +1,103 @@
+"""Multi-step time-series forecasting: predict the next `data.horizon` values.
+
+Same data, split, normalization and export contract as `forecasting`
+(trainer/tasks/forecasting.py); the targets are the next H values of the
+target column. Two heads (`model.head`):
+
+  encoder_decoder: LSTM stack -> RepeatVector(H) -> LSTM(return_sequences)
+                   -> TimeDistributed(Dense(1))
+  direct:          LSTM stack -> Dense(H)
+
+Metrics (original scale of the target): overall `mse`/`mae`, per horizon step
+`mse_h1`..`mse_hH`, and the naive last-value forecast repeated over the
+horizon (`naive_mse`, `naive_mse_h1`..), plus `skill = 1 - mse / naive_mse`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import keras
+import numpy as np
+
+from trainer import registry
+from trainer.config import field
+from trainer.models.rnn import make_rnn_layer, recurrent_stack
+from trainer.tasks.forecasting import (
+    ForecastingData,
+    ForecastingModel,
+    ForecastingTask,
+    multi_step_png,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultistepData(ForecastingData):
+    horizon: int = field(12, "Forecast horizon H: predict the next H values.", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultistepModel(ForecastingModel):
+    head: Literal["encoder_decoder", "direct"] = field(
+        "encoder_decoder",
+        "encoder_decoder: RepeatVector + LSTM decoder + TimeDistributed Dense; direct: Dense(H).",
+    )
+    decoder_units: int = field(0, "Units of the decoder LSTM (encoder_decoder); 0: model.units.",
+                               min=0)
+
+
+@registry.register("multistep_forecasting")
+class MultistepForecastingTask(ForecastingTask):
+    """Forecast of the next H values (encoder-decoder or direct head)."""
+
+    DataConfig = MultistepData
+    ModelConfig = MultistepModel
+    description = "Multi-step time-series forecast (encoder-decoder or direct head), per-step metrics."
+
+    horizon_key = "data.horizon"
+
+    @property
+    def horizon(self) -> int:
+        return self.config.data.horizon
+
+    def build_model(self) -> keras.Model:
+        cfg, h = self.config.model, self.horizon
+        inputs = keras.Input((self.config.data.window, len(self.series.columns)), name="window")
+        x = recurrent_stack(inputs, cfg, name="encoder")
+        if cfg.dropout:
+            x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+        if cfg.head == "direct":
+            outputs = keras.layers.Dense(h, dtype="float32", name="forecast")(x)
+        else:
+            x = keras.layers.RepeatVector(h, name="repeat")(x)
+            x = make_rnn_layer(cfg, units=cfg.decoder_units or cfg.units,
+                               return_sequences=True, name=f"decoder_{cfg.cell}")(x)
+            x = keras.layers.TimeDistributed(
+                keras.layers.Dense(1, dtype="float32", name="forecast_dense"),
+                name="forecast_steps")(x)
+            outputs = keras.layers.Reshape((h,), dtype="float32", name="forecast")(x)
+        return keras.Model(inputs, outputs, name=self.name)
+
+    def summary_line(self, metrics: dict) -> str:
+        h = self.horizon
+        keys = ["mse", "naive_mse", "skill", "mse_h1", f"mse_h{h}"]
+        return ", ".join(f"{k}={metrics[k]:.4f}" for k in dict.fromkeys(keys) if k in metrics)
+
+    def _plot(self, model, step: int) -> bytes:
+        """Three validation windows (start, middle, end): context, actual, forecast."""
+        w, h, t = self.config.data.window, self.horizon, self.series.target_index
+        inputs, first = self._val_windows(limit=10**9)
+        picks = np.unique(np.linspace(0, len(inputs) - 1, num=3).astype(int))
+        pred = self._predict_raw(model, inputs[picks])
+        raw = self.series.values[:, t]
+        panels = []
+        for p, forecast in zip(picks, pred):
+            start = first + p  # first forecast row
+            ct, ft = np.arange(start - w, start), np.arange(start, start + h)
+            panels.append((ct, raw[ct], ft, raw[ft], forecast, np.full(h, raw[start - 1])))
+        return multi_step_png(
+            panels,
+            title=f"{self.name} ({self.config.model.head}, H={h}): {self.series.target!r}, "
+                  f"step {step}",
+        )
