@@ -22,6 +22,9 @@ import tensorflow as tf
 from trainer import storage
 from trainer.errors import DataError
 
+# series_sines.csv: synthetic_series(length=2000, features=1, components=3,
+# noise=0.1, seed=0) as column `value`, with hourly ISO timestamps in `time`
+# starting 2024-01-01T00:00.
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
 
 
