@@ -1,0 +1,195 @@
+"""The `seqtrain` command line. Click commands only: parse, build config, call a library function."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+
+from trainer.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError  # noqa: E402
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns user mistakes into one clean paragraph and a permanent exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except Preempted as e:
+            click.echo(f"seqtrain: {e}; exiting with retryable code {EXIT_PREEMPTED}", err=True)
+            ctx.exit(EXIT_PREEMPTED)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """seqtrain: production training jobs for recurrent sequence models."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def config_options(f):
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                     help="Override a config value (YAML-parsed); repeatable.")(f)
+    f = click.option("--config", "config_file", metavar="FILE.yaml",
+                     help="YAML config file (local or gs://).")(f)
+    f = click.option("--task", help="Task name (see `seqtrain tasks`).")(f)
+    return f
+
+
+@main.command()
+def tasks() -> None:
+    """List the registered tasks."""
+    from trainer import registry
+
+    for name in registry.names():
+        click.echo(f"{name:<24} {registry.get(name).description}")
+
+
+@main.command("config")
+@click.option("--task", default="text_classification", show_default=True)
+@click.option("--plain", is_flag=True, help="Without comments.")
+def show_config(task: str, plain: bool) -> None:
+    """Print the full default config of a task as YAML."""
+    from trainer import config
+
+    click.echo(config.default_config(task).to_yaml(comments=not plain))
+
+
+@main.command()
+@config_options
+@click.option("--model-dir", metavar="DIR", help="Run directory (local or gs://). "
+              "Default: ./runs/<task>-<time>. Resumes if it holds a checkpoint.")
+@click.option("--stop-at", type=int, metavar="STEP",
+              help="Checkpoint and exit once this step is reached (train.steps unchanged).")
+def train(task, config_file, overrides, model_dir, stop_at) -> None:
+    """Train a task; resume automatically from MODEL_DIR's latest checkpoint."""
+    from trainer import cluster, config, train_lib
+
+    cfg = config.load(task, config_file, overrides)
+    if not model_dir:
+        if cluster.from_environ().is_multi_worker:
+            raise UserError("multi-worker training needs an explicit --model-dir that every "
+                            "worker can reach (a shared path or gs://).")
+        model_dir = train_lib.default_model_dir(cfg.task.name)
+    result = train_lib.train(cfg, model_dir, stop_at=stop_at)
+    if cluster.from_environ().is_chief:
+        _print_result(cfg, result)
+
+
+def _print_result(cfg, result: dict) -> None:
+    d = result["model_dir"]
+    click.echo(f"\nRun {cfg.task.name} finished at step {result['step']} in {d}")
+    click.echo(f"  checkpoints : {result['checkpoint']}")
+    click.echo(f"  tensorboard : tensorboard --logdir {d}")
+    click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
+    click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
+    if result["metrics"]:
+        click.echo("  eval        : " + ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(result["metrics"].items())))
+
+
+@main.command()
+@click.option("--model-dir", required=True, metavar="DIR")
+def evaluate(model_dir) -> None:
+    """Evaluate a run's latest checkpoint on its eval split."""
+    from trainer import train_lib
+
+    result = train_lib.evaluate(model_dir)
+    click.echo(f"step {result['step']} ({result['checkpoint']})")
+    for k, v in sorted(result["metrics"].items()):
+        click.echo(f"  {k}: {v:.4f}")
+
+
+@main.command()
+@click.option("--model-dir", required=True, metavar="DIR")
+@click.argument("texts", nargs=-1, required=True)
+def predict(model_dir, texts) -> None:
+    """Classify raw strings with a text_classification export."""
+    from trainer.tasks.text_classification import predict as predict_fn
+
+    for text, (label, prob) in zip(texts, predict_fn(model_dir, list(texts))):
+        click.echo(f"{label}\t{prob:.4f}\t{text}")
+
+
+@main.command()
+@click.option("--model-dir", required=True, metavar="DIR")
+@click.option("--prompt", default="", help="Text to start from.")
+@click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
+@click.option("--temperature", default=1.0, show_default=True, type=float)
+@click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same text).")
+def generate(model_dir, prompt, length, temperature, seed) -> None:
+    """Sample text from a text_generation export."""
+    from trainer.tasks.text_generation import generate as generate_fn
+
+    click.echo(generate_fn(model_dir, prompt, length, temperature, seed))
+
+
+@main.command()
+@click.option("--model-dir", required=True, metavar="DIR")
+@click.option("--attention-png", metavar="FILE.png",
+              help="Also write the first input's attention weights as a heatmap.")
+@click.argument("texts", nargs=-1, required=True)
+def translate(model_dir, attention_png, texts) -> None:
+    """Translate raw strings with a translation export."""
+    from trainer.tasks import translation
+
+    for src, out in zip(texts, translation.translate(model_dir, list(texts))):
+        click.echo(f"{src}\t{out}")
+    if attention_png:
+        click.echo(f"attention heatmap: {translation.attention_heatmap(model_dir, texts[0], attention_png)}")
+
+
+@main.command()
+@config_options
+def check(task, config_file, overrides) -> None:
+    """Report, per recurrent layer, whether it takes the cuDNN kernel on a GPU."""
+    from trainer import check as check_lib, config
+
+    cfg = config.load(task, config_file, overrides)
+    click.echo(check_lib.report_text(cfg))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--workers", "-n", type=int, required=True, help="Local worker processes.")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="Seconds to wait after SIGTERM before killing the other workers.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
+def launch(workers, grace, args) -> None:
+    """Run `seqtrain ARGS` as N local workers with their own TF_CONFIG.
+
+    Example: seqtrain launch --workers 2 -- train --model-dir runs/mw
+    """
+    from trainer import launch as launch_lib
+
+    sys.exit(launch_lib.run_local(list(args), workers, grace=grace))
+
+
+def _register_optional_commands() -> None:
+    """Command groups that live beside their library code."""
+    try:
+        from trainer.jobs.cli import job
+        main.add_command(job)
+    except ImportError:
+        pass
+    try:
+        from trainer.gcs_cli import runs, stage
+        main.add_command(runs)
+        main.add_command(stage)
+    except ImportError:
+        pass
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()

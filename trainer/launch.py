@@ -1,0 +1,109 @@
+"""`seqtrain launch`: N local worker processes, each with its own TF_CONFIG.
+
+Used to run MultiWorkerMirroredStrategy on one machine (and by the tests).
+Each output line is prefixed with its worker. If any worker fails, the others
+are stopped (SIGTERM, then SIGKILL after a grace period) instead of hanging in
+a collective, and the launcher exits with the failing worker's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tf_configs(n: int, ports: list[int]) -> list[dict]:
+    workers = [f"localhost:{p}" for p in ports]
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            for i in range(n)]
+
+
+def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None) -> int:
+    """Runs `seqtrain ARGS` in `workers` processes; returns the exit code."""
+    if workers < 1:
+        print(f"Error: --workers must be >= 1, got {workers}.", file=sys.stderr)
+        return 2
+    if args and args[0] == "--":
+        args = args[1:]
+    stream = stream or sys.stdout
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    for i, tf_config in enumerate(tf_configs(workers, free_ports(workers))):
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), PYTHONUNBUFFERED="1")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "trainer.cli", *args], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True))
+    pumps = [threading.Thread(target=_pump, args=(p, f"[worker-{i}] ", stream, lock), daemon=True)
+             for i, p in enumerate(procs)]
+    for t in pumps:
+        t.start()
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = _wait(procs, grace, stream, lock)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for t in pumps:
+            t.join(timeout=5)
+    return code
+
+
+def _wait(procs, grace: float, stream, lock) -> int:
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            i, code = failed[0]
+            with lock:
+                print(f"[launch] worker-{i} exited with code {code}; stopping the others",
+                      file=stream, flush=True)
+            _stop(procs, grace)
+            return code
+        if all(c == 0 for c in codes):
+            return 0
+        time.sleep(0.2)
+
+
+def _stop(procs, grace: float) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _pump(proc, prefix: str, stream, lock) -> None:
+    for line in proc.stdout:
+        with lock:
+            stream.write(prefix + line)
+            stream.flush()

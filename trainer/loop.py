@@ -1,0 +1,137 @@
+"""The compiled parts of the custom training/eval loop.
+
+Keras 3 `model.fit` does not work under MultiWorkerMirroredStrategy, so the
+step is ours: `train_steps` is one `tf.function` that runs N steps, each
+calling `strategy.run` on a per-replica slice of a global batch.
+
+Input design (exact resume on every strategy): every worker iterates the same
+global-batch stream `[replicas, per_replica_batch, ...]` from a plain,
+checkpointable `tf.data` iterator, and each replica takes its own slice with
+`experimental_distribute_values_from_function`. The iterator state is then the
+same on every worker, so the chief's checkpoint restores all of them exactly.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+class StepFunctions:
+    """Builds the train and eval `tf.function`s for a task, model and strategy."""
+
+    def __init__(self, *, task, model, optimizer, strategy, global_batch: int,
+                 clipnorm: float | None, clipvalue: float | None, jit_compile: bool):
+        self.task = task
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.global_batch = global_batch
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        replicas = strategy.num_replicas_in_sync
+        # Keras clips per replica *before* its all-reduce, which is not a global
+        # norm; and its LossScaleOptimizer assumes all-reduced grads for a
+        # consistent finite check. In those cases we all-reduce first ourselves.
+        self.reduce_first = replicas > 1 and bool(clipnorm or clipvalue or self.loss_scaled)
+        self.replicas = replicas
+        self._grad_fn = tf.function(self._loss_and_grads, jit_compile=jit_compile,
+                                    reduce_retracing=True)
+        self.train_steps = tf.function(self._train_steps)
+        self.eval_batch = tf.function(self._eval_batch)
+
+    # With distribution strategies, the replica functions run on devices.
+    def _loss_and_grads(self, features, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            per_example = tf.cast(self.task.loss(self.model, features, labels), tf.float32)
+            loss = tf.reduce_sum(per_example) / self.global_batch
+            scaled = self.optimizer.scale_loss(loss) if self.loss_scaled else loss
+        grads = tape.gradient(scaled, variables)
+        return loss, grads
+
+    def _replica_train_step(self, batch):
+        features, labels = batch
+        loss, grads = self._grad_fn(features, labels)
+        grads = self._aggregate_and_clip(grads)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss
+
+    def _aggregate_and_clip(self, grads):
+        if self.reduce_first:
+            ctx = tf.distribute.get_replica_context()
+            grads = ctx.all_reduce(SUM, grads)
+        # Thresholds scale with the loss scale, so clipping scaled gradients
+        # equals clipping the true ones.
+        scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.loss_scaled else 1.0
+        if self.clipnorm:
+            grads, _ = tf.clip_by_global_norm(grads, self.clipnorm * scale)
+        if self.clipvalue:
+            limit = self.clipvalue * scale
+            grads = [tf.clip_by_value(g, -limit, limit) for g in grads]
+        if self.reduce_first:
+            # The Keras optimizer all-reduces (sums) again in replica context.
+            grads = [g / self.replicas for g in grads]
+        return grads
+
+    def _distribute(self, batch):
+        def slice_for(ctx):
+            i = ctx.replica_id_in_sync_group
+            return tf.nest.map_structure(lambda t: t[i], batch)
+
+        return self.strategy.experimental_distribute_values_from_function(slice_for)
+
+    def _train_steps(self, iterator, num_steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            per_replica = self.strategy.run(
+                self._replica_train_step, args=(self._distribute(next(iterator)),))
+            total += self.strategy.reduce(SUM, per_replica, axis=None)
+        return total / tf.cast(num_steps, tf.float32)
+
+    def _replica_eval(self, batch):
+        features, labels, weights = batch
+        out = self.task.eval_metrics(self.model, features, labels, weights)
+        return {k: (tf.cast(n, tf.float32), tf.cast(d, tf.float32)) for k, (n, d) in out.items()}
+
+    def _eval_batch(self, batch):
+        per_replica = self.strategy.run(self._replica_eval, args=(self._distribute(batch),))
+        return tf.nest.map_structure(
+            lambda t: self.strategy.reduce(SUM, t, axis=None), per_replica)
+
+
+def make_train_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: int,
+                       shuffle_buffer: int, seed: int) -> tf.data.Dataset:
+    """Shuffled, repeated global batches shaped [replicas, per_replica_batch, ...]."""
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(per_replica_batch, drop_remainder=True).batch(replicas, drop_remainder=True)
+    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def make_eval_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: int,
+                      max_batches: int = 0) -> tf.data.Dataset:
+    """The whole eval split as global batches, with a weight per example.
+
+    The last partial batch is filled with copies of the first example at weight
+    0, so every example is evaluated exactly once and shapes stay static.
+    """
+    global_batch = per_replica_batch * replicas
+    real = ds.map(lambda f, l: (f, l, tf.constant(1.0)))
+    filler = ds.take(1).map(lambda f, l: (f, l, tf.constant(0.0))).repeat(global_batch - 1)
+    ds = real.concatenate(filler)
+    ds = ds.batch(per_replica_batch, drop_remainder=True).batch(replicas, drop_remainder=True)
+    if max_batches:
+        ds = ds.take(max_batches)
+    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    # Every worker reads the same stream and keeps its replicas' slices (see the
+    # module docstring), so tf.data must not auto-shard it.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    options.deterministic = True
+    return options

@@ -1,0 +1,134 @@
+"""Mixed-precision policy and the cuDNN fast-path eligibility report.
+
+Keras 3 LSTM/GRU on the TF backend take the fused cuDNN kernel on a GPU only
+when activation=tanh, recurrent_activation=sigmoid, recurrent_dropout=0,
+unroll=False, use_bias=True, (GRU) reset_after=True, and the inputs are
+unmasked or strictly right-padded. `use_cudnn` can force it on or off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+
+from trainer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def set_policy(precision: str) -> None:
+    """Sets the global Keras dtype policy. Call once, before building models."""
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def check_compatible(config) -> None:
+    """Refuses known-bad combinations before training starts."""
+    model = config.model
+    if config.runtime.precision == "mixed_float16" and getattr(model, "stateful", False):
+        raise ConfigError(
+            "a stateful RNN under runtime.precision=mixed_float16 fails in several Keras "
+            "versions (keras-team/keras#20605). Use runtime.precision=float32 or "
+            "mixed_bfloat16, or model.stateful=false."
+        )
+
+
+def cudnn_report(model: keras.Model, padding: str = "right") -> list[dict]:
+    """One entry per recurrent layer: is it eligible for the cuDNN kernel, and why not.
+
+    Args:
+      model: a built Keras model.
+      padding: how the task pads masked inputs ("right" or "none").
+    """
+    report = []
+    for layer, where in _recurrent_layers(model):
+        reasons = ineligibility_reasons(layer, padding)
+        report.append({
+            "layer": where,
+            "type": type(layer).__name__,
+            "eligible": not reasons,
+            "reasons": reasons,
+        })
+    return report
+
+
+def ineligibility_reasons(layer, padding: str = "right") -> list[str]:
+    """Why `layer` would not take the fused cuDNN kernel (empty list: it would)."""
+    kind = type(layer).__name__
+    if kind not in ("LSTM", "GRU"):
+        return [f"{kind} has no cuDNN kernel (only LSTM and GRU do)"]
+    cell = layer.cell
+    reasons = []
+    if getattr(layer, "use_cudnn", "auto") is False:
+        reasons.append("use_cudnn=false")
+    if _act_name(cell.activation) != "tanh":
+        reasons.append(f"activation={_act_name(cell.activation)} (needs tanh)")
+    if _act_name(cell.recurrent_activation) != "sigmoid":
+        reasons.append(
+            f"recurrent_activation={_act_name(cell.recurrent_activation)} (needs sigmoid)"
+        )
+    if cell.recurrent_dropout:
+        reasons.append(f"recurrent_dropout={cell.recurrent_dropout} (needs 0)")
+    if layer.unroll:
+        reasons.append("unroll=true (needs false)")
+    if not cell.use_bias:
+        reasons.append("use_bias=false (needs true)")
+    if kind == "GRU" and not cell.reset_after:
+        reasons.append("reset_after=false (GRU needs true)")
+    if padding not in ("right", "none"):
+        reasons.append(f"inputs are {padding}-padded (needs right padding or no mask)")
+    return reasons
+
+
+def check_forced_cudnn(report: list[dict], model_config) -> None:
+    """`model.use_cudnn=true` with an ineligible layer is an error before training."""
+    if getattr(model_config, "use_cudnn", "auto") != "true":
+        return
+    bad = [r for r in report if not r["eligible"]]
+    if bad:
+        details = "; ".join(f"{r['layer']}: {', '.join(r['reasons'])}" for r in bad)
+        raise ConfigError(
+            f"model.use_cudnn=true but these layers cannot use the cuDNN kernel: {details}. "
+            "Change those options, or set model.use_cudnn=auto to fall back silently."
+        )
+
+
+def warn_ineligible(report: list[dict]) -> None:
+    for r in report:
+        if not r["eligible"]:
+            log.warning(
+                "%s (%s) will not use the fused cuDNN kernel on GPU: %s",
+                r["layer"], r["type"], "; ".join(r["reasons"]),
+            )
+
+
+def format_report(report: list[dict]) -> str:
+    if not report:
+        return "no recurrent layers"
+    lines = []
+    for r in report:
+        status = "cuDNN eligible" if r["eligible"] else "NOT eligible: " + "; ".join(r["reasons"])
+        lines.append(f"{r['layer']:<40} {r['type']:<10} {status}")
+    return "\n".join(lines)
+
+
+def _recurrent_layers(model):
+    """(layer, path) for every RNN layer, looking inside Bidirectional wrappers."""
+    for layer in _walk(model):
+        if isinstance(layer, keras.layers.Bidirectional):
+            yield layer.forward_layer, f"{layer.name}/forward"
+            yield layer.backward_layer, f"{layer.name}/backward"
+        elif isinstance(layer, keras.layers.RNN):
+            yield layer, layer.name
+
+
+def _walk(layer):
+    for sub in getattr(layer, "layers", []) or []:
+        if isinstance(sub, (keras.layers.Bidirectional, keras.layers.RNN)):
+            yield sub
+        else:
+            yield from _walk(sub)
+
+
+def _act_name(fn) -> str:
+    return getattr(fn, "__name__", str(fn))

@@ -1,0 +1,172 @@
+"""Text classification: TextVectorization -> Embedding -> (Bi)LSTM -> Dense.
+
+The vectorizer is adapted on the training split only, runs in the input
+pipeline (not on the accelerator), right-pads with id 0 so masks keep cuDNN
+eligible, and is exported with the model so the export takes raw strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import registry, storage
+from trainer.config import field
+from trainer.data import text as text_data
+from trainer.errors import DataError, UserError
+from trainer.models.rnn import RecurrentConfig, recurrent_stack
+from trainer.tasks.base import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: Literal["bundled", "file"] = field(
+        "bundled", "bundled: the packaged review corpus; file: your CSV/TSV/JSONL files.")
+    train_path: str = field("", "Training file (source=file); local or gs://.")
+    eval_path: str = field("", "Eval file; empty splits data.eval_fraction off the training file.")
+    format: Literal["auto", "csv", "tsv", "jsonl"] = field("auto", "File format; auto uses the extension.")
+    text_column: str = field("text", "Column / JSON key holding the text.")
+    label_column: str = field("label", "Column / JSON key holding the label (string or int).")
+    eval_fraction: float = field(0.15, "Share of rows held out for eval when eval_path is empty.", min=0)
+    vocab_size: int = field(2000, "Max vocabulary size, including padding and OOV.", min=3)
+    sequence_length: int = field(32, "Tokens per example (right-padded or truncated).", min=1)
+
+    def validate(self, path: str) -> None:
+        if self.source == "file" and not self.train_path:
+            raise DataError(f"{path}.source=file needs {path}.train_path (a CSV, TSV or JSONL file).")
+        if not 0 < self.eval_fraction < 1:
+            raise DataError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(RecurrentConfig):
+    embedding_dim: int = field(32, "Embedding size.", min=1)
+    dense_units: int = field(32, "Units of the Dense(relu) layer before the classifier.", min=1)
+
+
+@registry.register("text_classification")
+class TextClassificationTask(Task):
+    description = "TextVectorization -> Embedding -> BiLSTM -> Dense; CSV/TSV/JSONL or bundled reviews"
+    DataConfig = DataConfig
+    ModelConfig = ModelConfig
+    train_defaults = dict(steps=600, batch_size=64, steps_per_loop=50, checkpoint_every=200,
+                          eval_every=200, learning_rate=3e-3)
+
+    def prepare(self) -> None:
+        d = self.config.data
+        if d.source == "bundled":
+            texts, labels = text_data.read_labelled(
+                text_data.bundled_path("reviews.csv"), fmt="csv", text_column="text",
+                label_column="label")
+        else:
+            texts, labels = text_data.read_labelled(
+                d.train_path, fmt=d.format, text_column=d.text_column, label_column=d.label_column)
+        if d.eval_path:
+            tr_x, tr_y = texts, labels
+            ev_x, ev_y = text_data.read_labelled(
+                d.eval_path, fmt=d.format, text_column=d.text_column, label_column=d.label_column)
+        else:
+            tr_x, tr_y, ev_x, ev_y = text_data.split(texts, labels, d.eval_fraction,
+                                                     self.config.runtime.seed)
+        self.labels = sorted(set(tr_y), key=_label_sort_key)
+        if len(self.labels) < 2:
+            raise DataError(
+                f"the training data has a single class ({self.labels[0]!r}) in column "
+                f"{d.label_column!r}; classification needs at least two. Check the label column.")
+        unknown = sorted(set(ev_y) - set(self.labels))
+        if unknown:
+            raise DataError(
+                f"the eval split has labels not seen in training: {unknown[:5]}. "
+                "Make sure every class appears in the training data.")
+        self.vectorizer = keras.layers.TextVectorization(
+            max_tokens=d.vocab_size, output_sequence_length=d.sequence_length,
+            name="vectorizer")
+        self.vectorizer.adapt(tf.constant(tr_x))  # training split only
+        index = {label: i for i, label in enumerate(self.labels)}
+        self._splits = {
+            "train": (self._vectorize(tr_x), np.array([index[y] for y in tr_y], np.int32)),
+            "eval": (self._vectorize(ev_x), np.array([index[y] for y in ev_y], np.int32)),
+        }
+
+    def _vectorize(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.vectorizer(tf.constant(texts)), dtype=np.int32)
+
+    def assets(self) -> dict[str, str]:
+        return {
+            "vocab.txt": "\n".join(self.vectorizer.get_vocabulary()) + "\n",
+            "labels.txt": "\n".join(self.labels) + "\n",
+        }
+
+    def dataset(self, split: str) -> tf.data.Dataset:
+        ids, labels = self._splits[split]
+        return tf.data.Dataset.from_tensor_slices((ids, labels))
+
+    def build_model(self) -> keras.Model:
+        m = self.config.model
+        vocab = len(self.vectorizer.get_vocabulary())
+        ids = keras.Input(shape=(self.config.data.sequence_length,), dtype="int32", name="ids")
+        x = keras.layers.Embedding(vocab, m.embedding_dim, mask_zero=True, name="embedding")(ids)
+        x = recurrent_stack(x, m, return_sequences=False, name="encoder")
+        x = keras.layers.Dense(m.dense_units, activation="relu", name="dense")(x)
+        x = keras.layers.Dropout(m.dropout, name="dropout")(x)
+        logits = keras.layers.Dense(len(self.labels), dtype="float32", name="logits")(x)
+        return keras.Model(ids, logits, name="text_classifier")
+
+    def loss(self, model, features, labels):
+        logits = model(features, training=True)
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+    def eval_metrics(self, model, features, labels, weights):
+        logits = model(features, training=False)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+        n = tf.reduce_sum(weights)
+        return {"loss": (tf.reduce_sum(per_example * weights), n),
+                "accuracy": (tf.reduce_sum(correct * weights), n)}
+
+    def export(self, model, export_dir: str) -> None:
+        vectorizer, labels = self.vectorizer, tf.constant(self.labels)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(vectorizer)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+        def serve(texts):
+            ids = tf.cast(vectorizer(texts), tf.int32)
+            probs = tf.nn.softmax(model(ids, training=False), axis=-1)
+            class_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
+            return {"probabilities": probs, "class_id": class_id,
+                    "label": tf.gather(labels, class_id),
+                    "probability": tf.reduce_max(probs, axis=-1)}
+
+        archive.add_endpoint("serve", serve)
+        archive.write_out(export_dir, verbose=False)
+        storage.write_text(storage.join(export_dir, "assets.extra.json"),
+                           json.dumps({"labels": self.labels}))
+
+    def summary_line(self, metrics: dict) -> str:
+        return f"accuracy={metrics.get('accuracy', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}"
+
+
+def predict(model_dir: str, texts: list[str]) -> list[tuple[str, float]]:
+    """(label, probability) for each raw string, from MODEL_DIR/export."""
+    export_dir = storage.join(model_dir, "export")
+    if not storage.exists(export_dir):
+        raise UserError(
+            f"{model_dir} has no export/; train it to the end (`seqtrain train --model-dir "
+            f"{model_dir}`) before predicting.")
+    loaded = tf.saved_model.load(export_dir)
+    if not hasattr(loaded, "serve"):
+        raise UserError(f"{export_dir} is not a text_classification export (no 'serve' endpoint).")
+    out = loaded.serve(tf.constant(texts))
+    labels = [b.decode() for b in out["label"].numpy()]
+    return list(zip(labels, [float(p) for p in out["probability"].numpy()]))
+
+
+def _label_sort_key(label: str):
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
