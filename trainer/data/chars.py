@@ -1,0 +1,320 @@
+"""Character corpora for language modelling: loading, vocabulary, windows.
+
+A corpus comes from one explicit source (`data.source`):
+
+  * `bundled`: a small public-domain text shipped in `trainer/data/bundled/`
+    (`corpus_<name>.txt`; each has a `corpus_<name>.source` note saying where
+    the text comes from). `sonnets` is Shakespeare's Sonnets 1-60 (first
+    printed 1609; public domain everywhere).
+  * `file`: a text file, local or `gs://` (read through `tf.io.gfile`).
+  * `url`: an http(s) file downloaded with `requests` into a cache directory,
+    with retries, a size limit and an optional SHA-256 check.
+
+Characters are Unicode code points mapped to integer ids by `CharVocab`
+(0 = padding, 1 = out-of-vocabulary). The encoded corpus is one small integer
+array (1 byte per character for vocabularies up to 256), and training windows
+are slices of it made inside `tf.data`, so memory stays O(corpus size) instead
+of the O(corpus x window x vocab) of one-hot arrays.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import posixpath
+import re
+import time
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from trainer import storage
+from trainer.errors import DataError
+
+PAD_ID = 0
+OOV_ID = 1
+_RESERVED = 2  # ids below this are not characters
+
+_BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
+_ENCODE_CHUNK = 1 << 20  # characters encoded per numpy pass (bounds peak memory)
+
+
+# ----------------------------------------------------------------------------
+# Sources.
+# ----------------------------------------------------------------------------
+
+
+def bundled_names() -> list[str]:
+    """Names of the bundled corpora (`corpus_<name>.txt`)."""
+    return sorted(
+        f[len("corpus_"):-len(".txt")]
+        for f in os.listdir(_BUNDLED_DIR)
+        if f.startswith("corpus_") and f.endswith(".txt")
+    )
+
+
+def read_bundled(name: str) -> str:
+    """Text of a bundled corpus."""
+    if name not in bundled_names():
+        raise DataError(
+            f"data.bundled_name={name!r} is not a bundled corpus. "
+            f"Available: {', '.join(bundled_names()) or '(none)'}."
+        )
+    return decode(storage.read_bytes(os.path.join(_BUNDLED_DIR, f"corpus_{name}.txt")),
+                  "utf-8", f"bundled corpus {name!r}")
+
+
+def read_file(path: str, encoding: str = "utf-8", key: str = "data.path") -> str:
+    """Text of a local or gs:// file.
+
+    Raises:
+      DataError: the file is missing, a directory, empty or not `encoding`.
+    """
+    if not path:
+        raise DataError(f"{key} is empty; set it to a text file (local path or gs://).")
+    if not storage.exists(path):
+        raise DataError(f"{key}={path!r} does not exist. Point it at a text file.")
+    if storage.isdir(path):
+        raise DataError(f"{key}={path!r} is a directory; point it at a text file.")
+    data = storage.read_bytes(path)
+    if not data:
+        raise DataError(f"{key}={path!r} is empty (0 bytes); the corpus needs text.")
+    return decode(data, encoding, f"{key}={path!r}")
+
+
+def decode(data: bytes, encoding: str, where: str) -> str:
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise DataError(
+            f"data.encoding={encoding!r} is not a known text encoding (for example utf-8)."
+        ) from None
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{where} is not valid {encoding}: byte {e.start} ({data[e.start:e.start + 1]!r}) "
+            "cannot be decoded. Set data.encoding to the file's encoding "
+            "(for example latin-1) or re-save the file as UTF-8."
+        ) from None
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "seqtrain")
+
+
+class _Retryable(Exception):
+    """A download failure that may succeed on a later attempt."""
+
+
+def download(
+    url: str,
+    *,
+    cache_dir: str = "",
+    sha256: str = "",
+    max_bytes: int = 50_000_000,
+    retries: int = 3,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+) -> str:
+    """Downloads `url` into `cache_dir` (once) and returns the cached file's path.
+
+    The body is streamed to a temporary name and renamed only when it is
+    complete, within `max_bytes` and matches `sha256` (when given), so the
+    cache never holds a half-written or wrong file. Connection errors,
+    timeouts, HTTP 429 and 5xx are retried `retries` times with exponential
+    backoff (`backoff`, 2*`backoff`, ...). A cached file is reused; one that
+    fails the checksum is downloaded again.
+
+    Raises:
+      DataError: unreachable after all retries, HTTP error, too large, or
+        checksum mismatch. The message names the URL and the key to change.
+    """
+    import requests  # only the url source needs it
+
+    cache_dir = cache_dir or default_cache_dir()
+    sha256 = sha256.lower()
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(url.split("?")[0])) or "corpus"
+    path = storage.join(cache_dir, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}")
+    if storage.exists(path):
+        if not sha256 or _file_sha256(path) == sha256:
+            return path
+    storage.makedirs(cache_dir)
+
+    errors: list[str] = []
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            _fetch(requests, url, path, sha256=sha256, max_bytes=max_bytes, timeout=timeout)
+            return path
+        except _Retryable as e:
+            errors.append(str(e))
+    raise DataError(
+        f"could not download data.url={url!r} after {retries + 1} attempts "
+        f"(last error: {errors[-1]}). Check the URL and your network or proxy, "
+        "raise data.download_retries, or download the file yourself and use "
+        "data.source=file with data.path."
+    )
+
+
+def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeout: float) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            resp = requests.get(url, stream=True, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise _Retryable(f"{type(e).__name__}: {_short(e)}") from None
+        except requests.RequestException as e:
+            raise DataError(f"data.url={url!r} cannot be fetched: {_short(e)}.") from None
+        with resp:
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code} {resp.reason}")
+            if resp.status_code != 200:
+                raise DataError(
+                    f"data.url={url!r} answered HTTP {resp.status_code} {resp.reason}. "
+                    "Fix the URL (or the server's permissions)."
+                )
+            declared = int(resp.headers.get("Content-Length") or 0)
+            if declared > max_bytes:
+                raise _too_big(url, f"{declared} bytes (Content-Length)", max_bytes)
+            digest, total = hashlib.sha256(), 0
+            with tf.io.gfile.GFile(tmp, "wb") as f:
+                try:
+                    for chunk in resp.iter_content(chunk_size=1 << 16):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise _too_big(url, f"more than {max_bytes} bytes", max_bytes)
+                        digest.update(chunk)
+                        f.write(chunk)
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as e:
+                    raise _Retryable(f"transfer interrupted: {_short(e)}") from None
+        if sha256 and digest.hexdigest() != sha256:
+            raise DataError(
+                f"data.url={url!r} downloaded {total} bytes with SHA-256 "
+                f"{digest.hexdigest()}, but data.sha256={sha256}. The file changed or the "
+                "checksum is wrong: fix data.sha256 (or set it to '' to skip the check)."
+            )
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def _too_big(url: str, got: str, max_bytes: int) -> DataError:
+    return DataError(
+        f"data.url={url!r} is {got}, over data.max_bytes={max_bytes}. "
+        "Raise data.max_bytes if the file is right."
+    )
+
+
+def _short(e: Exception) -> str:
+    return str(e).split("\n")[0][:300]
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# Vocabulary and encoding.
+# ----------------------------------------------------------------------------
+
+
+class CharVocab:
+    """Code point <-> id map. 0 is padding, 1 is out-of-vocabulary."""
+
+    def __init__(self, chars: str):
+        self.chars = chars  # in id order, starting at id 2
+        self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._order = np.argsort(self._codepoints)
+        self._sorted = self._codepoints[self._order]
+        self._ids = (self._order + _RESERVED).astype(np.int32)
+
+    @classmethod
+    def fit(cls, text: str, min_count: int = 1) -> CharVocab:
+        """Characters seen at least `min_count` times, sorted by code point."""
+        counts = collections.Counter(text)
+        return cls("".join(sorted(c for c, n in counts.items() if n >= min_count)))
+
+    @property
+    def size(self) -> int:
+        """Number of ids, including padding and OOV."""
+        return len(self.chars) + _RESERVED
+
+    def id_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.size <= 256 else np.uint16 if self.size <= 65536
+                        else np.int32)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of `text` in the smallest integer dtype; memory O(len(text))."""
+        out = np.empty(len(text), dtype=self.id_dtype())
+        for start in range(0, len(text), _ENCODE_CHUNK):
+            chunk = text[start:start + _ENCODE_CHUNK]
+            cps = np.frombuffer(chunk.encode("utf-32-le"), dtype="<u4")
+            pos = np.minimum(np.searchsorted(self._sorted, cps), max(len(self._sorted) - 1, 0))
+            if len(self._sorted):
+                ids = np.where(self._sorted[pos] == cps, self._ids[pos], OOV_ID)
+            else:
+                ids = np.full(len(cps), OOV_ID)
+            out[start:start + len(chunk)] = ids
+        return out
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i - _RESERVED] for i in ids if i >= _RESERVED)
+
+    def count_known(self, text: str) -> int:
+        return int(np.count_nonzero(self.encode(text) >= _RESERVED))
+
+    def to_json(self) -> str:
+        return json.dumps({"chars": self.chars, "pad_id": PAD_ID, "oov_id": OOV_ID},
+                          sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> CharVocab:
+        return cls(json.loads(text)["chars"])
+
+
+# ----------------------------------------------------------------------------
+# Splits and windows.
+# ----------------------------------------------------------------------------
+
+
+def split_tail(text: str, eval_fraction: float) -> tuple[str, str]:
+    """(train, eval): eval is the last `eval_fraction` of the corpus."""
+    n_eval = int(round(len(text) * eval_fraction))
+    return text[:len(text) - n_eval], text[len(text) - n_eval:]
+
+
+def num_windows(length: int, seq_len: int, shift: int) -> int:
+    """How many (seq_len + 1)-character windows start every `shift` characters."""
+    if length < seq_len + 1:
+        return 0
+    return (length - seq_len - 1) // shift + 1
+
+
+def window_dataset(ids: np.ndarray, seq_len: int, shift: int) -> tf.data.Dataset:
+    """Unbatched `(ids[i:i+T], ids[i+1:i+T+1])` int32 pairs, i = 0, shift, 2*shift...
+
+    The windows are slices of one constant tensor made on the fly, so the
+    pipeline holds the corpus once. The order is deterministic.
+    """
+    n = num_windows(len(ids), seq_len, shift)
+    corpus = tf.constant(ids)
+
+    def window(i):
+        start = i * shift
+        w = tf.cast(corpus[start:start + seq_len + 1], tf.int32)
+        w = tf.ensure_shape(w, [seq_len + 1])
+        return w[:-1], w[1:]
+
+    return tf.data.Dataset.range(n).map(
+        window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
