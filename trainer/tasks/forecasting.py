@@ -49,7 +49,8 @@ class ForecastingData:
         "", "Column to forecast (added to the inputs if missing); empty: first input column."
     )
     time_column: str = field(
-        "", "CSV column to sort rows by (numbers or ISO 8601); empty keeps file order."
+        "", "CSV column to sort rows by (numbers or ISO 8601); empty keeps file order "
+        "(bundled files: `time`)."
     )
     window: int = field(48, "Input window length in time steps.", min=1)
     stride: int = field(1, "Time steps between the starts of consecutive training windows.", min=1)
@@ -92,7 +93,7 @@ class ForecastingTask(Task):
     ModelConfig = ForecastingModel
     description = "Next-step time-series forecast (LSTM stack -> Dense) vs a naive baseline."
     train_defaults = dict(
-        steps=2000, batch_size=32, learning_rate=1e-3, steps_per_loop=50,
+        steps=2000, batch_size=32, learning_rate=3e-3, steps_per_loop=50,
         eval_every=500, checkpoint_every=500, log_every=100,
     )
     padding = "none"
@@ -122,8 +123,11 @@ class ForecastingTask(Task):
                 d.synthetic_length, d.synthetic_features, d.synthetic_components,
                 d.synthetic_noise, seed=self.config.runtime.seed,
             )
-        path = d.path if d.source == "csv" else timeseries.bundled_path(d.bundled)
-        return timeseries.read_csv_series(path, d.columns, d.target, d.time_column)
+        if d.source == "bundled":  # bundled files all have a `time` column
+            path, time_column = timeseries.bundled_path(d.bundled), d.time_column or "time"
+        else:
+            path, time_column = d.path, d.time_column
+        return timeseries.read_csv_series(path, d.columns, d.target, time_column)
 
     def assets(self) -> dict[str, str]:
         meta = dict(
@@ -214,7 +218,7 @@ class ForecastingTask(Task):
         return self.normalized[idx], self.split
 
     def _plot(self, model, step: int) -> bytes:
-        inputs, first = self._val_windows(limit=400)
+        inputs, first = self._val_windows(limit=200)
         pred = self._predict_raw(model, inputs)[:, 0]
         actual = self.series.values[:, self.series.target_index]
         times = np.arange(first, first + len(pred))
@@ -277,7 +281,8 @@ def multi_step_png(panels, title: str) -> bytes:
     fig = _figure(len(panels))
     for ax, (ct, context, ft, actual, forecast, naive) in zip(fig.axes, panels):
         ax.plot(ct, context, color="black", lw=1.0, label="input")
-        ax.plot(ft, actual, color="black", lw=1.2, ls="--", label="actual")
+        ax.plot(np.r_[ct[-1], ft], np.r_[context[-1], actual], color="black", lw=1.2, ls="--",
+                label="actual")
         ax.plot(ft, forecast, color="tab:blue", lw=1.2, marker=".", label="forecast")
         ax.plot(ft, naive, color="tab:gray", lw=0.8, ls=":", label="naive (last value)")
     fig.axes[0].set_title(title, fontsize=9)
