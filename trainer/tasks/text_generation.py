@@ -244,8 +244,8 @@ def _token_ce(logits, labels):
 
 
 def _markdown(text: str) -> str:
-    """TensorBoard renders text as markdown: keep line breaks and spaces."""
-    return "<pre>" + text.replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+    """TensorBoard renders text as markdown; an indented code block keeps it verbatim."""
+    return "\n".join("    " + line for line in text.split("\n"))
 
 
 # ----------------------------------------------------------------------------
@@ -282,9 +282,14 @@ class CharSampler(tf.Module):
         self.vocab_size = size
 
     def encode(self, prompts):
-        """[B] strings -> right-padded ids [B, L]."""
+        """[B] strings -> right-padded ids [B, L + 1].
+
+        One extra padding column keeps an empty prompt well-defined: masked
+        steps leave the state alone, so it starts from the initial state.
+        """
         cps = tf.strings.unicode_decode(prompts, "UTF-8", errors="replace")
-        return tf.ragged.map_flat_values(self.table.lookup, cps).to_tensor(chars.PAD_ID)
+        ids = tf.ragged.map_flat_values(self.table.lookup, cps).to_tensor(chars.PAD_ID)
+        return tf.pad(ids, [[0, 0], [0, 1]], constant_values=chars.PAD_ID)
 
     def prime(self, ids):
         """Runs the prompts once: next-char logits [B, V] and every layer's states."""
@@ -353,14 +358,15 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
 
     Args:
       model_dir: a finished text_generation run (local or gs://).
-      prompt: starting text; needs at least one character of the vocabulary.
+      prompt: starting text. Empty starts from the initial state; otherwise it
+        needs at least one character of the vocabulary.
       length: characters to generate (>= 0).
       temperature: > 0; lower is more conservative, 1.0 samples the model as is.
       seed: fixes the sampled text; None draws a fresh random seed.
 
     Raises:
       UserError: no export, not a text_generation run, bad length/temperature,
-        or a prompt with no known characters.
+        or a non-empty prompt with no known characters.
     """
     export_dir = storage.join(model_dir, "export")
     meta_path = storage.join(export_dir, EXPORT_META)
@@ -382,7 +388,7 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise UserError(f"--length must be an integer >= 0, got {length!r}.")
     vocab = chars.CharVocab(meta["chars"])
-    if vocab.count_known(prompt) == 0:
+    if prompt and vocab.count_known(prompt) == 0:
         sample = "".join(vocab.chars[:40])
         raise UserError(
             f"--prompt {prompt!r} has no character the model knows. Use characters from its "
