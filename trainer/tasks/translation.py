@@ -1,0 +1,476 @@
+"""Sequence-to-sequence translation: a recurrent encoder-decoder with attention.
+
+Data: a toy corpus generated from the seed (human-written dates -> ISO dates,
+or numbers in words -> digits) or a tab-separated parallel corpus
+(`source<TAB>target` per line, the Tatoeba / ManyThings format; local or
+gs://). Source and target vocabularies (char- or word-level) are fitted on
+the training split only and saved as `assets/translation_vocab.json`.
+
+Metrics: teacher-forced `loss` and `token_accuracy` on every replica; on the
+chief, `exact_match` and corpus `bleu` (sacrebleu) of batched greedy decoding
+of the eval split (its first `train.eval_batches` global batches if set).
+
+The export is a SavedModel with a `translate` signature, strings in and out:
+`translate(texts=[B] string) -> {"translation": [B] string, "source_tokens",
+"target_tokens", "attention": [B, T, S] float32 (with model.attention=additive)}`.
+`translate()` and `attention_heatmap()` below are the library functions behind
+`seqtrain translate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import posixpath
+from typing import Literal, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import registry, storage
+from trainer.config import field
+from trainer.data import parallel
+from trainer.data.parallel import END, PAD, START, UNK
+from trainer.errors import ConfigError, DataError, UserError
+from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from trainer.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+VOCAB_ASSET = "translation_vocab.json"
+EXPORT_META = "assets.extra/translation.json"
+_DECODE_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslationData:
+    source: Literal["toy", "tsv"] = field(
+        "toy", "toy: corpus generated from runtime.seed (data.toy); tsv: the file data.path."
+    )
+    toy: Literal["dates", "numbers"] = field(
+        "dates", "Toy corpus: dates (human formats -> YYYY-MM-DD) or numbers (words -> digits)."
+    )
+    toy_size: int = field(20000, "Distinct pairs generated for source=toy (train + eval).", min=2)
+    path: str = field(
+        "", "source=tsv: UTF-8 file of 'source<TAB>target' lines (local or gs://); "
+        "further columns are ignored."
+    )
+    eval_path: str = field(
+        "", "source=tsv: optional separate eval file; empty holds out data.eval_fraction."
+    )
+    eval_fraction: float = field(
+        0.1, "Share of pairs held out for eval (grouped by source sentence).", min=0
+    )
+    reverse: bool = field(False, "source=tsv: translate the 2nd column into the 1st.")
+    max_pairs: int = field(0, "source=tsv: read only the first N pairs of data.path; 0 = all.",
+                           min=0)
+    tokenize: Literal["char", "word"] = field(
+        "char", "Token level: char, or word (punctuation split off as tokens)."
+    )
+    lowercase: bool = field(False, "Lowercase both sides before tokenizing.")
+    max_source_length: int = field(
+        48, "Longest source in tokens; longer pairs are dropped (count is logged).", min=1
+    )
+    max_target_length: int = field(
+        48, "Longest target in tokens (END excluded); longer pairs are dropped; "
+        "also the decoding limit.", min=1
+    )
+    max_vocab: int = field(
+        8000, "Most tokens per vocabulary, 4 specials included; rarer ones map to [UNK].", min=5
+    )
+    min_count: int = field(1, "Tokens seen fewer times in training map to [UNK].", min=1)
+
+    def validate(self, path: str) -> None:
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        if self.source == "tsv" and not self.path:
+            raise ConfigError(
+                f"{path}.source=tsv needs {path}.path: a file of 'source<TAB>target' lines "
+                "(local or gs://)."
+            )
+        if self.source == "toy":
+            for name in ("path", "eval_path"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"{path}.{name}={getattr(self, name)!r} is only read with "
+                        f"{path}.source=tsv (got source=toy); set source=tsv or drop it."
+                    )
+
+
+@registry.register("translation")
+class TranslationTask(Task):
+    DataConfig = TranslationData
+    ModelConfig = Seq2SeqConfig
+    train_defaults = {
+        "steps": 3000,
+        "batch_size": 64,
+        "learning_rate": 3e-3,
+        "clipnorm": 1.0,
+        "eval_every": 500,
+        "checkpoint_every": 500,
+        "eval_batches": 16,
+    }
+    description = "Seq2seq translation (LSTM encoder-decoder, attention): toy dates or a TSV corpus."
+
+    # ---- data (host) ---------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Reads the pairs, drops over-long ones, fits both vocabularies on train."""
+        d = self.config.data
+        train_pairs, eval_pairs = self._read_splits()
+        train = self._tokenize_and_filter(train_pairs, "train")
+        evals = self._tokenize_and_filter(eval_pairs, "eval")
+        self.source_vocab = parallel.Vocab.fit((s for s, _ in train), d.max_vocab, d.min_count)
+        self.target_vocab = parallel.Vocab.fit((t for _, t in train), d.max_vocab, d.min_count)
+        # Pad to the longest kept example, not the configured maximum: same
+        # shapes for every batch, without decoding dozens of padding steps.
+        self.source_length = max(len(s) for s, _ in train + evals)
+        self.target_length = max(len(t) for _, t in train + evals)
+        self._arrays = {
+            split: parallel.encode_pairs(pairs, self.source_vocab, self.target_vocab,
+                                         self.source_length, self.target_length)
+            for split, pairs in (("train", train), ("eval", evals))
+        }
+        self.eval_references = [parallel.detokenize(t, d.tokenize) for _, t in evals]
+        self.eval_sources = [parallel.detokenize(s, d.tokenize) for s, _ in evals]
+
+    def _read_splits(self):
+        d = self.config.data
+        seed = self.config.runtime.seed
+        if d.source == "toy":
+            return parallel.split_pairs(parallel.toy_pairs(d.toy, d.toy_size, seed),
+                                        d.eval_fraction, seed)
+        pairs = parallel.read_tsv(d.path, reverse=d.reverse, limit=d.max_pairs)
+        if d.eval_path:
+            return pairs, parallel.read_tsv(d.eval_path, reverse=d.reverse)
+        train, evals = parallel.split_pairs(pairs, d.eval_fraction, seed)
+        if not train:
+            raise DataError(
+                f"data.path={d.path!r} has {len(pairs)} pair(s) with "
+                f"{len({s for s, _ in pairs})} distinct source(s): too few to hold out "
+                f"data.eval_fraction={d.eval_fraction} for eval and still train. "
+                "Add pairs or set data.eval_path."
+            )
+        return train, evals
+
+    def _tokenize_and_filter(self, pairs, split: str):
+        d = self.config.data
+        kept, longest = [], [0, 0]
+        for source, target in pairs:
+            s = parallel.tokenize(source, d.tokenize, d.lowercase)
+            t = parallel.tokenize(target, d.tokenize, d.lowercase)
+            longest = [max(longest[0], len(s)), max(longest[1], len(t))]
+            if 0 < len(s) <= d.max_source_length and 0 < len(t) <= d.max_target_length:
+                kept.append((s, t))
+        dropped = len(pairs) - len(kept)
+        if not kept:
+            raise DataError(
+                f"all {len(pairs)} {split} pairs were dropped as too long or empty: the "
+                f"longest has {longest[0]} source and {longest[1]} target tokens, the limits are "
+                f"data.max_source_length={d.max_source_length} and "
+                f"data.max_target_length={d.max_target_length}. Raise them."
+            )
+        if dropped:
+            log.warning("translation: dropped %d of %d %s pairs longer than "
+                        "data.max_source_length=%d / data.max_target_length=%d tokens.",
+                        dropped, len(pairs), split, d.max_source_length, d.max_target_length)
+        self.dropped = {**getattr(self, "dropped", {}), split: dropped}
+        return kept
+
+    def assets(self) -> dict[str, str]:
+        d = self.config.data
+        vocab = {
+            "tokenize": d.tokenize,
+            "lowercase": d.lowercase,
+            "source_length": self.source_length,
+            "target_length": self.target_length,
+            "source": list(self.source_vocab.tokens),
+            "target": list(self.target_vocab.tokens),
+        }
+        return {VOCAB_ASSET: json.dumps(vocab, ensure_ascii=False, indent=1) + "\n"}
+
+    def dataset(self, split: str) -> tf.data.Dataset:
+        """Features {source [S], target_in [T+1]} and labels [T+1], int32, right-padded."""
+        features, labels = self._arrays[split]
+        return tf.data.Dataset.from_tensor_slices((features, labels))
+
+    # ---- model ---------------------------------------------------------------
+
+    def build_model(self) -> keras.Model:
+        model = Seq2Seq(self.config.model, len(self.source_vocab), len(self.target_vocab))
+        return model.build_for(self.source_length, self.target_length + 1)
+
+    def loss(self, model, features, labels):
+        """Per-example mean token cross-entropy. Runs on devices under a strategy."""
+        logits = model(features, training=True)
+        token_loss, mask = _token_loss(logits, labels)
+        return tf.reduce_sum(token_loss * mask, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0)
+
+    def eval_metrics(self, model, features, labels, weights):
+        """Teacher-forced token loss and accuracy sums. Runs on devices under a strategy."""
+        logits = model(features, training=False)
+        token_loss, mask = _token_loss(logits, labels)
+        mask = mask * tf.cast(weights, tf.float32)[:, None]
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                          tf.float32)
+        tokens = tf.reduce_sum(mask)
+        return {
+            "loss": (tf.reduce_sum(token_loss * mask), tokens),
+            "token_accuracy": (tf.reduce_sum(correct * mask), tokens),
+        }
+
+    def summary_line(self, metrics: dict) -> str:
+        keys = [k for k in ("loss", "token_accuracy", "exact_match", "bleu") if k in metrics]
+        return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+    # ---- host-side evaluation (chief) -----------------------------------------
+
+    def on_eval_end(self, model, step: int, model_dir: str) -> dict:
+        """Greedy-decodes the eval split: exact match, BLEU, samples and an attention map."""
+        import sacrebleu
+
+        limit = self.config.train.eval_batches * self.config.train.batch_size
+        sources = self._arrays["eval"][0]["source"][: limit or None]
+        ids, attention = self.decode_ids(model, sources)
+        hyps = [parallel.detokenize(self.target_vocab.decode(row), self.config.data.tokenize)
+                for row in ids]
+        refs = self.eval_references[: len(hyps)]
+        exact = float(np.mean([h == r for h, r in zip(hyps, refs)]))
+        bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
+        rows = ["| source | reference | greedy |", "|---|---|---|"] + [
+            f"| {_md(s)} | {_md(r)} | {_md(h)} |"
+            for s, r, h in zip(self.eval_sources[:8], refs, hyps)
+        ]
+        tf.summary.text("samples", "\n".join(rows), step=step)
+        if self.config.model.attention != "none":
+            png = self._heatmap_of(sources[0], ids[0], attention[0])
+            tf.summary.image("attention", tf.image.decode_png(png, channels=4)[None], step=step)
+        return {"exact_match": exact, "bleu": bleu}
+
+    def decode_ids(self, model, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Batched greedy decoding of int32 sources [N, S] -> ids [N, L], attention [N, L, S]."""
+        decode = self._decoder(model)
+        ids, attention = [], []
+        length = self.config.data.max_target_length + 1
+        for i in range(0, len(sources), _DECODE_BATCH):
+            out_ids, out_attn = decode(tf.constant(sources[i:i + _DECODE_BATCH]))
+            pad = length - out_ids.shape[1]
+            ids.append(np.pad(out_ids.numpy(), [(0, 0), (0, pad)]))
+            attention.append(np.pad(out_attn.numpy(), [(0, 0), (0, pad), (0, 0)]))
+        return np.concatenate(ids), np.concatenate(attention)
+
+    def _decoder(self, model):
+        cache = self.__dict__.setdefault("_decoders", {})
+        if id(model) not in cache:
+            length = self.config.data.max_target_length + 1
+            fn = tf.function(lambda source: model.greedy_decode(source, length),
+                             input_signature=[tf.TensorSpec([None, None], tf.int32)])
+            cache[id(model)] = (model, fn)  # holding the model keeps its id unique
+        return cache[id(model)][1]
+
+    def _heatmap_of(self, source_ids, out_ids, attention) -> bytes:
+        src = [self.source_vocab.tokens[i] for i in source_ids if i != PAD]
+        n = next((i + 1 for i, t in enumerate(out_ids) if t in (END, PAD)), len(out_ids))
+        tgt = [self.target_vocab.tokens[i] for i in out_ids[:n]]
+        return heatmap_png(attention[:n, : len(src)], src, tgt)
+
+    # ---- export (chief) --------------------------------------------------------
+
+    def export(self, model, export_dir: str) -> None:
+        """SavedModel with a `translate` signature (strings in and out), no trainer needed."""
+        d = self.config.data
+        translator = Translator(model, self.source_vocab, self.target_vocab, d.tokenize,
+                                d.lowercase, d.max_target_length + 1)
+        tf.saved_model.save(translator, export_dir, signatures={
+            "translate": translator.translate, "serving_default": translator.translate})
+        storage.makedirs(storage.join(export_dir, "assets.extra"))
+        storage.write_json(storage.join(export_dir, EXPORT_META), {
+            "task": "translation", "tokenize": d.tokenize, "lowercase": d.lowercase,
+            "attention": self.config.model.attention,
+            "max_decode_length": d.max_target_length + 1})
+
+
+def _token_loss(logits, labels):
+    """Cross-entropy per target position [B, T] and the mask of real tokens."""
+    logits = tf.cast(logits, tf.float32)
+    # one_hot * log_softmax rather than the sparse op: deterministic on every device.
+    onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=tf.float32)
+    token_loss = -tf.reduce_sum(onehot * tf.nn.log_softmax(logits), axis=-1)
+    return token_loss, tf.cast(tf.not_equal(labels, PAD), tf.float32)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|") or " "
+
+
+class Translator(tf.Module):
+    """What `task.export` saves: tokenization, the model and greedy decoding in one graph."""
+
+    def __init__(self, model: Seq2Seq, source_vocab: parallel.Vocab,
+                 target_vocab: parallel.Vocab, tokenize: str, lowercase: bool, max_length: int):
+        super().__init__(name="translator")
+        self.model = model
+        self.source_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(source_vocab.tokens),
+                tf.range(len(source_vocab), dtype=tf.int64)),
+            default_value=UNK)
+        self.target_tokens = tf.constant(target_vocab.tokens)
+        self.source_tokens = tf.constant(source_vocab.tokens)
+        self.mode = tokenize
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.with_attention = model.cfg.attention != "none"
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
+    def translate(self, texts):
+        tokens = parallel.tf_tokenize(texts, self.mode, self.lowercase)
+        ids = tf.cast(self.source_table.lookup(tokens), tf.int32).to_tensor(default_value=PAD)
+        # One extra PAD column: empty inputs still have a time step, and masking
+        # makes padding invisible to the outputs.
+        source = tf.pad(ids, [[0, 0], [0, 1]])
+        out_ids, attention = self.model.greedy_decode(source, self.max_length)
+        keep = tf.logical_and(tf.not_equal(out_ids, PAD), tf.not_equal(out_ids, END))
+        words = tf.gather(self.target_tokens, tf.ragged.boolean_mask(out_ids, keep))
+        # Decoded steps up to and including END, for labelling attention rows.
+        steps = tf.reduce_sum(tf.cast(tf.not_equal(out_ids, PAD), tf.int32), axis=1)
+        step_tokens = tf.RaggedTensor.from_tensor(tf.gather(self.target_tokens, out_ids), steps)
+        out = {
+            "translation": parallel.tf_detokenize(words, self.mode),
+            "source_tokens": tf.gather(self.source_tokens, ids),
+            "source_lengths": tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int32), axis=1),
+            "target_tokens": step_tokens.to_tensor(default_value=""),
+            "target_lengths": steps,
+        }
+        if self.with_attention:
+            out["attention"] = attention
+        return out
+
+
+# ----------------------------------------------------------------------------
+# Library entry points of `seqtrain translate`.
+# ----------------------------------------------------------------------------
+
+
+def translate(model_dir: str, texts: Sequence[str]) -> list[str]:
+    """Translates `texts` with the SavedModel in MODEL_DIR/export (greedy decoding).
+
+    Args:
+      model_dir: a finished translation run (local or gs://).
+      texts: source sentences; an empty list returns [].
+
+    Returns:
+      One translation per text, in order.
+
+    Raises:
+      UserError: no export, not a translation run, or a text that is not a string.
+    """
+    texts = _check_texts(texts)
+    loaded = _load_export(model_dir)
+    out = []
+    for i in range(0, len(texts), _DECODE_BATCH):
+        result = loaded.signatures["translate"](texts=tf.constant(texts[i:i + _DECODE_BATCH]))
+        out += [t.decode("utf-8") for t in result["translation"].numpy()]
+    return out
+
+
+def attention_heatmap(model_dir: str, text: str, out_png: str) -> str:
+    """Writes the attention weights of translating `text` as a heatmap PNG.
+
+    Args:
+      model_dir: a finished translation run trained with model.attention=additive.
+      text: one source sentence.
+      out_png: output path (local or gs://); parent directories are created.
+
+    Returns:
+      `out_png`.
+
+    Raises:
+      UserError: no export, not a translation run, or a model without attention.
+    """
+    (text,) = _check_texts([text])
+    loaded = _load_export(model_dir)
+    result = loaded.signatures["translate"](texts=tf.constant([text]))
+    if "attention" not in result:
+        raise UserError(
+            f"--model-dir {model_dir!r} was trained with model.attention=none, so it has no "
+            "attention weights to plot. Train with model.attention=additive."
+        )
+    n_src = int(result["source_lengths"][0])
+    n_tgt = int(result["target_lengths"][0])
+    src = [t.decode("utf-8") for t in result["source_tokens"][0, :n_src].numpy()]
+    tgt = [t.decode("utf-8") for t in result["target_tokens"][0, :n_tgt].numpy()]
+    png = heatmap_png(result["attention"][0, :n_tgt, :n_src].numpy(), src, tgt,
+                      title=result["translation"][0].numpy().decode("utf-8"))
+    parent = posixpath.dirname(out_png)
+    if parent and not storage.exists(parent):
+        storage.makedirs(parent)
+    with tf.io.gfile.GFile(out_png, "wb") as f:
+        f.write(png)
+    return out_png
+
+
+def heatmap_png(weights: np.ndarray, source_tokens: Sequence[str],
+                target_tokens: Sequence[str], title: str = "") -> bytes:
+    """Attention heatmap (rows: generated tokens, columns: source tokens) as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    label = lambda t: "␣" if t == " " else t  # noqa: E731
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.3 * len(source_tokens) + 1.5),
+                                    max(2.5, 0.3 * len(target_tokens) + 1.2)), dpi=80)
+    ax.imshow(np.asarray(weights, np.float32), cmap="viridis", vmin=0.0, vmax=1.0,
+              aspect="auto")
+    ax.set_xticks(range(len(source_tokens)), [label(t) for t in source_tokens], rotation=90)
+    ax.set_yticks(range(len(target_tokens)), [label(t) for t in target_tokens])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise UserError(f"text #{i + 1} to translate must be a string, got {t!r}.")
+    return texts
+
+
+def _load_export(model_dir: str):
+    config_path = storage.join(model_dir, "config.yaml")
+    if storage.exists(config_path):
+        import yaml
+
+        task = ((yaml.safe_load(storage.read_text(config_path)) or {}).get("task") or {}).get(
+            "name")
+        if task != "translation":
+            raise UserError(
+                f"--model-dir {model_dir!r} is a {task!r} run, not translation; "
+                "`seqtrain translate` needs a run of --task translation."
+            )
+    export_dir = storage.join(model_dir, "export")
+    if not storage.exists(storage.join(export_dir, "saved_model.pb")):
+        raise UserError(
+            f"--model-dir {model_dir!r} has no export/saved_model.pb. Train a translation run "
+            "to completion first (the export is written at the end of `seqtrain train`)."
+        )
+    loaded = tf.saved_model.load(export_dir)
+    if "translate" not in loaded.signatures:
+        raise UserError(
+            f"{export_dir!r} has no `translate` signature: it was not exported by the "
+            "translation task. Retrain with --task translation."
+        )
+    return loaded
