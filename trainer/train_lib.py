@@ -380,7 +380,9 @@ def _crossed(prev: int, now: int, every: int) -> bool:
 
 def _current_lr(optimizer):
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return inner.learning_rate
+    lr = inner.learning_rate
+    # A constant rate is a (possibly mirrored) variable; a schedule gives a tensor.
+    return tf.convert_to_tensor(getattr(lr, "value", lr))
 
 
 def _read_metrics(model_dir: str) -> dict:
@@ -423,7 +425,7 @@ class _PreemptionFlag:
         value = 1.0 if self.flag else 0.0
         per_replica = strategy.experimental_distribute_values_from_function(
             lambda ctx: tf.constant(value))
-        return float(strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None)) > 0
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) > 0
 
     def uninstall(self) -> None:
         if self._previous is not None:
