@@ -195,7 +195,7 @@ def _tpu_job(req: JobRequest, cfg, name: str) -> dict:
     """One pod on a single-host GKE TPU slice, TPUStrategy on the local TPU."""
     accelerator, topology = req.tpu_type or DEFAULT_TPU[0], req.tpu_topology or DEFAULT_TPU[1]
     pod = _pod_spec(req, cfg, name, container_name="trainer", port_name=None,
-                    resources={"google.com/tpu": _tpu_chips(topology)})
+                    resources={"google.com/tpu": str(_tpu_chips(topology))})
     pod["restartPolicy"] = "Never"
     pod["nodeSelector"] = {
         "cloud.google.com/gke-tpu-accelerator": accelerator,
@@ -255,7 +255,7 @@ def _vertex(req: JobRequest, cfg) -> dict:
 
 def _pod_spec(req, cfg, name, *, container_name, port_name, env=None, resources=None) -> dict:
     if resources is None and req.gpus_per_worker:
-        resources = {"nvidia.com/gpu": req.gpus_per_worker}
+        resources = {"nvidia.com/gpu": str(req.gpus_per_worker)}  # quantities are strings
     container: dict[str, Any] = {
         "name": container_name,
         "image": req.image,
