@@ -45,7 +45,8 @@ def job() -> None:
               help="GKE TPU accelerator (default tpu-v5-lite-podslice).")
 @click.option("--tpu-topology", default=None, help="GKE TPU topology (default 2x4).")
 @click.option("--backoff-limit", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Retries of retryable failures (Kubernetes backoffLimit/-PerIndex).")
+              help="Retries of retryable exits: Job backoffLimit(PerIndex), TFJob "
+                   "runPolicy.backoffLimit.")
 @click.option("--out", default=None, help="Write the spec to this file instead of stdout.")
 def render(out: str | None, **flags) -> None:
     """Print a ready-to-submit job spec for a validated config."""
