@@ -284,6 +284,10 @@ BASE = ["render", "--image", IMAGE, "--model-dir", "gs://bkt/run"]
         (["--platform", "k8s", "--config", "/nonexistent/c.yaml"], "does not exist"),
         (["--platform", "tfjob", "--accelerator-type", "nvidia-l4"], "--gpus-per-worker >= 1"),
         (["--platform", "k8s", "--set", "runtime.strategy=tpu"], "needs --platform tpu"),
+        (["--platform", "vertex", "--gpus-per-worker", "1", "--accelerator-type", "NVIDIA_L4"],
+         "pass the matching --machine-type"),
+        (["--platform", "tpu", "--set", "runtime.strategy=mirrored"],
+         "runtime.strategy='mirrored'"),
     ],
 )
 def test_cli_errors_are_clean_user_errors(args, fragment):

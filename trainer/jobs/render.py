@@ -42,6 +42,8 @@ TPU_CHIPS_PER_HOST = {
 DEFAULT_TPU = ("tpu-v5-lite-podslice", "2x4")
 DEFAULT_VERTEX_MACHINE = "n1-standard-8"
 DEFAULT_VERTEX_GPU = "NVIDIA_TESLA_T4"
+# GPUs that attach to N1 machines; the others come with their own machine family.
+N1_GPUS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_P4")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -83,10 +85,9 @@ def build(req: JobRequest) -> list[dict]:
 
 def _build(req: JobRequest) -> tuple[list[dict], str]:
     _check_flags(req)
-    overrides = tuple(req.overrides)
+    cfg = config.load(req.task, req.config_file, req.overrides)
     if req.platform == "tpu":
-        overrides += ("runtime.strategy=tpu", "runtime.tpu=local")
-    cfg = config.load(req.task, req.config_file, overrides)
+        cfg = _force_tpu(req, cfg)
     _check_config(req, cfg)
     name = req.name or default_name(cfg.task.name)
     _check_name(req, name)
@@ -342,6 +343,13 @@ def _check_flags(req: JobRequest) -> None:
         raise UserError(
             f"--accelerator-type {req.accelerator_type!r} needs --gpus-per-worker >= 1."
         )
+    if (req.platform == "vertex" and req.accelerator_type not in (None, *N1_GPUS)
+            and not req.machine_type):
+        raise UserError(
+            f"--accelerator-type {req.accelerator_type} does not attach to the default "
+            f"{DEFAULT_VERTEX_MACHINE}; pass the matching --machine-type (for example "
+            "g2-standard-12 for NVIDIA_L4, a2-highgpu-1g for NVIDIA_TESLA_A100)."
+        )
     if req.platform != "tpu" and (req.tpu_type or req.tpu_topology):
         raise UserError("--tpu-type/--tpu-topology only apply to --platform tpu.")
     if req.platform == "tpu":
@@ -376,6 +384,19 @@ def _tpu_chips(topology: str) -> int:
     if not re.fullmatch(r"[1-9]\d*(x[1-9]\d*){1,2}", topology or ""):
         raise UserError(f"--tpu-topology must look like 2x4 or 2x2x1, got {topology!r}.")
     return math.prod(int(d) for d in topology.split("x"))
+
+
+def _force_tpu(req: JobRequest, cfg):
+    """The config with TPUStrategy on the pod's own TPU (runtime.tpu=local)."""
+    runtime = cfg.runtime
+    if runtime.strategy not in ("auto", "tpu") or runtime.tpu not in ("", "local"):
+        raise UserError(
+            f"--platform tpu runs runtime.strategy=tpu with runtime.tpu=local; the config sets "
+            f"runtime.strategy={runtime.strategy!r}, runtime.tpu={runtime.tpu!r}. Leave them "
+            "at their defaults (or set exactly those values)."
+        )
+    forced = ("runtime.strategy=tpu", "runtime.tpu=local")
+    return config.load(req.task, req.config_file, tuple(req.overrides) + forced)
 
 
 def _check_config(req: JobRequest, cfg) -> None:
