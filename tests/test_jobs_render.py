@@ -1,4 +1,4 @@
-"""trainer/jobs: rendered specs validate offline and give every pod the TF_CONFIG its platform would.
+"""trainer/jobs: specs validate offline and give each pod the TF_CONFIG its platform would.
 
 Reference formats are written down in tests/test_cluster.py's docstring.
 """
