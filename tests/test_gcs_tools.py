@@ -1,0 +1,231 @@
+"""trainer/gcs.py and trainer/gcs_cli.py against the real GCS emulator and real files."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import time
+
+import google_crc32c
+import pytest
+import tensorflow as tf
+import yaml
+from click.testing import CliRunner
+
+from gcs_emulator import gcs  # noqa: F401  (also registered in conftest.py)
+from trainer import gcs as gcs_lib
+from trainer import storage
+from trainer.errors import EXIT_USER_ERROR, UserError
+from trainer.gcs_cli import runs, stage
+
+
+# ---------------------------------------------------------------- preflight
+def test_preflight_passes_on_a_writable_bucket_and_leaves_nothing(gcs, tmp_path):
+    bucket = gcs.new_bucket()
+    t0 = time.monotonic()
+    with gcs.applied():
+        gcs_lib.preflight([f"gs://{bucket}/run", str(tmp_path)],
+                          need_write=[f"gs://{bucket}/run"])
+    assert time.monotonic() - t0 < 5
+    assert gcs.list_objects(bucket) == []  # the marker was deleted again
+
+
+def test_preflight_names_a_missing_bucket_and_how_to_create_it(gcs):
+    with gcs.applied(), pytest.raises(UserError) as e:
+        gcs_lib.preflight(["gs://no-such-bucket-xyz/run"], need_write=[])
+    msg = str(e.value)
+    assert "gs://no-such-bucket-xyz" in msg and "does not exist" in msg
+    assert "gcloud storage buckets create" in msg and "gsutil mb" in msg
+
+
+def test_preflight_read_only_bucket_fails_writes_only(gcs):
+    bucket = gcs.new_bucket()
+    with gcs.applied(), gcs.read_only(bucket):
+        gcs_lib.preflight([f"gs://{bucket}/data.txt"], need_write=[])  # reading is fine
+        t0 = time.monotonic()
+        with pytest.raises(UserError) as e:
+            gcs_lib.preflight([f"gs://{bucket}/run"], need_write=[f"gs://{bucket}/run"])
+        assert time.monotonic() - t0 < 5
+    msg = str(e.value)
+    assert f"gs://{bucket}" in msg and "roles/storage.objectAdmin" in msg
+    assert "storage.objects.create" in msg  # GCS's own reason is kept
+    assert "\n" not in msg
+
+
+def test_preflight_survives_transient_503s(gcs):
+    bucket = gcs.new_bucket()
+    # 90% of requests fail, never more than 2 in a row (seeded: 3 faults here).
+    with gcs.applied(), gcs.faults(0.9, bucket=bucket, seed=5):
+        gcs_lib.preflight([f"gs://{bucket}/run"], need_write=[f"gs://{bucket}/run"])
+    assert gcs.faults_injected(bucket) >= 3
+    assert gcs.list_objects(bucket) == []
+
+
+def test_preflight_without_credentials_says_how_to_log_in(monkeypatch, tmp_path):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
+    # Local paths never need credentials.
+    gcs_lib.preflight([str(tmp_path)], need_write=[str(tmp_path)])
+    with pytest.raises(UserError) as e:
+        gcs_lib.preflight(["gs://some-bucket/run"], need_write=["gs://some-bucket/run"])
+    msg = str(e.value)
+    assert "gcloud auth application-default login" in msg
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in msg and "gs://some-bucket/run" in msg
+
+
+# ---------------------------------------------------------------- list_runs
+def _make_run(root: str, task: str, steps=(), metrics=None) -> None:
+    """A run dir as the trainer leaves it: config.yaml, real checkpoints, metrics.json."""
+    storage.makedirs(root)
+    storage.write_text(storage.join(root, "config.yaml"),
+                       yaml.safe_dump({"task": {"name": task}, "train": {"steps": 100}}))
+    if steps:
+        v = tf.Variable(0.0)
+        mgr = tf.train.CheckpointManager(tf.train.Checkpoint(v=v),
+                                         storage.join(root, "checkpoints"), max_to_keep=None,
+                                         checkpoint_name="ckpt")
+        for s in steps:
+            v.assign(float(s))
+            mgr.save(checkpoint_number=s)
+    if metrics is not None:
+        storage.write_json(storage.join(root, "metrics.json"), metrics)
+
+
+METRICS = {"step": 8, "metrics": {"accuracy": 0.75, "loss": 0.5123456, "auc": 0.8},
+           "time": "2026-11-27T10:00:00+00:00"}
+
+
+def test_list_runs_local(tmp_path):
+    root = str(tmp_path / "runs")
+    _make_run(os.path.join(root, "a"), "text_classification", steps=[4, 8], metrics=METRICS)
+    _make_run(os.path.join(root, "group", "b"), "forecasting")
+    os.makedirs(os.path.join(root, "not-a-run", "train"))
+    with open(os.path.join(root, "not-a-run", "train", "events.out"), "wb") as f:
+        f.write(b"x")
+    stamps = {"a/config.yaml": 1000, "a/checkpoints/ckpt-4.index": 2000,
+              "a/checkpoints/ckpt-8.index": 3000, "a/metrics.json": 2500,
+              "group/b/config.yaml": 1500}
+    for rel, secs in stamps.items():
+        os.utime(os.path.join(root, rel), (secs, secs))
+
+    found = gcs_lib.list_runs(root)
+    assert [r["name"] for r in found] == ["a", "group/b"]
+    a, b = found
+    assert a["run_dir"] == os.path.join(root, "a")
+    assert (a["task"], a["step"], a["metrics_step"]) == ("text_classification", 8, 8)
+    assert a["metrics"] == METRICS["metrics"] and a["error"] is None
+    assert a["updated"] == datetime.datetime.fromtimestamp(3000, datetime.timezone.utc)
+    assert (b["task"], b["step"], b["metrics"]) == ("forecasting", None, {})
+    assert b["updated"] == datetime.datetime.fromtimestamp(1500, datetime.timezone.utc)
+
+    # The prefix may be a run itself; a broken metrics.json is reported, not fatal.
+    with open(os.path.join(root, "a", "metrics.json"), "w") as f:
+        f.write("{not json")
+    (only,) = gcs_lib.list_runs(os.path.join(root, "a"))
+    assert only["name"] == "." and only["step"] == 8 and "metrics.json" in only["error"]
+
+
+def test_list_runs_on_gcs(gcs):
+    bucket = gcs.new_bucket()
+    with gcs.applied():
+        _make_run(f"gs://{bucket}/exp/a", "translation", steps=[3, 12], metrics=METRICS)
+        _make_run(f"gs://{bucket}/exp/b", "text_generation")
+        _make_run(f"gs://{bucket}/other/c", "forecasting")  # outside the prefix
+        found = gcs_lib.list_runs(f"gs://{bucket}/exp")
+        assert gcs_lib.list_runs(f"gs://{bucket}/exp/") == found
+    assert [r["run_dir"] for r in found] == [f"gs://{bucket}/exp/a", f"gs://{bucket}/exp/b"]
+    a, b = found
+    assert (a["task"], a["step"], a["metrics"]) == ("translation", 12, METRICS["metrics"])
+    assert (b["task"], b["step"]) == ("text_generation", None)
+    names = ["exp/a/config.yaml", "exp/a/metrics.json", "exp/a/checkpoints/ckpt-3.index",
+             "exp/a/checkpoints/ckpt-12.index"]
+    newest = max(_updated(gcs.object_metadata(bucket, n)) for n in names)
+    assert a["updated"] == newest
+
+
+def _updated(meta: dict) -> datetime.datetime:
+    return datetime.datetime.strptime(meta["updated"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc)
+
+
+def test_list_runs_missing_prefix_is_a_user_error(gcs, tmp_path):
+    with pytest.raises(UserError, match="no directory"):
+        gcs_lib.list_runs(str(tmp_path / "nope"))
+    with gcs.applied(), pytest.raises(UserError, match="does not exist"):
+        gcs_lib.list_runs("gs://no-such-bucket-xyz/runs")
+
+
+# -------------------------------------------------------------------- stage
+def test_stage_round_trips_bytes_and_checksums(gcs, tmp_path):
+    bucket = gcs.new_bucket()
+    data = os.urandom(1_500_000)
+    src = tmp_path / "corpus.txt"
+    src.write_bytes(data)
+    with gcs.applied():
+        result = gcs_lib.stage(str(src), f"gs://{bucket}/data/")
+    assert result["uri"] == f"gs://{bucket}/data/corpus.txt"
+    assert result["size"] == len(data)
+    assert gcs.read_object(bucket, "data/corpus.txt") == data
+    crc = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    assert (result["crc32c"], result["md5"]) == (crc, md5)
+    meta = gcs.object_metadata(bucket, "data/corpus.txt")
+    assert (meta["crc32c"], meta["md5Hash"]) == (crc, md5)
+
+
+def test_stage_user_errors(gcs, tmp_path):
+    bucket = gcs.new_bucket()
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"abc")
+    with gcs.applied():
+        with pytest.raises(UserError, match="does not exist"):
+            gcs_lib.stage(str(tmp_path / "missing.bin"), f"gs://{bucket}/x")
+        with pytest.raises(UserError, match="must be a gs://"):
+            gcs_lib.stage(str(src), str(tmp_path / "elsewhere"))
+        with pytest.raises(UserError, match="gsutil mb"):
+            gcs_lib.stage(str(src), "gs://no-such-bucket-xyz/f.bin")
+        with gcs.read_only(bucket), pytest.raises(UserError, match="objectAdmin"):
+            gcs_lib.stage(str(src), f"gs://{bucket}/f.bin")
+    assert gcs.list_objects(bucket) == []
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_runs_list_prints_a_table(gcs, tmp_path):
+    root = str(tmp_path / "runs")
+    _make_run(os.path.join(root, "first"), "text_classification", steps=[8], metrics=METRICS)
+    result = CliRunner().invoke(runs, ["list", root])
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["RUN", "TASK", "STEP", "METRICS", "UPDATED", "(UTC)"]
+    assert row.split()[:6] == ["first", "text_classification", "8", "accuracy=0.75",
+                               "auc=0.8", "loss=0.5123"]
+
+    as_json = CliRunner().invoke(runs, ["list", "--json", root])
+    assert json.loads(as_json.stdout)["step"] == 8
+
+    bucket = gcs.new_bucket()
+    with gcs.applied():
+        _make_run(f"gs://{bucket}/r1", "forecasting", steps=[2])
+        result = CliRunner().invoke(runs, ["list", f"gs://{bucket}"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].split()[:4] == ["r1", "forecasting", "2", "-"]
+
+
+def test_cli_stage_and_clean_user_errors(gcs, tmp_path):
+    bucket = gcs.new_bucket()
+    src = tmp_path / "vocab.txt"
+    src.write_text("a\nb\n")
+    with gcs.applied():
+        ok = CliRunner().invoke(stage, [str(src), f"gs://{bucket}/assets/"])
+        missing = CliRunner().invoke(stage, [str(tmp_path / "nope.txt"), f"gs://{bucket}/x"])
+        no_bucket = CliRunner().invoke(runs, ["list", "gs://no-such-bucket-xyz"])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.startswith(f"gs://{bucket}/assets/vocab.txt  4 bytes  crc32c=")
+    assert gcs.read_object(bucket, "assets/vocab.txt") == b"a\nb\n"
+    for bad in (missing, no_bucket):
+        assert bad.exit_code == EXIT_USER_ERROR
+        assert bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1
+        assert "Traceback" not in bad.output
