@@ -169,7 +169,7 @@ class Seq2Seq(keras.Model):
 
         def step(t, tokens, states, done, ids, attn):
             logits, states, weights = self.decode_step(tokens, states, memory)
-            next_tokens = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            next_tokens = greedy_choice(logits)
             next_tokens = tf.where(done, PAD, next_tokens)
             if weights is None:
                 weights = tf.zeros([batch, source_len], tf.float32)
@@ -184,3 +184,9 @@ class Seq2Seq(keras.Model):
             maximum_iterations=max_length,
         )
         return tf.transpose(ids.stack(), [1, 0]), tf.transpose(attn.stack(), [1, 0, 2])
+
+
+def greedy_choice(logits):
+    """Argmax over the vocabulary, never PAD or START (the decoder must not emit them)."""
+    allowed = tf.range(tf.shape(logits)[-1]) > START  # PAD=0 and START=1 come first
+    return tf.argmax(tf.where(allowed, logits, logits.dtype.min), axis=-1, output_type=tf.int32)

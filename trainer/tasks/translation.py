@@ -108,7 +108,6 @@ class TranslationTask(Task):
         "steps": 3000,
         "batch_size": 64,
         "learning_rate": 3e-3,
-        "clipnorm": 1.0,
         "eval_every": 500,
         "checkpoint_every": 500,
         "eval_batches": 16,

@@ -1,0 +1,248 @@
+"""The translation task: model invariants in process, training and export through the CLI.
+
+In-process tests use tiny random or briefly trained models. End-to-end tests
+run `seqtrain` in real processes; exports are loaded in a fresh Python process
+that never imports `trainer`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TINY, cli_env
+from trainer import config as config_lib
+from trainer import registry
+from trainer.data import parallel
+from trainer.data.parallel import END, START
+from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig, greedy_choice
+
+MIRRORED = ["--set", "runtime.strategy=mirrored", "--set", "runtime.cpu_replicas=2"]
+SMALL = ["--set", "data.toy_size=300", "--set", "model.embedding_dim=8"]
+
+
+# ---- model invariants (in process) --------------------------------------------------
+
+MODEL_VARIANTS = [
+    dict(cell="lstm", bidirectional=True, attention="additive", layers=1),
+    dict(cell="gru", bidirectional=False, attention="none", layers=2),
+    dict(cell="lstm", bidirectional=True, attention="additive", layers=2),
+]
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_right_padding_never_changes_real_positions(variant):
+    keras.utils.set_random_seed(3)
+    model = Seq2Seq(Seq2SeqConfig(units=8, embedding_dim=8, **variant), 20, 15).build_for(9, 7)
+    rng = np.random.default_rng(0)
+    lengths = [(3, 2), (9, 7), (1, 1), (6, 4)]
+    source = np.zeros([4, 9], np.int32)
+    target = np.zeros([4, 7], np.int32)
+    for row, (s, t) in enumerate(lengths):
+        source[row, :s] = rng.integers(4, 20, s)
+        target[row, :t] = [START] + list(rng.integers(4, 15, t - 1))
+    padded_memory = model.encode(source)
+    padded_logits, padded_attention = model.forward(source, target)
+    for row, (s, t) in enumerate(lengths):
+        alone = model.encode(source[row:row + 1, :s])
+        np.testing.assert_allclose(padded_memory["outputs"][row, :s], alone["outputs"][0],
+                                   atol=1e-5)
+        for got, want in zip(tf.nest.flatten(padded_memory["states"]),
+                             tf.nest.flatten(alone["states"])):
+            np.testing.assert_allclose(got[row], want[0], atol=1e-5)
+        logits, attention = model.forward(source[row:row + 1, :s], target[row:row + 1, :t])
+        np.testing.assert_allclose(padded_logits[row, :t], logits[0], atol=1e-5)
+        if attention is not None:
+            np.testing.assert_allclose(padded_attention[row, :t, :s], attention[0], atol=1e-5)
+            np.testing.assert_allclose(padded_attention[row, :t, s:], 0.0, atol=1e-6)
+
+
+def _briefly_trained_task(steps: int = 60):
+    """A numbers->digits model trained a few steps in process (variable-length outputs)."""
+    keras.utils.set_random_seed(0)
+    cfg = config_lib.load(task="translation", overrides=[
+        "model.units=16", "model.embedding_dim=8", "data.toy=numbers", "data.toy_size=600"])
+    task = registry.get("translation")(cfg)
+    task.prepare()
+    model = task.build_model()
+    optimizer = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def train_step(features, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(task.loss(model, features, labels))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables),
+                        model.trainable_variables)
+
+    for features, labels in task.dataset("train").shuffle(1000, seed=1).repeat().batch(32).take(steps):
+        train_step(features, labels)
+    return task, model
+
+
+def test_batched_greedy_decode_equals_step_by_step_decode():
+    task, model = _briefly_trained_task()
+    sources = task._arrays["eval"][0]["source"][:8]  # padded to the longest source
+    ids, attention = task.decode_ids(model, sources)
+    forward = tf.function(model.forward, reduce_retracing=True)
+    max_length = task.config.data.max_target_length + 1
+    ended_at = set()
+    for row, source in enumerate(sources):
+        alone = source[source != 0][None]
+        prefix = [START]
+        for _ in range(max_length):  # the textbook loop: rerun the decoder on the prefix
+            logits, weights = forward(tf.constant(alone), tf.constant([prefix]))
+            prefix.append(int(greedy_choice(logits[:, -1])[0]))
+            if prefix[-1] == END:
+                break
+        n = len(prefix) - 1
+        assert ids[row, :n].tolist() == prefix[1:], row
+        assert not ids[row, n:].any()
+        np.testing.assert_allclose(attention[row, :n, :alone.shape[1]], weights[0], atol=1e-5)
+        ended_at.add(n)
+    assert len(ended_at) > 1, "outputs should end at different steps"
+
+
+# ---- end to end through the CLI --------------------------------------------------------
+
+
+def _metrics(run) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+FRESH_TRANSLATE = """
+import json, sys
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+out = loaded.signatures["translate"](texts=tf.constant(sys.argv[2:]))
+print(json.dumps({"translations": [t.decode() for t in out["translation"].numpy()],
+                  "keys": sorted(out), "trainer": "trainer" in sys.modules}))
+"""
+
+
+def _fresh_translate(export_dir: str, texts: list[str]) -> dict:
+    env = cli_env()
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", FRESH_TRANSLATE, export_dir, *texts],
+                          env=env, capture_output=True, text=True, timeout=180, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _numbers_tsv(path, n: int = 300) -> list[str]:
+    """Tatoeba-style word-level corpus: 'number words<TAB>d i g i t s<TAB>attribution'."""
+    pairs = parallel.toy_pairs("numbers", n, seed=5)
+    path.write_text("".join(f"{s}\t{' '.join(t)}\tCC-BY #{i}\n" for i, (s, t) in enumerate(pairs)))
+    return [s for s, _ in pairs[:2]]
+
+
+def _event_tags(log_dir) -> set[str]:
+    tags = set()
+    for f in log_dir.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            tags |= {v.tag for v in event.summary.value}
+    return tags
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_train_resume_export_translate(run_cli, tmp_path, strategy):
+    run = tmp_path / "run"
+    if strategy == "default":  # toy dates, char level
+        extra = list(SMALL)
+        texts = ["the 3rd of march 2021", "Mar 3, 2021"]
+    else:  # a word-level TSV corpus under Mirrored on 2 CPUs
+        texts = _numbers_tsv(tmp_path / "numbers.tsv")
+        extra = SMALL[2:] + MIRRORED + ["--set", "data.source=tsv", "--set", "data.tokenize=word",
+                                        "--set", f"data.path={tmp_path / 'numbers.tsv'}"]
+    run_cli("train", "--task", "translation", *TINY, *extra, "--model-dir", str(run))
+    assert _metrics(run)["step"] == 6
+    for name in ("config.yaml", "runtime.json", "assets/translation_vocab.json",
+                 "export/saved_model.pb", "export/assets.extra/translation.json"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "runtime.json").read_text())["replicas"] == (
+        2 if strategy == "mirrored" else 1)
+    vocab = json.loads((run / "assets" / "translation_vocab.json").read_text())
+    assert vocab["source"][:4] == list(parallel.SPECIALS)
+    assert vocab["tokenize"] == ("char" if strategy == "default" else "word")
+
+    resumed = run_cli("train", "--task", "translation", *TINY, *extra, "--set", "train.steps=10",
+                      "--model-dir", str(run))
+    assert "resumed from" in resumed.stdout and "at step 6" in resumed.stdout
+    metrics = _metrics(run)
+    assert metrics["step"] == 10
+    for key in ("loss", "token_accuracy", "exact_match", "bleu"):
+        assert np.isfinite(metrics["metrics"][key]), key
+    assert {"samples", "attention"} <= _event_tags(run / "eval")
+
+    png = tmp_path / "plots" / "attention.png"
+    out = run_cli("translate", "--model-dir", str(run), "--attention-png", str(png), *texts)
+    lines = out.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines[:2]] == texts
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    fresh = _fresh_translate(str(run / "export"), texts)
+    assert fresh["trainer"] is False
+    assert {"translation", "attention", "source_tokens", "target_tokens"} <= set(fresh["keys"])
+    assert fresh["translations"] == [line.split("\t", 1)[1] for line in lines[:2]]
+
+
+def test_toy_dates_exact_match_far_above_chance(run_cli, tmp_path):
+    """200 steps (well under a minute on 2 cores) learn dates in ten formats -> ISO."""
+    run = tmp_path / "run"
+    run_cli("train", "--task", "translation", "--set", "data.toy_size=3000",
+            "--set", "model.units=32", "--set", "model.embedding_dim=16",
+            "--set", "train.steps=200", "--set", "train.batch_size=64",
+            "--set", "train.learning_rate=0.01", "--set", "train.steps_per_loop=50",
+            "--set", "train.eval_every=200", "--set", "train.checkpoint_every=200",
+            "--set", "train.log_every=50", "--set", "train.eval_batches=4",
+            "--model-dir", str(run))
+    metrics = _metrics(run)["metrics"]
+    assert metrics["exact_match"] > 0.5, metrics  # chance is ~1/36500
+    assert metrics["bleu"] > 50, metrics
+
+    unseen = parallel.toy_pairs("dates", 10, seed=999)
+    out = run_cli("translate", "--model-dir", str(run), *[s for s, _ in unseen])
+    got = [line.split("\t")[1] for line in out.stdout.strip().splitlines()]
+    assert sum(g == t for g, (_, t) in zip(got, unseen)) >= 6, list(zip(unseen, got))
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist"),
+    ("", "is empty"),
+    ("Go.\tVe.\n\nHi.\tHola.\n", "line 2 is empty"),
+    ("Go.\tVe.\nHi. Hola.\n", "line 2 has no tab"),
+])
+def test_bad_corpus_is_a_clean_cli_error(run_cli, tmp_path, content, message):
+    corpus = tmp_path / "corpus.tsv"
+    if content is not None:
+        corpus.write_text(content)
+    proc = run_cli("train", "--task", "translation", *TINY, "--set", "data.source=tsv",
+                   "--set", f"data.path={corpus}", "--model-dir", str(tmp_path / "run"),
+                   check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and str(corpus) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_and_translate_errors_are_clean(run_cli, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("task:\n  name: text_generation\n")
+    cases = [
+        (["train", "--task", "translation", "--set", "data.source=tsv",
+          "--model-dir", str(tmp_path / "run")], "data.source=tsv needs data.path"),
+        (["translate", "--model-dir", str(tmp_path / "nothing"), "hi"],
+         "has no export/saved_model.pb"),
+        (["translate", "--model-dir", str(other), "hi"],
+         "is a 'text_generation' run, not translation"),
+    ]
+    for args, message in cases:
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
