@@ -10,7 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
 
-from trainer.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError  # noqa: E402
+from trainer.errors import (  # noqa: E402
+    EXIT_PREEMPTED, EXIT_USER_ERROR, EXIT_WORKER_LOST, Preempted, UserError, WorkerLost)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,6 +28,10 @@ class _Group(click.Group):
         except Preempted as e:
             click.echo(f"seqtrain: {e}; exiting with retryable code {EXIT_PREEMPTED}", err=True)
             ctx.exit(EXIT_PREEMPTED)
+        except WorkerLost as e:
+            click.echo(f"seqtrain: lost another worker ({e}); exiting with retryable code "
+                       f"{EXIT_WORKER_LOST} to restart from the last checkpoint", err=True)
+            ctx.exit(EXIT_WORKER_LOST)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -76,13 +81,17 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
     from trainer import cluster, config, train_lib
 
     cfg = config.load(task, config_file, overrides)
-    if not model_dir:
-        if cluster.from_environ().is_multi_worker:
-            raise UserError("multi-worker training needs an explicit --model-dir that every "
-                            "worker can reach (a shared path or gs://).")
-        model_dir = train_lib.default_model_dir(cfg.task.name)
-    result = train_lib.train(cfg, model_dir, stop_at=stop_at)
-    if cluster.from_environ().is_chief:
+    info = cluster.from_environ()
+    if info.is_evaluator:
+        click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "
+                   "during training, so there is nothing to do here.")
+        return
+    # A default dir is only safe for one process: workers must share one dir.
+    default = None if info.is_multi_worker else train_lib.default_model_dir(cfg.task.name)
+    dirs = cluster.resolve_dirs(model_dir, default=default)
+    result = train_lib.train(cfg, dirs.model_dir, checkpoint_dir=dirs.checkpoint_dir,
+                             log_dir=dirs.log_dir, stop_at=stop_at)
+    if info.is_chief:
         _print_result(cfg, result)
 
 
@@ -90,7 +99,7 @@ def _print_result(cfg, result: dict) -> None:
     d = result["model_dir"]
     click.echo(f"\nRun {cfg.task.name} finished at step {result['step']} in {d}")
     click.echo(f"  checkpoints : {result['checkpoint']}")
-    click.echo(f"  tensorboard : tensorboard --logdir {d}")
+    click.echo(f"  tensorboard : tensorboard --logdir {result['log_dir']}")
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
     click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
     if result["metrics"]:

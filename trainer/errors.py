@@ -6,6 +6,7 @@ Exit codes follow the convention of Kubeflow's `restartPolicy: ExitCode`:
 
 EXIT_USER_ERROR = 2  # bad config, bad data, bad flags: restarting will not help
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint was saved, restart to resume
+EXIT_WORKER_LOST = 144  # another worker died mid-step: restart all to resume
 
 
 class UserError(Exception):
@@ -31,3 +32,7 @@ class Preempted(Exception):
     def __init__(self, step: int):
         super().__init__(f"preempted at step {step}; checkpoint saved")
         self.step = step
+
+
+class WorkerLost(Exception):
+    """Another worker of a multi-worker run died; the run must be restarted."""

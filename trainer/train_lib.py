@@ -23,7 +23,7 @@ import yaml
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import loop, precision, registry, storage, summaries
-from trainer.errors import EXIT_PREEMPTED, Preempted, UserError
+from trainer.errors import EXIT_PREEMPTED, Preempted, UserError, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,15 @@ def default_model_dir(task: str) -> str:
     return os.path.join("runs", f"{task}-{stamp}")
 
 
-def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int | None = None,
-          verbose: bool = True) -> dict:
+def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir: str | None = None,
+          log_dir: str | None = None, stop_at: int | None = None, verbose: bool = True) -> dict:
     """Trains `config` into `model_dir`, resuming from its latest checkpoint.
 
     Args:
       config: validated, frozen experiment config.
       model_dir: local path or gs:// URI.
+      checkpoint_dir: defaults to MODEL_DIR/checkpoints (Vertex sets AIP_CHECKPOINT_DIR).
+      log_dir: TensorBoard root, gets train/ and eval/; defaults to MODEL_DIR.
       stop_at: stop (after checkpointing) once this global step is reached,
         without changing `train.steps`; used to time-slice long jobs.
       verbose: print progress and the final summary.
@@ -53,8 +55,11 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
     Raises:
       UserError: bad config, data, environment or resume; nothing was written.
       Preempted: SIGTERM was received and a checkpoint was saved.
+      WorkerLost: another worker of a multi-worker run died (retryable).
     """
     cluster = cluster_lib.from_environ()
+    ckpt_dir = checkpoint_dir or storage.join(model_dir, "checkpoints")
+    log_dir = log_dir or model_dir
     previous = _inspect_model_dir(model_dir, config)
     _preflight(config, model_dir)
     strategy = distribute.build_strategy(config.runtime, cluster)
@@ -84,7 +89,6 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
         precision.warn_ineligible(report)
 
     # ---- validated: from here on the model dir is written -----------------
-    ckpt_dir = storage.join(model_dir, "checkpoints")
     if is_chief:
         storage.makedirs(model_dir)
         storage.write_text(storage.join(model_dir, "config.yaml"), config.to_yaml())
@@ -93,6 +97,10 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
             storage.write_text(storage.join(model_dir, "assets", name), text)
         storage.write_json(storage.join(model_dir, "runtime.json"),
                            runtime_info(config, strategy, cluster, report))
+
+    role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
+    print(f"seqtrain: {config.task.name} in {model_dir}: {type(strategy).__name__}, "
+          f"{replicas} replica(s), worker {cluster.worker_id} ({role})", flush=True)
 
     train_ds = loop.make_train_dataset(
         task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
@@ -118,7 +126,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
         task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
         max_batches=config.train.eval_batches)
 
-    writers = summaries.Writers(model_dir if is_chief else None)
+    writers = summaries.Writers(log_dir if is_chief else None)
     step = int(step_var.numpy())
     total = config.train.steps
     end = min(total, stop_at) if stop_at else total
@@ -138,7 +146,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
                     _to_boundary(step, config.train.checkpoint_every),
                     _to_boundary(step, config.train.eval_every))
             t0 = time.perf_counter()
-            loss = float(fns.train_steps(iterator, tf.constant(n, tf.int32)))
+            loss = _run_steps(fns, iterator, n, workers)
             elapsed = time.perf_counter() - t0
             prev_step, step = step, step + n
             step_var.assign(step)
@@ -180,7 +188,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, stop_at: int |
         "model_dir": model_dir,
         "checkpoint": ckpt.latest(),
         "export_dir": export_dir if storage.exists(export_dir) else None,
-        "log_dir": model_dir,
+        "log_dir": log_dir,
     }
     return result
 
@@ -368,6 +376,22 @@ def _get(d: dict, dotted: str):
             return None
         d = d.get(part)
     return d
+
+
+def _run_steps(fns, iterator, n: int, workers: int) -> float:
+    try:
+        return float(fns.train_steps(iterator, tf.constant(n, tf.int32)))
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError) as e:
+        if workers <= 1:
+            raise
+        # A peer died mid-collective. Exiting retryably lets the cluster restart
+        # the job, which resumes from the last checkpoint.
+        raise WorkerLost(_first_line(e)) from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _to_boundary(step: int, every: int) -> int:
