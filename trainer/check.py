@@ -18,6 +18,6 @@ def report_text(config) -> str:
     report = cudnn_report_for(config)
     lines = [f"task {config.task.name}: cuDNN fast path per recurrent layer "
              "(applies on GPU; CPU runs the generic kernel)", precision.format_report(report)]
-    if config.model.use_cudnn == "true" and any(not r["eligible"] for r in report):
+    if config.model.use_cudnn is True and any(not r["eligible"] for r in report):
         lines.append("model.use_cudnn=true: `seqtrain train` will refuse this config.")
     return "\n".join(lines)

@@ -239,7 +239,7 @@ def _deep_merge(base: dict, layer: Mapping, path: str) -> None:
     for key, value in layer.items():
         key_path = f"{path}{key}"
         if key not in base:
-            valid = ", ".join(sorted(base)) if base else "(none)"
+            valid = ", ".join(base) if base else "(none)"
             raise ConfigError(
                 f"unknown config key {key_path!r}. Valid keys at this level: {valid}."
             )

@@ -82,7 +82,7 @@ def ineligibility_reasons(layer, padding: str = "right") -> list[str]:
 
 def check_forced_cudnn(report: list[dict], model_config) -> None:
     """`model.use_cudnn=true` with an ineligible layer is an error before training."""
-    if getattr(model_config, "use_cudnn", "auto") != "true":
+    if getattr(model_config, "use_cudnn", "auto") is not True:
         return
     bad = [r for r in report if not r["eligible"]]
     if bad:

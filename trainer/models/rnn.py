@@ -35,7 +35,7 @@ class RecurrentConfig:
     use_bias: bool = field(True, "Use bias vectors. cuDNN needs true.")
     unroll: bool = field(False, "Unroll the time loop. cuDNN needs false.")
     reset_after: bool = field(True, "GRU reset-gate convention. cuDNN needs true.")
-    use_cudnn: Literal["auto", "true", "false"] = field(
+    use_cudnn: bool | Literal["auto"] = field(
         "auto",
         "auto: fused kernel when eligible; true: error if ineligible; false: never.",
     )
@@ -77,16 +77,15 @@ def make_rnn_layer(
         unroll=cfg.unroll,
         name=name,
     )
-    use_cudnn = {"auto": "auto", "true": True, "false": False}[cfg.use_cudnn]
     if cfg.cell == "lstm":
         return keras.layers.LSTM(
-            recurrent_activation=cfg.recurrent_activation, use_cudnn=use_cudnn, **kwargs
+            recurrent_activation=cfg.recurrent_activation, use_cudnn=cfg.use_cudnn, **kwargs
         )
     if cfg.cell == "gru":
         return keras.layers.GRU(
             recurrent_activation=cfg.recurrent_activation,
             reset_after=cfg.reset_after,
-            use_cudnn=use_cudnn,
+            use_cudnn=cfg.use_cudnn,
             **kwargs,
         )
     return keras.layers.SimpleRNN(**kwargs)
