@@ -18,115 +18,103 @@ import requests
 
 from gcs_emulator import gcs  # noqa: F401  (also registered in conftest.py)
 
-# Runs in a fresh interpreter against gs://<bucket>/<prefix>. Prints one JSON
-# line with what it saw; the test compares that with the emulator's own store.
+# Runs in a fresh interpreter against each gs://<bucket>/<prefix> root given on
+# the command line. Prints one JSON line per root with what it saw; the test
+# compares that with the emulator's own store.
 TF_SCRIPT = r"""
 import hashlib, json, sys
 import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-root = sys.argv[1]
-out = {}
 
-# 1. Plain objects: 0 B, small, ~3 MB; read back identical.
-tf.io.gfile.makedirs(root + "/blobs")
-rng = np.random.default_rng(7)
-digests = {}
-for n in (0, 249, 3 * 1024 * 1024 + 11):
-    data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    path = f"{root}/blobs/b{n}"
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
-    with tf.io.gfile.GFile(path, "rb") as f:
-        assert f.read() == data, f"{n}-byte object read back different"
-    assert tf.io.gfile.stat(path).length == n
-    digests[f"b{n}"] = hashlib.sha256(data).hexdigest()
-out["digests"] = digests
-out["listdir"] = sorted(tf.io.gfile.listdir(root + "/blobs"))
+def exercise(root):
+    out = {}
+    # 1. Plain objects: 0 B, small, ~3 MB; read back identical.
+    tf.io.gfile.makedirs(root + "/blobs")
+    rng = np.random.default_rng(7)
+    digests = {}
+    for n in (0, 249, 3 * 1024 * 1024 + 11):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        path = f"{root}/blobs/b{n}"
+        with tf.io.gfile.GFile(path, "wb") as f:
+            f.write(data)
+        with tf.io.gfile.GFile(path, "rb") as f:
+            assert f.read() == data, f"{n}-byte object read back different"
+        assert tf.io.gfile.stat(path).length == n
+        digests[f"b{n}"] = hashlib.sha256(data).hexdigest()
+    out["digests"] = digests
+    out["listdir"] = sorted(tf.io.gfile.listdir(root + "/blobs"))
 
-# 2. CheckpointManager: 3 saves, keep 2, restore the newest into new variables.
-v = tf.Variable(tf.zeros([64, 64]))
-step = tf.Variable(0, dtype=tf.int64)
-ckpt = tf.train.Checkpoint(v=v, step=step)
-mgr = tf.train.CheckpointManager(ckpt, root + "/ckpt", max_to_keep=2)
-for i in range(1, 4):
-    v.assign(tf.fill([64, 64], float(i)))
-    step.assign(i * 10)
-    mgr.save(checkpoint_number=i * 10)
-out["kept"] = [p.rsplit("/", 1)[1] for p in mgr.checkpoints]
-v2 = tf.Variable(tf.zeros([64, 64]))
-step2 = tf.Variable(0, dtype=tf.int64)
-restored = tf.train.Checkpoint(v=v2, step=step2)
-latest = tf.train.latest_checkpoint(root + "/ckpt")
-restored.restore(latest).assert_consumed()
-out["latest"] = latest.rsplit("/", 1)[1]
-out["restored_step"] = int(step2.numpy())
-out["restored_value"] = float(v2.numpy().mean())
+    # 2. CheckpointManager: 3 saves, keep 2, restore the newest into new variables.
+    v = tf.Variable(tf.zeros([64, 64]))
+    step = tf.Variable(0, dtype=tf.int64)
+    ckpt = tf.train.Checkpoint(v=v, step=step)
+    mgr = tf.train.CheckpointManager(ckpt, root + "/ckpt", max_to_keep=2)
+    for i in range(1, 4):
+        v.assign(tf.fill([64, 64], float(i)))
+        step.assign(i * 10)
+        mgr.save(checkpoint_number=i * 10)
+    out["kept"] = [p.rsplit("/", 1)[1] for p in mgr.checkpoints]
+    v2 = tf.Variable(tf.zeros([64, 64]))
+    step2 = tf.Variable(0, dtype=tf.int64)
+    latest = tf.train.latest_checkpoint(root + "/ckpt")
+    tf.train.Checkpoint(v=v2, step=step2).restore(latest).assert_consumed()
+    out["latest"] = latest.rsplit("/", 1)[1]
+    out["restored_step"] = int(step2.numpy())
+    out["restored_value"] = float(v2.numpy().mean())
 
-# 3. A summary writer, read back with TensorBoard's own EventAccumulator.
-writer = tf.summary.create_file_writer(root + "/logs")
-with writer.as_default():
-    for s in range(12):
-        tf.summary.scalar("loss", 1.0 / (s + 1), step=s)
-        if s == 5:
-            writer.flush()
-writer.close()
-acc = ea.EventAccumulator(root + "/logs", size_guidance={ea.TENSORS: 0})
-acc.Reload()
-events = acc.Tensors("loss")
-out["loss_steps"] = [e.step for e in events]
-out["loss_values"] = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
-print("RESULT " + json.dumps(out))
+    # 3. A summary writer, read back with TensorBoard's own EventAccumulator.
+    writer = tf.summary.create_file_writer(root + "/logs")
+    with writer.as_default():
+        for s in range(12):
+            tf.summary.scalar("loss", 1.0 / (s + 1), step=s)
+            if s == 5:
+                writer.flush()
+    writer.close()
+    acc = ea.EventAccumulator(root + "/logs", size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    events = acc.Tensors("loss")
+    out["loss_steps"] = [e.step for e in events]
+    out["loss_values"] = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
+    return out
+
+
+for root in sys.argv[1:]:
+    print("RESULT " + json.dumps({"root": root, **exercise(root)}), flush=True)
 """
 
 
-def _start_tf(gcs, root: str) -> subprocess.Popen:
+def test_tf_native_gcs_through_emulator_with_0_10_20_percent_faults(gcs):
+    """TF's own gs:// code in a subprocess, with 0%, 10% and 20% of requests failing.
+
+    One subprocess (one TF import) works through three buckets in turn, each
+    with its own fault rate.
+    """
+    rates = (0.0, 0.1, 0.2)
+    buckets = {rate: gcs.new_bucket() for rate in rates}
     env = {**os.environ, **gcs.env, "TF_CPP_MIN_LOG_LEVEL": "2"}
     # TF adds 0-1 s of random jitter to every retry delay unless the initial
     # delay is 0 (tsl RetryingUtils::CallWithRetries); at ~0.5 s per injected
     # fault that would be most of this test's time. Retries stay on (10 max).
     env["GCS_RETRY_CONFIG_INIT_DELAY_TIME_US"] = "0"
-    return subprocess.Popen(
-        [sys.executable, "-c", TF_SCRIPT, root],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _result(proc: subprocess.Popen) -> dict:
-    stdout, stderr = proc.communicate(timeout=150)
-    assert proc.returncode == 0, stderr[-4000:]
-    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
-
-
-def test_tf_native_gcs_through_emulator_with_0_10_20_percent_faults(gcs):
-    """TF's own gs:// code, with 0%, 10% and 20% of requests answered 503.
-
-    The three runs go concurrently, one bucket each, so their TF imports and
-    requests overlap.
-    """
-    rates = (0.0, 0.1, 0.2)
-    buckets = {rate: gcs.new_bucket() for rate in rates}
-    procs = {}
     try:
         for rate, bucket in buckets.items():
             gcs.set_fault_rate(rate, seed=int(rate * 100) + 1, bucket=bucket)
-            procs[rate] = _start_tf(gcs, f"gs://{bucket}/run")
-        outs = {rate: _result(proc) for rate, proc in procs.items()}
+        proc = subprocess.run(
+            [sys.executable, "-c", TF_SCRIPT, *(f"gs://{b}/run" for b in buckets.values())],
+            env=env, capture_output=True, text=True, timeout=240,
+        )
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         for bucket in buckets.values():
             gcs.set_fault_rate(0.0, bucket=bucket)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    outs = [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines()
+            if ln.startswith("RESULT ")]
+    assert [o["root"] for o in outs] == [f"gs://{b}/run" for b in buckets.values()]
 
-    for rate in rates:
-        _check_tf_run(gcs, buckets[rate], outs[rate])
+    for out, bucket in zip(outs, buckets.values()):
+        _check_tf_run(gcs, bucket, out)
     assert gcs.faults_injected(buckets[0.0]) == 0
     assert gcs.faults_injected(buckets[0.1]) >= 5
     assert gcs.faults_injected(buckets[0.2]) > gcs.faults_injected(buckets[0.1])

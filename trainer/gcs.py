@@ -90,7 +90,7 @@ def _client(paths: list[str]):
         credentials, project = google.auth.default(scopes=[_SCOPE])
     except DefaultCredentialsError as e:
         raise UserError(
-            f"no usable Google Cloud credentials for {', '.join(paths)}: {e} "
+            f"no usable Google Cloud credentials for {', '.join(dict.fromkeys(paths))}: {e} "
             "On a workstation run `gcloud auth application-default login`; in a job, "
             "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run "
             "on a VM or pod that has a service account attached (Workload Identity)."
@@ -152,7 +152,8 @@ def _check_writable(client, path: str, principal: str) -> None:
                 f"{principal} can create objects in gs://{bucket} but not delete them "
                 f"({_reason(e)}). seqtrain deletes old checkpoints and rewrites files, so "
                 f"grant roles/storage.objectAdmin on the bucket: `gcloud storage buckets "
-                f"add-iam-policy-binding gs://{bucket} --member=serviceAccount:SA_EMAIL "
+                f"add-iam-policy-binding gs://{bucket} "
+                f"--member=serviceAccount:{_member(principal)} "
                 f"--role=roles/storage.objectAdmin`. (Left behind: gs://{bucket}/{blob.name})"
             ) from None
 
@@ -187,7 +188,8 @@ def _explained(fn, bucket: str, path: str, principal: str, access: str):
         raise UserError(
             f"{principal} may not {access} {path} in bucket gs://{bucket} ({_reason(e)}). "
             f"Grant it {role} on the bucket: `gcloud storage buckets add-iam-policy-binding "
-            f"gs://{bucket} --member=serviceAccount:SA_EMAIL --role={role.split()[0]}`, or "
+            f"gs://{bucket} --member=serviceAccount:{_member(principal)} "
+            f"--role={role.split()[0]}`, or "
             "use a bucket it can already write to."
         ) from None
     except gexc.Unauthorized as e:
@@ -212,8 +214,23 @@ def _explained(fn, bucket: str, path: str, principal: str, access: str):
         raise _Transient(f"{type(e).__name__}: {e}") from e
 
 
+def _member(principal: str) -> str:
+    return principal if "@" in principal else "SA_EMAIL"
+
+
 def _reason(e) -> str:
-    return getattr(e, "message", None) or str(e)
+    """GCS's own one-line reason for an API error, without URL and JSON noise."""
+    response = getattr(e, "response", None)
+    try:
+        return response.json()["error"]["message"].rstrip(".")
+    except Exception:  # noqa: BLE001 - no JSON body: fall back to the exception
+        pass
+    for err in getattr(e, "errors", None) or ():
+        if isinstance(err, dict) and err.get("message"):
+            return err["message"]
+    text = " ".join(str(getattr(e, "message", None) or e).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return text.rstrip(".")
 
 
 # ---------------------------------------------------------------- list_runs
