@@ -17,7 +17,7 @@ the Python client and to the test's own `read_object`. The servers run as
 daemon threads inside the pytest process; a subprocess reaches them when it is
 started with `env={**os.environ, **gcs.env}`.
 
-The emulator has four gaps that TF's client falls into (see
+The emulator has gaps that TF's client falls into (1-4 are in
 shared/FACTS.md); they are mended here, at the HTTP layer, without patching the
 installed package:
 
@@ -28,7 +28,10 @@ installed package:
 3. TF's libcurl sends `Transfer-Encoding: chunked` *and* `Content-Length`;
    the body is de-chunked here first (RFC 9112: Transfer-Encoding wins);
 4. a resumable-upload status answer said `Range: bytes=0-0` when nothing was
-   persisted; real GCS sends no `Range` then, and TF resumes from byte 0.
+   persisted; real GCS sends no `Range` then, and TF resumes from byte 0;
+5. TF 2.21 asks `GET /storage/v1/b/<bucket>/storageLayout` before renaming a
+   directory (hierarchical-namespace buckets); the emulator answered 404 and
+   `tf.io.gfile.rename(dir, ...)` failed. A flat-bucket layout is returned.
 
 Controls for tests: `set_fault_rate` answers a seeded share of API requests
 with HTTP 503 (never more than `max_consecutive` in a row, so a client that
@@ -89,6 +92,7 @@ _WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _BUCKET_IN_PATH = re.compile(r"/b/([-.\w]+)")
 _DEST_BUCKET_IN_PATH = re.compile(r"/(?:copyTo|rewriteTo)/b/([-.\w]+)")
 _API_PREFIXES = ("storage", "upload", "download", "batch", "b", "wipe")
+_STORAGE_LAYOUT = re.compile(r"/storage/v1/b/([-.\w]+)/storageLayout")
 
 
 class GcsEmulator:
@@ -398,6 +402,20 @@ class _FaultRule:
         return False
 
 
+def _storage_layout(response, storage, bucket: str) -> None:
+    """Gap 5: TF asks for a bucket's storage layout before renaming a directory
+    (to use hierarchical-namespace folder renames); the emulator has no such
+    route. Answer as real GCS does for a flat bucket, and TF copies and
+    deletes object by object."""
+    if storage.get_bucket(bucket) is None:
+        response.status = HTTPStatus.NOT_FOUND
+        response.json({"error": {"code": 404, "message": "The specified bucket does not exist."}})
+        return
+    response.json({"kind": "storage#storageLayout", "bucket": bucket, "location": "US",
+                   "locationType": "multi-region",
+                   "hierarchicalNamespace": {"enabled": False}})
+
+
 def _request_bucket(path: str) -> str | None:
     """The bucket a request is about (the source bucket for copies), if any."""
     path = urlparse(path).path
@@ -547,6 +565,10 @@ class _GcsHandler(emu_server.RequestHandler):
         storage = self.emulator._storage
         with self.emulator._lock:
             try:
+                layout = _STORAGE_LAYOUT.fullmatch(request.path)
+                if layout and method == "GET":
+                    _storage_layout(response, storage, layout.group(1))
+                    return response
                 handler = self._find_handler(request, method)
                 if handler is None:
                     response.status = HTTPStatus.NOT_IMPLEMENTED

@@ -45,6 +45,11 @@ def exercise(root):
         digests[f"b{n}"] = hashlib.sha256(data).hexdigest()
     out["digests"] = digests
     out["listdir"] = sorted(tf.io.gfile.listdir(root + "/blobs"))
+    # A directory rename (TF first asks for the bucket's storage layout).
+    with tf.io.gfile.GFile(root + "/export.tmp/saved.pb", "wb") as f:
+        f.write(b"model")
+    tf.io.gfile.rename(root + "/export.tmp", root + "/export")
+    out["renamed"] = tf.io.gfile.listdir(root + "/export")
 
     # 2. CheckpointManager: 3 saves, keep 2, restore the newest into new variables.
     v = tf.Variable(tf.zeros([64, 64]))
@@ -125,6 +130,9 @@ def _check_tf_run(gcs, bucket: str, out: dict) -> None:
     # Objects: what TF read back matched what it wrote, and so do the bytes
     # the emulator stored (no chunk framing, no truncation).
     assert out["listdir"] == ["b0", "b249", "b3145739"]
+    assert out["renamed"] == ["saved.pb"]
+    assert gcs.read_object(bucket, "run/export/saved.pb") == b"model"
+    assert gcs.list_objects(bucket, "run/export.tmp") == []
     for name, digest in out["digests"].items():
         stored = gcs.read_object(bucket, f"run/blobs/{name}")
         assert hashlib.sha256(stored).hexdigest() == digest, name
