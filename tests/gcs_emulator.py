@@ -120,7 +120,7 @@ class GcsEmulator:
         # Handler crashes (bugs in the emulator or a request it cannot parse).
         # Tests assert this stays empty; each entry is "METHOD path: error".
         self.server_errors: list[str] = []
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
         self._tmpdir: str | None = None
         self.api_url = ""
@@ -174,7 +174,7 @@ class GcsEmulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _serve(self, role: str) -> ThreadingHTTPServer:
+    def _serve(self, role: str) -> _Server:
         emulator = self
 
         class Handler(_GcsHandler):
@@ -182,8 +182,7 @@ class GcsEmulator:
 
         Handler.emulator = emulator
         Handler.role = role
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        srv.daemon_threads = True
+        srv = _Server(("127.0.0.1", 0), Handler)
         t = threading.Thread(
             target=srv.serve_forever, name=f"gcs-emulator-{role}", daemon=True
         )
@@ -369,6 +368,11 @@ class GcsEmulator:
                     self.stats["forbidden"] += 1
                     return HTTPStatus.FORBIDDEN
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never blocks stop()
+    request_queue_size = 128  # TF opens connections in bursts; 5 would drop SYNs
 
 
 class _MemoryStorage(Storage):

@@ -158,7 +158,7 @@ def test_fault_injection_is_seeded_and_bounded(gcs):
 
     def statuses():
         with requests.Session() as s:
-            return [s.get(url, timeout=5).status_code for _ in range(300)]
+            return [s.get(url, timeout=5).status_code for _ in range(200)]
 
     with gcs.faults(0.3, seed=3, max_consecutive=2):
         first = statuses()
