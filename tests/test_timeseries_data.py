@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,10 +23,12 @@ def _numpy_windows(values, window, horizon, target, stride):
     return np.array(xs), np.array(ys)
 
 
-@pytest.mark.parametrize("window,horizon,stride", [(5, 1, 1), (7, 3, 2), (4, 4, 3), (1, 1, 1)])
-def test_windows_match_numpy_reference(window, horizon, stride):
+@pytest.mark.parametrize("window,horizon,stride,chunk", [
+    (5, 1, 1, 256), (7, 3, 2, 256), (4, 4, 3, 2), (1, 1, 1, 3), (6, 2, 1, 5)])
+def test_windows_match_numpy_reference(window, horizon, stride, chunk):
     values = np.arange(60, dtype=np.float32).reshape(20, 3) + 0.5
-    ds = timeseries.window_dataset(values, window, horizon, target_index=1, stride=stride)
+    ds = timeseries.window_dataset(values, window, horizon, target_index=1, stride=stride,
+                                   chunk=chunk)
     assert ds.element_spec[0].shape == (window, 3)
     assert ds.element_spec[1].shape == (horizon,)
     got = list(ds.as_numpy_iterator())
@@ -168,6 +171,16 @@ def test_eval_metrics_match_numpy_on_raw_scale():
     assert out["naive_mse"] == pytest.approx(np.mean((naive - true) ** 2), rel=1e-4)
     assert out["mse_h2"] == pytest.approx(np.mean((pred[:, 1] - true[:, 1]) ** 2), rel=1e-4)
     assert out["skill"] == pytest.approx(1 - out["mse"] / out["naive_mse"], rel=1e-4)
+
+
+def test_layer_units_build_a_50_20_style_stack():
+    task = _task("forecasting", "data.synthetic_length=200", "data.window=8",
+                 "model.layer_units=[6, 4]")
+    model = task.build_model()
+    rnn = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    assert [(layer.name, layer.units, layer.return_sequences) for layer in rnn] == [
+        ("encoder0_lstm_0", 6, True), ("encoder1_lstm_0", 4, False)]
+    assert model.output.dtype == "float32"
 
 
 def test_config_errors():

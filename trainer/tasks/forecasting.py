@@ -83,6 +83,27 @@ class ForecastingModel(RecurrentConfig):
     units: int = field(32, "Units per recurrent layer.", min=1)
     layers: int = field(2, "Stacked recurrent layers (all but the last return sequences).", min=1)
     bidirectional: bool = field(False, "Wrap each recurrent layer in Bidirectional.")
+    layer_units: tuple[int, ...] = field(
+        (), "Units of each recurrent layer, e.g. [50, 20]; overrides model.units and model.layers."
+    )
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if any(u < 1 for u in self.layer_units):
+            raise ConfigError(
+                f"{path}.layer_units must be positive integers, got {list(self.layer_units)}."
+            )
+
+
+def encoder(inputs, cfg: ForecastingModel):
+    """The stacked recurrent encoder; returns the last layer's final output."""
+    if not cfg.layer_units:
+        return recurrent_stack(inputs, cfg, name="encoder")
+    x, last = inputs, len(cfg.layer_units) - 1
+    for i, units in enumerate(cfg.layer_units):
+        one = dataclasses.replace(cfg, units=units, layers=1)
+        x = recurrent_stack(x, one, return_sequences=i < last, name=f"encoder{i}")
+    return x
 
 
 @registry.register("forecasting")
@@ -152,7 +173,7 @@ class ForecastingTask(Task):
     def build_model(self) -> keras.Model:
         cfg = self.config.model
         inputs = keras.Input((self.config.data.window, len(self.series.columns)), name="window")
-        x = recurrent_stack(inputs, cfg, name="encoder")
+        x = encoder(inputs, cfg)
         if cfg.dropout:
             x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
         outputs = keras.layers.Dense(self.horizon, dtype="float32", name="forecast")(x)

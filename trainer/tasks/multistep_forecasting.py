@@ -23,11 +23,12 @@ import numpy as np
 
 from trainer import registry
 from trainer.config import field
-from trainer.models.rnn import make_rnn_layer, recurrent_stack
+from trainer.models.rnn import make_rnn_layer
 from trainer.tasks.forecasting import (
     ForecastingData,
     ForecastingModel,
     ForecastingTask,
+    encoder,
     multi_step_png,
 )
 
@@ -64,7 +65,7 @@ class MultistepForecastingTask(ForecastingTask):
     def build_model(self) -> keras.Model:
         cfg, h = self.config.model, self.horizon
         inputs = keras.Input((self.config.data.window, len(self.series.columns)), name="window")
-        x = recurrent_stack(inputs, cfg, name="encoder")
+        x = encoder(inputs, cfg)
         if cfg.dropout:
             x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
         if cfg.head == "direct":
