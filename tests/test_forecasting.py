@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, cli_env
+from gcs_emulator import gcs  # noqa: F401  (fixture)
 
 MIRRORED = ["--set", "runtime.strategy=mirrored", "--set", "runtime.cpu_replicas=2"]
 SMALL_DATA = ["--set", "data.window=16", "--set", "data.synthetic_length=400"]
@@ -184,3 +185,21 @@ def test_bad_inputs_exit_cleanly(run_cli, tmp_path, case):
     assert expected in proc.stderr, proc.stderr
     assert str(csv) in proc.stderr
     assert not (tmp_path / "run").exists(), "a failed start must not write the model dir"
+
+
+def test_csv_and_model_dir_on_gcs(run_cli, gcs, tmp_path):  # noqa: F811
+    """data.path and --model-dir on gs:// (the GCS emulator): CSV read, plots and
+    export written through tf.io.gfile."""
+    bucket = gcs.new_bucket()
+    gcs.write_object(bucket, "data/series.csv",
+                     "t,value\n" + "".join(f"{i},{np.sin(i / 4):.5f}\n" for i in range(120)))
+    run_cli("train", "--task", "multistep_forecasting", *TINY, "--set", "data.source=csv",
+            "--set", f"data.path=gs://{bucket}/data/series.csv", "--set", "data.time_column=t",
+            "--set", "data.window=12", "--set", "data.horizon=2", "--set", "model.layers=1",
+            "--model-dir", f"gs://{bucket}/run", env=gcs.env)
+    objects = gcs.list_objects(bucket, "run/")
+    for name in ("run/assets/normalization.json", "run/plots/forecast-step6.png",
+                 "run/export/saved_model.pb", "run/export/assets.extra/normalization.json"):
+        assert name in objects, (name, objects)
+    assert gcs.read_object(bucket, "run/plots/forecast-step6.png").startswith(b"\x89PNG")
+    assert json.loads(gcs.read_object(bucket, "run/metrics.json"))["step"] == 6
