@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import pytest
+from click.testing import CliRunner
 
 from conftest import TINY, run_cli_process
+from trainer import cli
 
 
 def _snapshot(path):
@@ -15,12 +17,24 @@ def _snapshot(path):
             for p in sorted(path.rglob("*"))}
 
 
-def _fails(model_dir, *args, env=None, expect=()):
+def _fails(model_dir, *args, env=None, expect=(), subprocess=False):
+    """Runs `train` expecting a user error.
+
+    Errors raised before a strategy exists run in-process through click's
+    runner (fast); those that need their own TF runtime (logical devices,
+    TF_CONFIG, TPU) run in a fresh process.
+    """
     before = _snapshot(model_dir)
-    proc = run_cli_process("train", "--model-dir", str(model_dir), *args, env=env, check=False)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    err = proc.stderr
-    assert "Traceback" not in err and "Traceback" not in proc.stdout, err
+    argv = ["train", "--model-dir", str(model_dir), *args]
+    if subprocess:
+        proc = run_cli_process(*argv, env=env, check=False)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:
+        result = CliRunner().invoke(cli.main, argv, env=env)
+        code, out, err = result.exit_code, result.stdout, result.stderr
+        assert result.exc_info is None or result.exc_info[0] is SystemExit, result.exc_info
+    assert code == 2, (code, out[-2000:], err[-3000:])
+    assert "Traceback" not in err and "Traceback" not in out, err
     message = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(message) == 1, err
     for fragment in expect:
@@ -60,7 +74,7 @@ def test_bad_choice(tmp_path):
 
 def test_batch_that_does_not_divide_across_replicas(tmp_path):
     _fails(tmp_path / "run", *TINY, "--set", "train.batch_size=7", "--set", "runtime.cpu_replicas=2",
-           expect=("train.batch_size=7", "2 replicas", "train.batch_size=6"))
+           expect=("train.batch_size=7", "2 replicas", "train.batch_size=6"), subprocess=True)
 
 
 def test_missing_data_file(tmp_path):
@@ -88,7 +102,7 @@ def test_single_class_dataset(tmp_path):
 
 def test_malformed_tf_config(tmp_path):
     _fails(tmp_path / "run", *TINY, env={"TF_CONFIG": '{"cluster": {"worker": ["localhost:1"]'},
-           expect=("TF_CONFIG", "not valid JSON"))
+           expect=("TF_CONFIG", "not valid JSON"), subprocess=True)
 
 
 def test_model_dir_that_is_not_a_seqtrain_run(tmp_path):
@@ -100,12 +114,12 @@ def test_model_dir_that_is_not_a_seqtrain_run(tmp_path):
 
 def test_unreachable_tpu(tmp_path):
     _fails(tmp_path / "run", *TINY, "--set", "runtime.strategy=tpu",
-           expect=("runtime.strategy=tpu", "TPU"))
+           expect=("runtime.strategy=tpu", "TPU"), subprocess=True)
 
 
 def test_nccl_without_gpus(tmp_path):
     _fails(tmp_path / "run", *TINY, "--set", "runtime.cpu_replicas=2",
-           "--set", "runtime.all_reduce=nccl", expect=("nccl needs GPUs",))
+           "--set", "runtime.all_reduce=nccl", expect=("nccl needs GPUs",), subprocess=True)
 
 
 def test_unknown_task_lists_tasks(tmp_path):
