@@ -94,7 +94,8 @@ def main() -> None:
         print(f"  next-char distributions agree to max |dp| = {book['max_prob_diff']:.2e}")
         print(f"  speedup (signature / textbook): "
               f"{ours['chars_per_sec'] / book['chars_per_sec']:.0f}x; "
-              f"vs the direct-call loop: {ours['chars_per_sec'] / book['direct_chars_per_sec']:.1f}x")
+              f"vs the direct-call loop: "
+              f"{ours['chars_per_sec'] / book['direct_chars_per_sec']:.1f}x")
     if "memory" not in args.skip:
         corpus = _make_corpus(args.work_dir, args.corpus_mb)
         cfg["corpus"] = corpus

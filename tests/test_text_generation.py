@@ -105,7 +105,8 @@ def test_loss_ignores_right_padding_and_eval_weights():
     num, den = m_one["loss"]
     assert float(den) == n
     np.testing.assert_allclose(float(num) / n, want0, rtol=1e-5)
-    np.testing.assert_allclose(float(m_one["bits_per_char"][0]), float(num) / math.log(2), rtol=1e-6)
+    np.testing.assert_allclose(float(m_one["bits_per_char"][0]), float(num) / math.log(2),
+                               rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------

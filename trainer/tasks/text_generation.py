@@ -71,7 +71,8 @@ class TextGenerationData:
 
     def validate(self, path: str) -> None:
         if self.source == "file" and not self.path:
-            raise ConfigError(f"{path}.source=file needs {path}.path (a text file, local or gs://).")
+            raise ConfigError(
+                f"{path}.source=file needs {path}.path (a text file, local or gs://).")
         if self.source == "url" and not self.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"{path}.source=url needs {path}.url starting with http:// or https://, "
@@ -87,14 +88,16 @@ class TextGenerationData:
             raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
         if any(t <= 0 for t in self.sample_temperatures):
             raise ConfigError(
-                f"{path}.sample_temperatures must all be > 0, got {list(self.sample_temperatures)}.")
+                f"{path}.sample_temperatures must all be > 0, "
+                f"got {list(self.sample_temperatures)}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class TextGenerationModel(RecurrentConfig):
     units: int = field(256, "Units per recurrent layer.", min=1)
     layers: int = field(2, "Stacked recurrent layers.", min=1)
-    bidirectional: bool = field(False, "Must stay false: a causal language model cannot look ahead.")
+    bidirectional: bool = field(
+        False, "Must stay false: a causal language model cannot look ahead.")
     embedding_dim: int = field(64, "Character embedding size.", min=1)
 
     def validate(self, path: str) -> None:
@@ -276,10 +279,8 @@ class CharSampler(tf.Module):
                 tf.range(len(vocab_chars), dtype=tf.int32) + chars.OOV_ID + 1),
             default_value=chars.OOV_ID)
         self.id_to_char = tf.constant(["", ""] + list(vocab_chars))
-        size = len(vocab_chars) + 2
         # Never sample padding or OOV: they have no text.
         self.banned = tf.constant([-1e9, -1e9] + [0.0] * len(vocab_chars), tf.float32)
-        self.vocab_size = size
 
     def encode(self, prompts):
         """[B] strings -> right-padded ids [B, L + 1].
