@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from gcs_emulator import gcs  # noqa: F401  (the GCS emulator fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

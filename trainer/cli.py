@@ -183,22 +183,12 @@ def launch(workers, grace, args) -> None:
     sys.exit(launch_lib.run_local(list(args), workers, grace=grace))
 
 
-def _register_optional_commands() -> None:
-    """Command groups that live beside their library code."""
-    try:
-        from trainer.jobs.cli import job
-        main.add_command(job)
-    except ImportError:
-        pass
-    try:
-        from trainer.gcs_cli import runs, stage
-        main.add_command(runs)
-        main.add_command(stage)
-    except ImportError:
-        pass
+from trainer.gcs_cli import runs, stage  # noqa: E402
+from trainer.jobs.cli import job  # noqa: E402
 
-
-_register_optional_commands()
+main.add_command(job)
+main.add_command(runs)
+main.add_command(stage)
 
 if __name__ == "__main__":
     main()

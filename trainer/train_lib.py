@@ -7,12 +7,14 @@ start leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import platform
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ import yaml
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import loop, precision, registry, storage, summaries
 from trainer.errors import EXIT_PREEMPTED, Preempted, UserError, WorkerLost
+from trainer.logsync import LogSync
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,8 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
         max_batches=config.train.eval_batches)
 
-    writers = summaries.Writers(log_dir if is_chief else None)
+    stack = contextlib.ExitStack()
+    writers = summaries.Writers(_log_root(config, log_dir, is_chief, stack))
     step = int(step_var.numpy())
     total = config.train.steps
     end = min(total, stop_at) if stop_at else total
@@ -174,6 +178,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         preempt.uninstall()
         progress.done()
         writers.close()
+        stack.close()  # final log upload for log_sync=local_then_sync
 
     if stop_at and step < total:
         say(f"stopped at step {step} of {total} (--stop-at); run again to continue")
@@ -376,6 +381,18 @@ def _get(d: dict, dotted: str):
             return None
         d = d.get(part)
     return d
+
+
+def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack) -> str | None:
+    """Where the summary writers write: log_dir, or a local dir synced to it."""
+    if not is_chief:
+        return None
+    if config.runtime.log_sync == "direct":
+        return log_dir
+    local = tempfile.mkdtemp(prefix="seqtrain-logs-")
+    stack.callback(storage.rmtree, local)  # runs last: after LogSync's final upload
+    stack.enter_context(LogSync(local, log_dir, every_secs=config.runtime.log_sync_every_secs))
+    return local
 
 
 def _run_steps(fns, iterator, n: int, workers: int) -> float:
