@@ -165,11 +165,14 @@ def _tpu_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
+        # OSError: resolving a TPU by name asks the GCE metadata server, which
+        # only answers on Google Cloud.
         raise UserError(
             f"runtime.strategy=tpu could not reach a TPU (runtime.tpu={runtime.tpu!r}, "
             f"TPU_NAME={os.environ.get('TPU_NAME', '')!r}): {str(e).strip()}. "
-            "Set runtime.tpu to the TPU name or grpc://host:8470 address, or 'local' on "
-            "a TPU VM; or choose another runtime.strategy."
+            "Set runtime.tpu to the TPU name (resolved through the GCE metadata server, so "
+            "only on Google Cloud), a grpc://host:8470 address, or 'local' on a TPU VM; or "
+            "choose another runtime.strategy."
         ) from None
     return tf.distribute.TPUStrategy(resolver)

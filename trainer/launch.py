@@ -37,8 +37,13 @@ def tf_configs(n: int, ports: list[int]) -> list[dict]:
             for i in range(n)]
 
 
-def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None) -> int:
-    """Runs `seqtrain ARGS` in `workers` processes; returns the exit code."""
+def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None,
+              program: list[str] | None = None) -> int:
+    """Runs `seqtrain ARGS` in `workers` processes; returns the exit code.
+
+    `program` replaces `python -m trainer.cli` (for launching other binaries).
+    """
+    program = program or [sys.executable, "-m", "trainer.cli"]
     if workers < 1:
         print(f"Error: --workers must be >= 1, got {workers}.", file=sys.stderr)
         return 2
@@ -50,7 +55,7 @@ def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None
     for i, tf_config in enumerate(tf_configs(workers, free_ports(workers))):
         env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), PYTHONUNBUFFERED="1")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "trainer.cli", *args], env=env, stdout=subprocess.PIPE,
+            [*program, *args], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True))
     pumps = [threading.Thread(target=_pump, args=(p, f"[worker-{i}] ", stream, lock), daemon=True)
              for i, p in enumerate(procs)]
