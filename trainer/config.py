@@ -21,9 +21,14 @@ import yaml
 from trainer.errors import ConfigError
 
 
-def field(default, help: str, *, min: float | None = None, choices=None):  # noqa: A002
-    """A dataclass field with a one-line help string and an optional minimum."""
-    meta = {"help": help}
+def field(default, help: str, *, min: float | None = None,  # noqa: A002
+          resume_ok: bool = False):
+    """A dataclass field with a one-line help string and an optional minimum.
+
+    `resume_ok=True` marks a `data`/`model` key that a resume may change because
+    it does not change the data or the model (a cache dir, a retry count...).
+    """
+    meta = {"help": help, "resume_ok": resume_ok}
     if min is not None:
         meta["min"] = min
     if isinstance(default, (list, dict)):
@@ -384,6 +389,16 @@ def to_dict(obj) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def resume_ok(cfg: ExperimentConfig, dotted: str) -> bool:
+    """Whether the field at `section.key` is marked as changeable on resume."""
+    section, _, key = dotted.partition(".")
+    obj = getattr(cfg, section, None)
+    if obj is None or not dataclasses.is_dataclass(obj) or "." in key:
+        return False
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    return key in fields and fields[key].metadata.get("resume_ok", False)
 
 
 def diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:

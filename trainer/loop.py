@@ -61,6 +61,11 @@ class StepFunctions:
         return loss
 
     def _aggregate_and_clip(self, grads):
+        if self.reduce_first or self.clipvalue:
+            # Embedding gradients arrive as IndexedSlices; the arithmetic below
+            # needs dense tensors (the all-reduce would densify them anyway).
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
         if self.reduce_first:
             ctx = tf.distribute.get_replica_context()
             grads = ctx.all_reduce(SUM, grads)

@@ -339,7 +339,8 @@ def _inspect_model_dir(model_dir: str, config) -> dict | None:
     old = yaml.safe_load(storage.read_text(config_path)) or {}
     new = config.to_dict()
     changed = [k for k in config_lib.diff(old, new)
-               if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)]
+               if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
+               and not config_lib.resume_ok(config, k)]
     if changed:
         details = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in changed)
         raise UserError(

@@ -50,13 +50,16 @@ class TextGenerationData:
     path: str = field("", "Text file (local or gs://) for source=file.")
     url: str = field("", "http(s) URL of a text file for source=url.")
     sha256: str = field("", "Expected SHA-256 (hex) of the downloaded file; empty skips the check.")
-    cache_dir: str = field("", "Download cache directory; empty means ~/.cache/seqtrain.")
-    max_bytes: int = field(50_000_000, "Refuse downloads larger than this many bytes.", min=1)
+    cache_dir: str = field("", "Download cache directory; empty means ~/.cache/seqtrain.",
+                           resume_ok=True)
+    max_bytes: int = field(50_000_000, "Refuse downloads larger than this many bytes.", min=1,
+                           resume_ok=True)
     download_retries: int = field(3, "Retries after a connection error, timeout, 429 or 5xx.",
-                                  min=0)
+                                  min=0, resume_ok=True)
     download_backoff: float = field(1.0, "Seconds before the first retry; doubles each time.",
-                                    min=0)
-    download_timeout: float = field(30.0, "Seconds to wait for the server per attempt.", min=0)
+                                    min=0, resume_ok=True)
+    download_timeout: float = field(30.0, "Seconds to wait for the server per attempt.", min=0,
+                                   resume_ok=True)
     encoding: str = field("utf-8", "Text encoding of the file or download.")
     lowercase: bool = field(False, "Lowercase the corpus (smaller vocabulary).")
     seq_len: int = field(100, "Characters per training window (the unroll length).", min=1)
@@ -64,10 +67,12 @@ class TextGenerationData:
     eval_fraction: float = field(0.1, "Tail fraction of the corpus held out for evaluation.")
     min_char_count: int = field(
         1, "Characters seen fewer times in the training split map to the OOV id.", min=1)
-    sample_prompt: str = field("", "Prompt for samples logged at eval; empty: start of eval split.")
-    sample_length: int = field(200, "Characters generated per logged sample.", min=0)
+    sample_prompt: str = field("", "Prompt for samples logged at eval; empty: start of eval split.",
+                              resume_ok=True)
+    sample_length: int = field(200, "Characters generated per logged sample.", min=0,
+                               resume_ok=True)
     sample_temperatures: tuple[float, ...] = field(
-        (0.5, 1.0), "Temperatures of the samples logged at each evaluation.")
+        (0.5, 1.0), "Temperatures of the samples logged at each evaluation.", resume_ok=True)
 
     def validate(self, path: str) -> None:
         if self.source == "file" and not self.path:
