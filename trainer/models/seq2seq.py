@@ -50,23 +50,20 @@ class Seq2Seq(keras.Model):
             source_vocab_size, cfg.embedding_dim, name="source_embedding")
         self.target_embedding = keras.layers.Embedding(
             target_vocab_size, cfg.embedding_dim, name="target_embedding")
-        self.encoder_layers = []
-        self.bridges = []
+        # Layers are direct attributes, not lists: tf.train.Checkpoint does not see
+        # layers inside the lists Keras 3 tracks (their weights would be missing
+        # from checkpoints while assert_existing_objects_matched still passes).
         for i in range(cfg.layers):
             layer = make_rnn_layer(cfg, return_sequences=True, return_state=True,
                                    name=f"encoder_{cfg.cell}_{i}")
             if cfg.bidirectional:
                 layer = keras.layers.Bidirectional(layer, name=f"encoder_bi_{i}")
-                self.bridges.append([
-                    keras.layers.Dense(cfg.units, name=f"bridge_{i}_{part}")
-                    for part in self._state_names()
-                ])
-            self.encoder_layers.append(layer)
-        self.decoder_layers = [
-            make_rnn_layer(cfg, return_sequences=True, return_state=True,
-                           name=f"decoder_{cfg.cell}_{i}")
-            for i in range(cfg.layers)
-        ]
+                for part in self._state_names():
+                    setattr(self, f"bridge_{i}_{part}",
+                            keras.layers.Dense(cfg.units, name=f"bridge_{i}_{part}"))
+            setattr(self, f"encoder_{i}", layer)
+            setattr(self, f"decoder_{i}", make_rnn_layer(
+                cfg, return_sequences=True, return_state=True, name=f"decoder_{cfg.cell}_{i}"))
         if cfg.attention == "additive":
             self.attention_query = keras.layers.Dense(
                 cfg.units, use_bias=False, name="attention_query")
@@ -80,6 +77,17 @@ class Seq2Seq(keras.Model):
 
     def _state_names(self) -> tuple[str, ...]:
         return ("h", "c") if self.cfg.cell == "lstm" else ("h",)
+
+    @property
+    def encoder_layers(self) -> list:
+        return [getattr(self, f"encoder_{i}") for i in range(self.cfg.layers)]
+
+    @property
+    def decoder_layers(self) -> list:
+        return [getattr(self, f"decoder_{i}") for i in range(self.cfg.layers)]
+
+    def _bridges(self, i: int) -> list:
+        return [getattr(self, f"bridge_{i}_{part}") for part in self._state_names()]
 
     def build_for(self, source_length: int, target_length: int) -> "Seq2Seq":
         """Creates every variable by one call on dummy inputs (the loop needs them up front)."""
@@ -113,7 +121,7 @@ class Seq2Seq(keras.Model):
                 half = len(state) // 2
                 state = [
                     bridge(tf.concat([fw, bw], axis=-1))
-                    for bridge, fw, bw in zip(self.bridges[i], state[:half], state[half:])
+                    for bridge, fw, bw in zip(self._bridges(i), state[:half], state[half:])
                 ]
             states.append(list(state))
         memory = {"outputs": x, "mask": mask, "states": states}
