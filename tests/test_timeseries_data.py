@@ -83,6 +83,13 @@ def test_csv_column_choice_adds_the_target(tmp_path):
     np.testing.assert_array_equal(s.values, [[1, 2], [4, 5]])
 
 
+def test_csv_with_byte_order_mark(tmp_path):
+    path = _write(tmp_path, "\ufefft,value\n1,2.5\n0,1.5\n")
+    s = timeseries.read_csv_series(path, time_column="t")
+    assert s.columns == ("value",)
+    np.testing.assert_array_equal(s.values[:, 0], [1.5, 2.5])
+
+
 @pytest.mark.parametrize("text,kwargs,expected", [
     ("", {}, "is empty"),
     ("a,b\n", {}, "no data rows"),

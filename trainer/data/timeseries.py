@@ -116,7 +116,7 @@ def read_csv_series(
             f"data.path {path!r} does not exist. Point data.path at a CSV file "
             "(local or gs://) with a header row."
         )
-    text = storage.read_text(path)
+    text = storage.read_text(path).removeprefix("\ufeff")  # spreadsheet exports add a BOM
     rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
     if not rows:
         raise DataError(
@@ -170,7 +170,7 @@ def read_csv_series(
     if time_idx is not None:
         keys = _time_keys([row[time_idx] for row in body], time_column, path)
         values = values[np.argsort(keys, kind="stable")]
-    return Series(values, tuple(names), target, repr(path))
+    return Series(values, tuple(names), target, f"CSV {path!r}")
 
 
 def _parse_float(cell: str, column: str, line: int, path: str, chosen: bool) -> float:
