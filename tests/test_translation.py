@@ -21,6 +21,7 @@ from trainer import config as config_lib
 from trainer import registry
 from trainer.data import parallel
 from trainer.data.parallel import END, START
+from trainer.errors import DataError
 from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig, greedy_choice
 
 MIRRORED = ["--set", "runtime.strategy=mirrored", "--set", "runtime.cpu_replicas=2"]
@@ -122,6 +123,36 @@ def test_batched_greedy_decode_equals_step_by_step_decode():
         np.testing.assert_allclose(attention[row, :n, :alone.shape[1]], weights[0], atol=1e-5)
         ended_at.add(n)
     assert len(ended_at) > 1, "outputs should end at different steps"
+
+
+def _prepared(tmp_path, lines: list[str], *overrides: str):
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("".join(line + "\n" for line in lines))
+    cfg = config_lib.load(task="translation", overrides=[
+        "data.source=tsv", f"data.path={corpus}", "data.tokenize=word", *overrides])
+    task = registry.get("translation")(cfg)
+    task.prepare()
+    return task
+
+
+def test_long_pairs_are_dropped_and_counted(tmp_path):
+    lines = [f"w{i} x y\tv{i}" for i in range(40)] + ["a b c d e f\tshort", "s\tt t t t t"]
+    task = _prepared(tmp_path, lines, "data.max_source_length=3", "data.max_target_length=4",
+                     "data.eval_fraction=0.25")
+    assert sum(task.dropped.values()) == 2
+    assert task.source_length == 3 and task.target_length == 1
+    features, labels = task._arrays["train"]
+    assert features["source"].shape[1] == 3 and labels.shape[1] == 2
+    # the vocabulary is fitted on the training split only
+    train_words = {task.source_vocab.tokens[i] for i in features["source"].ravel() if i > 3}
+    assert set(task.source_vocab.tokens[4:]) == train_words
+    eval_only = {f"w{i}" for i in range(40)} - train_words
+    assert eval_only and not eval_only & set(task.source_vocab.tokens)
+
+
+def test_all_pairs_too_long_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="all .* train pairs were dropped.*max_source_length=2"):
+        _prepared(tmp_path, [f"a b c {i}\tx" for i in range(10)], "data.max_source_length=2")
 
 
 # ---- end to end through the CLI --------------------------------------------------------
@@ -262,3 +293,27 @@ def test_config_and_translate_errors_are_clean(run_cli, tmp_path):
         proc = run_cli(*args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corpus_model_dir_and_heatmap_on_gcs(run_cli, gcs, tmp_path):  # noqa: F811
+    """data.path, --model-dir and the heatmap PNG on gs:// (the GCS emulator)."""
+    bucket = gcs.new_bucket()
+    pairs = parallel.toy_pairs("dates", 200, seed=3)
+    gcs.write_object(bucket, "data/dates.tsv", "".join(f"{s}\t{t}\n" for s, t in pairs))
+    gcs.write_object(bucket, "data/bad.tsv", "a\tb\nno tab\n")
+    proc = run_cli("train", "--task", "translation", *TINY, "--set", "data.source=tsv",
+                   "--set", f"data.path=gs://{bucket}/data/bad.tsv",
+                   "--model-dir", f"gs://{bucket}/bad", env=gcs.env, check=False)
+    assert proc.returncode == 2 and f"gs://{bucket}/data/bad.tsv' line 2 has no tab" in proc.stderr
+
+    run = f"gs://{bucket}/run"
+    run_cli("train", "--task", "translation", *TINY, "--set", "data.source=tsv",
+            "--set", f"data.path=gs://{bucket}/data/dates.tsv", "--model-dir", run, env=gcs.env)
+    run_cli("translate", "--model-dir", run, "--attention-png", f"gs://{bucket}/plots/a.png",
+            pairs[0][0], env=gcs.env)
+    objects = gcs.list_objects(bucket)
+    for name in ("run/assets/translation_vocab.json", "run/export/saved_model.pb",
+                 "run/export/assets.extra/translation.json", "plots/a.png"):
+        assert name in objects, (name, objects)
+    assert gcs.read_object(bucket, "plots/a.png").startswith(b"\x89PNG")
+    assert not [o for o in objects if o.startswith("bad/")]
