@@ -102,7 +102,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
                            runtime_info(config, strategy, cluster, report))
 
     role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
-    print(f"seqtrain: {config.task.name} in {model_dir}: {type(strategy).__name__}, "
+    print(f"seqtrain: {config.task.name} in {model_dir}: {_strategy_name(strategy)}, "
           f"{replicas} replica(s), worker {cluster.worker_id} ({role})", flush=True)
 
     train_ds = loop.make_train_dataset(
@@ -292,7 +292,7 @@ def build_optimizer(config):
 
 def runtime_info(config, strategy, cluster, cudnn_report) -> dict:
     return {
-        "strategy": type(strategy).__name__,
+        "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "workers": distribute.num_workers(strategy),
         "cluster": {"source": cluster.source, "task_type": cluster.task_type,
@@ -382,6 +382,11 @@ def _get(d: dict, dotted: str):
             return None
         d = d.get(part)
     return d
+
+
+def _strategy_name(strategy) -> str:
+    name = type(strategy).__name__
+    return "DefaultStrategy" if name == "_DefaultDistributionStrategy" else name
 
 
 def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack) -> str | None:
