@@ -21,7 +21,7 @@ from trainer import config as config_lib
 from trainer import registry
 from trainer.data import parallel
 from trainer.data.parallel import END, START
-from trainer.errors import DataError
+from trainer.errors import DataError, UserError
 from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig, greedy_choice
 
 MIRRORED = ["--set", "runtime.strategy=mirrored", "--set", "runtime.cpu_replicas=2"]
@@ -153,6 +153,22 @@ def test_long_pairs_are_dropped_and_counted(tmp_path):
 def test_all_pairs_too_long_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="all .* train pairs were dropped.*max_source_length=2"):
         _prepared(tmp_path, [f"a b c {i}\tx" for i in range(10)], "data.max_source_length=2")
+
+
+def test_export_without_attention_translates_and_refuses_heatmap(tmp_path):
+    cfg = config_lib.load(task="translation", overrides=[
+        "data.toy_size=100", "model.units=8", "model.cell=gru", "model.bidirectional=false",
+        "model.attention=none", "model.layers=2"])
+    task = registry.get("translation")(cfg)
+    task.prepare()
+    task.export(task.build_model(), str(tmp_path / "run" / "export"))
+    from trainer.tasks import translation
+
+    out = translation.translate(str(tmp_path / "run"), ["3 may 2001", "", "\u00e9\u00e9 unknown"])
+    assert len(out) == 3 and all(isinstance(t, str) for t in out)
+    assert translation.translate(str(tmp_path / "run"), []) == []
+    with pytest.raises(UserError, match="model.attention=none"):
+        translation.attention_heatmap(str(tmp_path / "run"), "3 may 2001", str(tmp_path / "a.png"))
 
 
 # ---- end to end through the CLI --------------------------------------------------------

@@ -33,9 +33,9 @@ import tensorflow as tf
 from trainer import registry, storage
 from trainer.config import field
 from trainer.data import parallel
-from trainer.data.parallel import END, PAD, START, UNK
+from trainer.data.parallel import END, PAD
 from trainer.errors import ConfigError, DataError, UserError
-from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from trainer.models.seq2seq import Seq2Seq, Seq2SeqConfig, Translator
 from trainer.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class TranslationTask(Task):
     DataConfig = TranslationData
     ModelConfig = Seq2SeqConfig
     train_defaults = {
-        "steps": 3000,
+        "steps": 1500,
         "batch_size": 64,
         "learning_rate": 3e-3,
         "eval_every": 500,
@@ -113,6 +113,11 @@ class TranslationTask(Task):
         "eval_batches": 16,
     }
     description = "Seq2seq translation (LSTM encoder-decoder, attention): toy dates or a TSV corpus."
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.dropped: dict[str, int] = {}  # over-long pairs dropped, per split
+        self._decoders: dict[int, tuple] = {}  # id(model) -> (model, greedy tf.function)
 
     # ---- data (host) ---------------------------------------------------------
 
@@ -176,7 +181,7 @@ class TranslationTask(Task):
             log.warning("translation: dropped %d of %d %s pairs longer than "
                         "data.max_source_length=%d / data.max_target_length=%d tokens.",
                         dropped, len(pairs), split, d.max_source_length, d.max_target_length)
-        self.dropped = {**getattr(self, "dropped", {}), split: dropped}
+        self.dropped[split] = dropped
         return kept
 
     def assets(self) -> dict[str, str]:
@@ -262,13 +267,12 @@ class TranslationTask(Task):
         return np.concatenate(ids), np.concatenate(attention)
 
     def _decoder(self, model):
-        cache = self.__dict__.setdefault("_decoders", {})
-        if id(model) not in cache:
+        if id(model) not in self._decoders:
             length = self.config.data.max_target_length + 1
             fn = tf.function(lambda source: model.greedy_decode(source, length),
                              input_signature=[tf.TensorSpec([None, None], tf.int32)])
-            cache[id(model)] = (model, fn)  # holding the model keeps its id unique
-        return cache[id(model)][1]
+            self._decoders[id(model)] = (model, fn)  # holding the model keeps its id unique
+        return self._decoders[id(model)][1]
 
     def _heatmap_of(self, source_ids, out_ids, attention) -> bytes:
         src = [self.source_vocab.tokens[i] for i in source_ids if i != PAD]
@@ -303,50 +307,6 @@ def _token_loss(logits, labels):
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|") or " "
-
-
-class Translator(tf.Module):
-    """What `task.export` saves: tokenization, the model and greedy decoding in one graph."""
-
-    def __init__(self, model: Seq2Seq, source_vocab: parallel.Vocab,
-                 target_vocab: parallel.Vocab, tokenize: str, lowercase: bool, max_length: int):
-        super().__init__(name="translator")
-        self.model = model
-        self.source_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(source_vocab.tokens),
-                tf.range(len(source_vocab), dtype=tf.int64)),
-            default_value=UNK)
-        self.target_tokens = tf.constant(target_vocab.tokens)
-        self.source_tokens = tf.constant(source_vocab.tokens)
-        self.mode = tokenize
-        self.lowercase = lowercase
-        self.max_length = max_length
-        self.with_attention = model.cfg.attention != "none"
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
-    def translate(self, texts):
-        tokens = parallel.tf_tokenize(texts, self.mode, self.lowercase)
-        ids = tf.cast(self.source_table.lookup(tokens), tf.int32).to_tensor(default_value=PAD)
-        # One extra PAD column: empty inputs still have a time step, and masking
-        # makes padding invisible to the outputs.
-        source = tf.pad(ids, [[0, 0], [0, 1]])
-        out_ids, attention = self.model.greedy_decode(source, self.max_length)
-        keep = tf.logical_and(tf.not_equal(out_ids, PAD), tf.not_equal(out_ids, END))
-        words = tf.gather(self.target_tokens, tf.ragged.boolean_mask(out_ids, keep))
-        # Decoded steps up to and including END, for labelling attention rows.
-        steps = tf.reduce_sum(tf.cast(tf.not_equal(out_ids, PAD), tf.int32), axis=1)
-        step_tokens = tf.RaggedTensor.from_tensor(tf.gather(self.target_tokens, out_ids), steps)
-        out = {
-            "translation": parallel.tf_detokenize(words, self.mode),
-            "source_tokens": tf.gather(self.source_tokens, ids),
-            "source_lengths": tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int32), axis=1),
-            "target_tokens": step_tokens.to_tensor(default_value=""),
-            "target_lengths": steps,
-        }
-        if self.with_attention:
-            out["attention"] = attention
-        return out
 
 
 # ----------------------------------------------------------------------------
@@ -399,6 +359,8 @@ def attention_heatmap(model_dir: str, text: str, out_png: str) -> str:
             "attention weights to plot. Train with model.attention=additive."
         )
     n_src = int(result["source_lengths"][0])
+    if not n_src:
+        raise UserError(f"cannot plot attention for {text!r}: it has no tokens. Pass a sentence.")
     n_tgt = int(result["target_lengths"][0])
     src = [t.decode("utf-8") for t in result["source_tokens"][0, :n_src].numpy()]
     tgt = [t.decode("utf-8") for t in result["target_tokens"][0, :n_tgt].numpy()]
