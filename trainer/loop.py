@@ -61,11 +61,14 @@ class StepFunctions:
         return loss
 
     def _aggregate_and_clip(self, grads):
-        if self.reduce_first or self.clipvalue:
-            # Embedding gradients arrive as IndexedSlices; the arithmetic below
-            # needs dense tensors (the all-reduce would densify them anyway).
-            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                     for g in grads]
+        # Embedding gradients arrive as IndexedSlices with one row per token
+        # occurrence. Densify them on every path, not only before the explicit
+        # all-reduce: Keras 3's Adam squares an IndexedSlices row by row
+        # without summing duplicate indices, so its second moment gets
+        # sum(g_i^2) instead of (sum g_i)^2, and the default strategy would
+        # train differently from Mirrored + mixed_float16 or clipping.
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                 for g in grads]
         if self.reduce_first:
             ctx = tf.distribute.get_replica_context()
             grads = ctx.all_reduce(SUM, grads)
