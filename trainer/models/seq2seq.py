@@ -21,6 +21,7 @@ from typing import Literal
 import keras
 import tensorflow as tf
 
+from trainer import checkpoints
 from trainer.config import field
 from trainer.data import parallel
 from trainer.data.parallel import END, PAD, START, UNK
@@ -211,6 +212,10 @@ class Translator(tf.Module):
                  target_vocab: parallel.Vocab, tokenize: str, lowercase: bool, max_length: int):
         super().__init__(name="translator")
         self.model = model
+        # Keras RNN layers with dropout draw their dropout masks even in
+        # inference, so the graph reads the SeedGenerator states; they are not
+        # in the model's object graph and must be tracked here to be saved.
+        self.seed_states = checkpoints.rng_state_variables(model)
         self.source_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(source_vocab.tokens),
