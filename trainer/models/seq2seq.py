@@ -38,6 +38,9 @@ class Seq2SeqConfig(RecurrentConfig):
     """
 
     units: int = field(64, "Units per recurrent layer (encoder per direction, decoder).", min=1)
+    bidirectional: bool = field(
+        True, "Bidirectional encoder (final states projected to the decoder size); "
+        "the decoder is always unidirectional.")
     embedding_dim: int = field(32, "Token embedding size (source and target).", min=1)
     attention: Literal["none", "additive"] = field(
         "additive", "Decoder attention over encoder outputs: none | additive (Bahdanau)."
