@@ -38,12 +38,29 @@ def rng_state_variables(model: keras.Model) -> list:
     return out
 
 
+def check_trackable(model: keras.Model) -> None:
+    """Fails if some model weights are invisible to `tf.train.Checkpoint`.
+
+    Keras 3 layers kept in a plain Python list attribute are not part of the
+    checkpoint graph: the checkpoint would silently miss their weights and a
+    resume would re-initialize them.
+    """
+    tracked = {id(obj) for obj in tf.train.TrackableView(model).descendants()}
+    missing = [w.path for w in model.weights if id(w) not in tracked]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} weights of model {model.name!r} are not tracked by "
+            f"tf.train.Checkpoint (e.g. {missing[:3]}). Keep Keras layers as direct "
+            "attributes of the model, not inside plain Python lists or dicts.")
+
+
 class Checkpointer:
     """Owns the tf.train.Checkpoint and its manager for one run."""
 
     def __init__(self, *, model, optimizer, step, iterator, ckpt_dir: str, keep: int,
                  is_chief: bool):
         self.ckpt_dir = ckpt_dir
+        check_trackable(model)
         self._rng = rng_state_variables(model)
         self._objects = dict(model=model, optimizer=optimizer, step=step, rng=self._rng)
         self.checkpoint = tf.train.Checkpoint(iterator=iterator, **self._objects)
@@ -85,7 +102,10 @@ class Checkpointer:
                     log.warning("restored the older checkpoint %s; newer ones were unreadable: %s",
                                 path, "; ".join(errors))
                 return int(path.rsplit("-", 1)[1])
-            except (tf.errors.NotFoundError, tf.errors.DataLossError) as e:
+            except (tf.errors.NotFoundError, tf.errors.DataLossError,
+                    tf.errors.OutOfRangeError, IndexError) as e:
+                # Missing or truncated files (IndexError: "Read less bytes
+                # than requested"): a save cut short. Try the one before.
                 errors.append(f"{path}: {type(e).__name__}")
                 continue
             except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
