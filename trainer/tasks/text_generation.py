@@ -30,7 +30,7 @@ from typing import Literal
 import keras
 import tensorflow as tf
 
-from trainer import registry, storage
+from trainer import checkpoints, registry, storage
 from trainer.config import field
 from trainer.data import chars
 from trainer.errors import ConfigError, UserError
@@ -278,6 +278,10 @@ class CharSampler(tf.Module):
         # Sequence wrappers around the same cells (same weights) for the prompt.
         self.prompt_rnns = [keras.layers.RNN(c, return_sequences=True, return_state=True)
                             for c in self.cells]
+        # Keras RNN cells with dropout read their SeedGenerator state even in
+        # inference; those variables are outside the model's object graph and
+        # must be tracked here or tf.saved_model.save refuses the graph.
+        self.seed_states = checkpoints.rng_state_variables(model)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant([ord(c) for c in vocab_chars], tf.int32),
