@@ -133,6 +133,19 @@ def test_sampler_steps_match_full_prefix_model(cell):
                                       states)
 
 
+def test_export_with_dropout_loads_and_samples(tmp_path):
+    # Keras cells read their dropout SeedGenerator state even in inference;
+    # the export must track it or tf.saved_model.save refuses the graph.
+    task = make_task("model.dropout=0.3", "model.layers=1")
+    model = task.build_model()
+    task.export(model, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    out = loaded.signatures["generate"](
+        prompts=tf.constant(["Thy"]), length=tf.constant(5), temperature=tf.constant(1.0),
+        seed=tf.constant(3, tf.int64))
+    assert len(out["text"].numpy()[0].decode()) == 8
+
+
 def test_sampler_right_pads_batched_prompts():
     task = make_task("model.layers=2")
     sampler = task.sampler(task.build_model())
