@@ -366,7 +366,9 @@ def _check_assets(model_dir: str, assets: dict, previous) -> None:
 
 
 def _preflight(config, model_dir: str) -> None:
-    remote = [p for p in (model_dir, getattr(config.data, "path", "")) if p and storage.is_remote(p)]
+    data_paths = [v for v in config_lib.to_dict(config.data).values()
+                  if isinstance(v, str) and v.startswith("gs://")]
+    remote = [p for p in (model_dir, *data_paths) if p.startswith("gs://")]
     if not remote:
         return
     try:
