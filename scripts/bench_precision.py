@@ -4,8 +4,8 @@ For each precision (float32, mixed_float16, mixed_bfloat16) one worker
 process, so the Keras policy is set once per process as the trainer does:
 
   1. times a 2048^3 float32 matmul right before and right after every row
-     below (best of 3 each; the row's yardstick is the mean of the two), so a
-     row and its yardstick see the same machine load;
+     below (best of 3 each; the row's yardstick is the better of the two), so
+     a row and its yardstick see about the same machine load;
   2. builds large recurrent layers (LSTM 512 and GRU 512, batch 128, 25 time
      steps, input width = units) as a one-layer model with a float32 Dense
      head and times `loop.StepFunctions.train_steps` on them: forward,
@@ -16,14 +16,18 @@ process, so the Keras policy is set once per process as the trainer does:
      pipeline, `StepFunctions`, op determinism) and times `train_steps`.
 
 Each timing is one untimed call (tracing) and then --repeats calls of --steps
-steps each; the median is reported.
+steps each. The fastest call is reported, like the fastest matmul: on a shared
+machine the fastest run is the one least disturbed by other processes.
+`--threads N` pins TF's intra- and inter-op pools (default: TF's choice, one
+thread per core); with other load on the machine, `--threads 1` is steadier,
+because a 2-thread matmul waits for its slower thread.
 
 Reported per row and precision:
   examples/s  : global batch * steps / seconds.
   vs fp32     : examples/s divided by the float32 worker's.
   vs fp32 (n) : the same ratio after dividing each side by its own row's
-                matmul rate: the load-normalized ratio. On a shared machine
-                the load changes between workers; this column cancels most of it.
+                matmul rate: a load-normalized ratio. On a shared machine the
+                load changes between workers; this column cancels part of it.
   % of matmul : the recurrent layer's FLOP/s as a share of the fp32 matmul
                 rate measured around the row, in the same process (large-layer
                 rows only). Counted FLOPs: per time step and example, forward =
@@ -32,9 +36,10 @@ Reported per row and precision:
                 optimizer are not counted.
 
 The numbers are for this machine and its load. A CPU has no cuDNN: these rows
-time the generic Keras LSTM/GRU kernels. Float16 arithmetic on a CPU without
-native half-precision support is emulated and expected to be slow; a GPU's
-tensor cores are what mixed precision is for.
+time the generic Keras LSTM/GRU kernels. Mixed precision is built for GPU
+tensor cores; on a CPU the half-precision rows measure whatever TF's CPU
+kernels do with float16/bfloat16 (the first line printed lists the CPU's
+AVX-512/AMX flags, if any), so read them as measurements, not expectations.
 
 Example:
   python scripts/bench_precision.py --steps 10 --repeats 3
@@ -47,7 +52,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -76,7 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--time-steps", type=int, default=25,
                    help="large-layer sequence length (default 25)")
     p.add_argument("--steps", type=int, default=10, help="train steps per timed call")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row (fastest)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TF intra- and inter-op threads; 0 (default) lets TF choose")
     p.add_argument("--matmul", type=int, default=2048, help="matmul size N for N^3 (default 2048)")
     p.add_argument("--json", default="", help="also write all results to this JSON file")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -111,6 +117,7 @@ def spawn_worker(precision: str, args) -> dict:
            "--tasks", args.tasks, "--layers", args.layers, "--units", str(args.units),
            "--batch", str(args.batch), "--time-steps", str(args.time_steps),
            "--steps", str(args.steps), "--repeats", str(args.repeats),
+           "--threads", str(args.threads),
            "--matmul", str(args.matmul)]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
@@ -132,6 +139,9 @@ def run_worker(precision: str, args) -> dict:
 
     from trainer import precision as precision_lib
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     tf.random.set_seed(0)
     tf.config.experimental.enable_op_determinism()  # what runtime.deterministic=true does
     out = {"precision": precision, "tensorflow": tf.__version__, "rows": {}}
@@ -144,7 +154,7 @@ def run_worker(precision: str, args) -> dict:
         result = fn(what, precision, args)
         after = matmul_rate(args.matmul)
         result["matmul_flops_around"] = [before, after]
-        result["matmul_flops"] = (before + after) / 2
+        result["matmul_flops"] = max(before, after)
         out["rows"][row] = result
         before = after
     return out
@@ -208,7 +218,7 @@ def time_large_layer(kind: str, precision: str, args) -> dict:
     y = tf.random.normal([1, b, 1])
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     times = _time_steps(fns, iterator, args)
-    secs = statistics.median(times)
+    secs = min(times)
     flops_per_step = 3 * GATES[kind] * 2 * (h + h) * h * t * b
     return {"examples_per_sec": b * args.steps / secs, "secs": times,
             "flops_per_sec": flops_per_step * args.steps / secs,
@@ -240,7 +250,7 @@ def time_task(name: str, precision: str, args) -> dict:
                                  seed=config.runtime.seed)
     times = _time_steps(fns, iter(ds), args)
     m = config.model
-    return {"examples_per_sec": t.batch_size * args.steps / statistics.median(times),
+    return {"examples_per_sec": t.batch_size * args.steps / min(times),
             "secs": times,
             "config": f"{getattr(m, 'cell', '?')} {getattr(m, 'units', '?')}"
                       f" x{getattr(m, 'layers', 1)}, batch {t.batch_size}"}
@@ -278,7 +288,8 @@ def report(results: dict, args) -> str:
         args.matmul, ", ".join(
             f"{p} {min(_rates(results[p])) / 1e9:.0f}-{max(_rates(results[p])) / 1e9:.0f}"
             for p in precisions)))
-    lines.append(f"{args.steps} steps per timed call, median of {args.repeats} calls; "
+    threads = f"{args.threads} TF thread(s)" if args.threads else "TF's default threads"
+    lines.append(f"{args.steps} steps per timed call, fastest of {args.repeats} calls, {threads}; "
                  "load average before each worker: " + ", ".join(
                      f"{p} {results[p]['load_before']:.2f}" for p in precisions))
     return "\n".join(lines)

@@ -11,7 +11,10 @@
   and reaches the same weights as the plain run under the default strategy,
   Mirrored on 2 logical CPUs and MultiWorkerMirrored with 2 local workers;
 * `train.clipnorm` clips the global norm of the all-reduced gradient, and its
-  threshold follows the loss scale.
+  threshold follows the loss scale;
+* in-process: a float16 overflow skips the step and halves the loss scale
+  (with clipping too), and an embedding row hit twice in a batch gets the Adam
+  update of its summed gradient.
 
 Cost: one process per precision trains all five tasks in-process through
 `train_lib.train` (the same function the CLI calls); everything else runs the
@@ -440,8 +443,44 @@ def test_clipnorm_threshold_follows_the_loss_scale(runs):
 
 
 # ----------------------------------------------------------------------------
-# In-process: embedding gradients with repeated tokens.
+# In-process: the loop's float16 overflow path and embedding gradients.
 # ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clipnorm", [None, 1.0])
+def test_float16_overflow_skips_the_step_and_halves_the_loss_scale(clipnorm):
+    """The scaled gradient overflows float16: no weight changes, the scale halves.
+
+    With clipping, the infinite global norm turns every gradient into NaN;
+    the LossScaleOptimizer must still skip the step rather than apply it.
+    The layers carry their own mixed_float16 policy, so no global state changes.
+    """
+    import keras
+
+    from trainer import loop
+
+    class Task:
+        def loss(self, model, features, labels):
+            return 1e4 * model(features)[:, 0]  # * 2**15 > float16 max (65504)
+
+    keras.utils.set_random_seed(2)
+    x = keras.Input((4,))
+    hidden = keras.layers.Dense(4, dtype="mixed_float16")(x)
+    model = keras.Model(x, keras.layers.Dense(1, dtype="float32")(hidden))
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    optimizer.build(model.trainable_variables)
+    fns = loop.StepFunctions(task=Task(), model=model, optimizer=optimizer,
+                             strategy=tf.distribute.get_strategy(), global_batch=1,
+                             clipnorm=clipnorm, clipvalue=None, jit_compile=False)
+    before = [w.copy() for w in model.get_weights()]
+    batch = (tf.ones([1, 1, 4]), tf.zeros([1, 1]))
+    loss = fns.train_steps(iter(tf.data.Dataset.from_tensors(batch)), tf.constant(1))
+    assert np.isfinite(float(loss))
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**14
+    assert int(optimizer.step_counter.numpy()) == 0
+    assert int(optimizer.iterations.numpy()) == 0  # the inner optimizer did not step
 
 
 def test_repeated_tokens_get_the_adam_update_of_their_summed_gradient():
