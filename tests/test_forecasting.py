@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, cli_env
-from gcs_emulator import gcs  # noqa: F401  (fixture)
 
 MIRRORED = ["--set", "runtime.strategy=mirrored", "--set", "runtime.cpu_replicas=2"]
 SMALL_DATA = ["--set", "data.window=16", "--set", "data.synthetic_length=400"]

@@ -16,7 +16,6 @@ import sys
 import pytest
 import requests
 
-from gcs_emulator import gcs  # noqa: F401  (also registered in conftest.py)
 
 # Runs in a fresh interpreter against each gs://<bucket>/<prefix> root given on
 # the command line. Prints one JSON line per root with what it saw; the test

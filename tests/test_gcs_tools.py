@@ -15,7 +15,6 @@ import tensorflow as tf
 import yaml
 from click.testing import CliRunner
 
-from gcs_emulator import gcs  # noqa: F401  (also registered in conftest.py)
 from trainer import gcs as gcs_lib
 from trainer import storage
 from trainer.errors import EXIT_USER_ERROR, UserError

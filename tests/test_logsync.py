@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from gcs_emulator import gcs  # noqa: F401  (also registered in conftest.py)
 from trainer.logsync import LogSync
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,6 @@ and event files on disk read back with TF's and TensorBoard's own readers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

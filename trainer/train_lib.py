@@ -12,10 +12,8 @@ import datetime
 import logging
 import os
 import platform
-import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -24,8 +22,8 @@ import tensorflow as tf
 import yaml
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, registry, storage, summaries
-from trainer.errors import EXIT_PREEMPTED, Preempted, UserError, WorkerLost
+from trainer import loop, precision, preemption, registry, storage, summaries
+from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.logsync import LogSync
 
 log = logging.getLogger(__name__)
@@ -139,7 +137,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
     if is_chief:
         writers.write_config(config, step)
 
-    preempt = _PreemptionFlag(config.runtime.preemption_grace_secs)
+    preempt = preemption.PreemptionFlag(config.runtime.preemption_grace_secs)
     progress = summaries.Progress(total, step, config.train.log_every, enabled=verbose and is_chief)
     metrics: dict = {}
     last_saved = restored
@@ -444,38 +442,3 @@ def _printer(enabled: bool):
         if enabled:
             print(text, flush=True)
     return say
-
-
-class _PreemptionFlag:
-    """SIGTERM sets a flag; the loop saves a checkpoint and exits retryably.
-
-    A watchdog ends the process with the retryable code if saving takes longer
-    than the grace period, so the node's own SIGKILL never lands first with a
-    misleading exit status.
-    """
-
-    def __init__(self, grace_secs: int):
-        self.grace = grace_secs
-        self.flag = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.flag = True
-        timer = threading.Timer(self.grace, lambda: os._exit(EXIT_PREEMPTED))
-        timer.daemon = True
-        timer.start()
-
-    def agreed(self, strategy, workers: int) -> bool:
-        """True on every worker once any worker was signalled (a collective if >1)."""
-        if workers <= 1:
-            return self.flag
-        value = 1.0 if self.flag else 0.0
-        per_replica = strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.constant(value))
-        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)) > 0
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
