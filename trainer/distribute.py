@@ -13,7 +13,6 @@ configured before the TF runtime initializes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -149,7 +148,7 @@ def _multi_worker_strategy(runtime, cluster: ClusterInfo, num_gpus: int):
         )
     # The resolver reads TF_CONFIG; a config synthesized from CLUSTER_SPEC or an
     # Indexed Job is exported so TF sees the same cluster we validated.
-    os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
+    cluster.export_tf_config()
     impl = {
         "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
         "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,

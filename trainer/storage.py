@@ -79,11 +79,3 @@ def read_json(path: str):
 def rmtree(path: str) -> None:
     if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
-
-
-def copy(src: str, dst: str) -> None:
-    tf.io.gfile.copy(src, dst, overwrite=True)
-
-
-def size(path: str) -> int:
-    return tf.io.gfile.stat(path).length
