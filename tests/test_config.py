@@ -30,6 +30,16 @@ def test_overrides_are_parsed_as_yaml():
     assert cfg.runtime.tpu == "my-tpu" and cfg.train.clipvalue is None
 
 
+def test_exponent_floats_without_a_dot(tmp_path):
+    # YAML 1.1 (PyYAML) reads `1e-3` as a string; float keys accept it anyway.
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1e-3\n")
+    cfg = config_lib.load(None, str(path), ["train.clipnorm=5E+0"])
+    assert cfg.train.learning_rate == 1e-3 and cfg.train.clipnorm == 5.0
+    with pytest.raises(ConfigError, match="'train.learning_rate' expects float"):
+        config_lib.load(None, None, ["train.learning_rate=fast"])
+
+
 def test_task_flag_picks_the_task_sections():
     cfg = config_lib.load("text_classification", None, [])
     assert type(cfg.data).__name__ == "DataConfig" and hasattr(cfg.data, "vocab_size")
@@ -44,6 +54,7 @@ def test_frozen():
 @pytest.mark.parametrize("override,fragments", [
     ("train.stepz=1", ["'train.stepz'", "Valid keys at this level: steps, batch_size"]),
     ("model.units=eight", ["'model.units'", "int", "'eight'"]),
+    ("model.units=1e3", ["'model.units'", "int", "'1e3'"]),
     ("model.units=0", ["'model.units'", ">= 1"]),
     ("train.steps=true", ["'train.steps'", "int"]),
     ("runtime.strategy=horovod", ["'runtime.strategy'", "auto|default|one_device"]),

@@ -12,6 +12,7 @@ types are errors that name the key), frozen, and written to
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, Mapping, Sequence
@@ -319,6 +320,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value, tp, path: str):
     origin = typing.get_origin(tp)
 
@@ -358,6 +362,9 @@ def _coerce(value, tp, path: str):
             fail()
         return value
     if tp is float:
+        # PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string.
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
         return float(value)
