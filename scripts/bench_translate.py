@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="sentences decoded by the (slow) per-token predict loop")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--model-dir", default="", help="seqtrain run dir (default: a temp dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="extra seqtrain config override (repeatable)")
     return p.parse_args(argv)
 
 
@@ -76,7 +78,7 @@ def main(argv=None) -> None:
         f"train.batch_size={args.batch_size}", f"train.learning_rate={args.learning_rate}",
         f"train.steps_per_loop={args.steps_per_loop}", f"train.log_every={args.steps_per_loop}",
         f"train.eval_every={args.steps}", f"train.checkpoint_every={args.steps}",
-        "train.eval_batches=4", f"runtime.seed={args.seed}",
+        "train.eval_batches=4", f"runtime.seed={args.seed}", *args.overrides,
     ]
     config = config_lib.load(task="translation", overrides=overrides)
     model_dir = args.model_dir or tempfile.mkdtemp(prefix="bench_translate_")

@@ -92,3 +92,44 @@ def test_stateful_under_mixed_float16_is_refused():
                               runtime=config_lib.RuntimeConfig(precision="mixed_float16"))
     with pytest.raises(ConfigError, match="stateful RNN under runtime.precision=mixed_float16"):
         precision.check_compatible(cfg)
+
+
+ELIGIBLE = [{"layer": "enc/forward", "type": "LSTM", "eligible": True, "reasons": []}]
+GENERIC = [{"layer": "rnn", "type": "SimpleRNN", "eligible": False,
+            "reasons": ["SimpleRNN has no cuDNN kernel (only LSTM and GRU do)"]}]
+
+
+@pytest.mark.parametrize("setting,report,xla_on_cpu,gpu,tpu,expected", [
+    ("auto", ELIGIBLE, True, False, False, True),    # CPU, task measured faster with XLA
+    ("auto", ELIGIBLE, False, False, False, False),  # CPU, task measured slower with XLA
+    ("auto", ELIGIBLE, True, True, False, False),    # GPU: cuDNN, which XLA cannot compile
+    ("auto", GENERIC, True, True, False, False),     # GPU, no cuDNN layer: not measured, off
+    ("auto", ELIGIBLE, True, False, True, False),    # TPU compiles the step itself
+    (True, ELIGIBLE, False, False, False, True),     # explicit wins on CPU
+    (False, ELIGIBLE, True, False, False, False),
+    (True, GENERIC, False, True, False, True),       # GPU, generic kernel: compilable
+    (False, ELIGIBLE, True, True, False, False),
+])
+def test_jit_compile_resolution(monkeypatch, setting, report, xla_on_cpu, gpu, tpu, expected):
+    import tensorflow as tf
+
+    if gpu:  # this machine has no GPU: present one logical GPU to the resolver
+        monkeypatch.setattr(tf.config, "list_logical_devices",
+                            lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
+    jit, why = precision.resolve_jit_compile(setting, report, xla_on_cpu=xla_on_cpu, on_tpu=tpu)
+    assert jit is expected and why
+
+
+def test_jit_compile_true_next_to_cudnn_on_gpu_is_refused(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
+    with pytest.raises(ConfigError, match="XLA cannot compile.*enc/forward.*use_cudnn=false"):
+        precision.resolve_jit_compile(True, ELIGIBLE, xla_on_cpu=True, on_tpu=False)
+
+
+@pytest.mark.parametrize("task,expected", [("text_classification", "no"), ("translation", "yes")])
+def test_check_reports_the_xla_decision(run_cli, task, expected):
+    out = run_cli("check", "--task", task, "--set", "model.units=4").stdout
+    assert f"XLA-compiled step on this machine: {expected} (auto:" in out

@@ -230,8 +230,9 @@ def test_train_resume_export_translate(run_cli, tmp_path, strategy):
     for name in ("config.yaml", "runtime.json", "assets/translation_vocab.json",
                  "export/saved_model.pb", "export/assets.extra/translation.json"):
         assert (run / name).exists(), name
-    assert json.loads((run / "runtime.json").read_text())["replicas"] == (
-        2 if strategy == "mirrored" else 1)
+    info = json.loads((run / "runtime.json").read_text())
+    assert info["replicas"] == (2 if strategy == "mirrored" else 1)
+    assert info["jit_compile"] is True and "auto" in info["jit_compile_reason"]  # CPU default
     vocab = json.loads((run / "assets" / "translation_vocab.json").read_text())
     assert vocab["source"][:4] == list(parallel.SPECIALS)
     assert vocab["tokenize"] == ("char" if strategy == "default" else "word")

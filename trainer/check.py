@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trainer import precision, registry
+from trainer.errors import ConfigError
 
 
 def cudnn_report_for(config) -> list[dict]:
@@ -20,4 +21,11 @@ def report_text(config) -> str:
              "(applies on GPU; CPU runs the generic kernel)", precision.format_report(report)]
     if config.model.use_cudnn is True and any(not r["eligible"] for r in report):
         lines.append("model.use_cudnn=true: `seqtrain train` will refuse this config.")
+    task_cls = registry.get(config.task.name)
+    try:
+        jit, why = precision.resolve_jit_compile(
+            config.runtime.jit_compile, report, xla_on_cpu=task_cls.xla_on_cpu, on_tpu=False)
+        lines.append(f"XLA-compiled step on this machine: {'yes' if jit else 'no'} ({why})")
+    except ConfigError as e:
+        lines.append(f"`seqtrain train` will refuse this config on this machine: {e}")
     return "\n".join(lines)

@@ -97,7 +97,11 @@ class RuntimeConfig:
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = field(
         "float32", "Keras mixed-precision policy."
     )
-    jit_compile: bool = field(False, "Compile the train step with XLA.")
+    jit_compile: bool | Literal["auto"] = field(
+        "auto",
+        "Compile each replica's loss and gradients with XLA. auto: on CPU for the tasks where "
+        "it measured faster (scripts/bench_train.py); off on GPU and TPU.",
+    )
     gpu_memory_growth: bool = field(True, "Allocate GPU memory on demand.")
     log_sync: Literal["direct", "local_then_sync"] = field(
         "direct", "TensorBoard events: write directly, or locally then upload periodically."

@@ -1,4 +1,4 @@
-"""Mixed-precision policy and the cuDNN fast-path eligibility report.
+"""Mixed-precision policy, the cuDNN fast-path eligibility report, and XLA.
 
 Keras 3 LSTM/GRU on the TF backend take the fused cuDNN kernel on a GPU only
 when activation=tanh, recurrent_activation=sigmoid, recurrent_dropout=0,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import keras
+import tensorflow as tf
 
 from trainer.errors import ConfigError
 
@@ -100,6 +101,41 @@ def warn_ineligible(report: list[dict]) -> None:
                 "%s (%s) will not use the fused cuDNN kernel on GPU: %s",
                 r["layer"], r["type"], "; ".join(r["reasons"]),
             )
+
+
+def resolve_jit_compile(setting, report: list[dict], *, xla_on_cpu: bool,
+                        on_tpu: bool) -> tuple[bool, str]:
+    """Whether the per-replica loss/gradient function is XLA-compiled, and why.
+
+    Args:
+      setting: `runtime.jit_compile` (True, False or "auto").
+      report: `cudnn_report` of the built model.
+      xla_on_cpu: the task's measured preference on CPU (`Task.xla_on_cpu`).
+      on_tpu: running under TPUStrategy, which compiles the whole step itself.
+
+    Raises:
+      ConfigError: `true` on a GPU where a layer takes the cuDNN kernel, which
+        XLA cannot compile (tensorflow/tensorflow#99385, keras-team/keras#18456).
+    """
+    if on_tpu:
+        return False, "TPUStrategy compiles the whole step with XLA itself"
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    cudnn = [r["layer"] for r in report if r["eligible"]]
+    if gpu and cudnn:
+        if setting is True:
+            raise ConfigError(
+                "runtime.jit_compile=true, but on a GPU these layers take the fused cuDNN "
+                f"kernel, which XLA cannot compile (CudnnRNNV3): {', '.join(cudnn)}. Use "
+                "runtime.jit_compile=auto (cuDNN without XLA, usually the faster choice), or "
+                "model.use_cudnn=false to compile the generic kernel with XLA.")
+        return False, f"cuDNN kernel in {len(cudnn)} layer(s), which XLA cannot compile"
+    if setting is not True and setting is not False:  # auto
+        if gpu:
+            return False, "auto: XLA is not enabled automatically on GPU (not measured)"
+        if xla_on_cpu:
+            return True, "auto: this task's step measured faster with XLA on CPU"
+        return False, "auto: this task's step measured faster without XLA on CPU"
+    return setting, f"runtime.jit_compile={str(setting).lower()}"
 
 
 def format_report(report: list[dict]) -> str:

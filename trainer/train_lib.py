@@ -86,6 +86,9 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         optimizer.build(model.trainable_variables)
     report = precision.cudnn_report(model, task.padding)
     precision.check_forced_cudnn(report, config.model)
+    jit = precision.resolve_jit_compile(
+        config.runtime.jit_compile, report, xla_on_cpu=task.xla_on_cpu,
+        on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
     if is_chief:
         precision.warn_ineligible(report)
 
@@ -97,11 +100,12 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
             storage.makedirs(storage.join(model_dir, "assets"))
             storage.write_text(storage.join(model_dir, "assets", name), text)
         storage.write_json(storage.join(model_dir, "runtime.json"),
-                           runtime_info(config, strategy, cluster, report))
+                           runtime_info(config, strategy, cluster, report, jit))
 
     role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
     print(f"seqtrain: {config.task.name} in {model_dir}: {_strategy_name(strategy)}, "
-          f"{replicas} replica(s), worker {cluster.worker_id} ({role})", flush=True)
+          f"{replicas} replica(s), XLA {'on' if jit[0] else 'off'}, "
+          f"worker {cluster.worker_id} ({role})", flush=True)
 
     train_ds = loop.make_train_dataset(
         task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
@@ -122,7 +126,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
     fns = loop.StepFunctions(
         task=task, model=model, optimizer=optimizer, strategy=strategy,
         global_batch=config.train.batch_size, clipnorm=config.train.clipnorm,
-        clipvalue=config.train.clipvalue, jit_compile=config.runtime.jit_compile)
+        clipvalue=config.train.clipvalue, jit_compile=jit[0])
     eval_ds = loop.make_eval_dataset(
         task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
         max_batches=config.train.eval_batches)
@@ -288,7 +292,7 @@ def build_optimizer(config):
     return optimizer
 
 
-def runtime_info(config, strategy, cluster, cudnn_report) -> dict:
+def runtime_info(config, strategy, cluster, cudnn_report, jit: tuple[bool, str]) -> dict:
     return {
         "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
@@ -297,7 +301,8 @@ def runtime_info(config, strategy, cluster, cudnn_report) -> dict:
                     "task_index": cluster.task_index},
         "precision": config.runtime.precision,
         "all_reduce": config.runtime.all_reduce,
-        "jit_compile": config.runtime.jit_compile,
+        "jit_compile": jit[0],
+        "jit_compile_reason": jit[1],
         "deterministic": config.runtime.deterministic,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": platform.python_version()},

@@ -113,6 +113,7 @@ class ForecastingTask(Task):
     DataConfig = ForecastingData
     ModelConfig = ForecastingModel
     description = "Next-step time-series forecast (LSTM stack -> Dense) vs a naive baseline."
+    xla_on_cpu = True
     train_defaults = dict(
         steps=2000, batch_size=32, learning_rate=3e-3, steps_per_loop=50,
         eval_every=500, checkpoint_every=500, log_every=100,

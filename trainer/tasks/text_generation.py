@@ -121,6 +121,7 @@ class TextGenerationTask(Task):
     DataConfig = TextGenerationData
     ModelConfig = TextGenerationModel
     description = "Character-level language model with a stateful O(1)-per-char sampler."
+    xla_on_cpu = True
     train_defaults = dict(
         steps=3000, batch_size=64, learning_rate=2e-3,
         eval_every=500, checkpoint_every=500, log_every=100, eval_batches=20,

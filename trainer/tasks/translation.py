@@ -113,6 +113,7 @@ class TranslationTask(Task):
         "eval_batches": 16,
     }
     description = "Seq2seq translation (LSTM encoder-decoder, attention): toy dates or a TSV corpus."
+    xla_on_cpu = True
 
     def __init__(self, config):
         super().__init__(config)

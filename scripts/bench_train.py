@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Training throughput of every seqtrain task vs the textbook `compile` + `fit` snippet.
+
+For each task both sides get the same data, the same model (the task's own
+`build_model()`, built after the same `keras.utils.set_random_seed`, so the
+same initial weights), Adam with the same learning rate, the same batch size
+and the same number of optimizer steps:
+
+  textbook : the plain snippet. The task's training split as numpy arrays
+             (shuffled and tiled to steps x batch examples), `model.compile(
+             Adam, <the usual Keras loss>)`, `model.fit(x, y, batch_size)`.
+             Keras defaults: no op determinism; `jit_compile="auto"`, which
+             Keras turns off on a CPU-only machine.
+  seqtrain : `train_lib.train` with the task's defaults (custom loop,
+             `train.steps_per_loop` steps per tf.function call,
+             `runtime.jit_compile=auto`, op determinism on).
+
+Reported per side (medians over --repeats; each run in its own process, the
+two sides of a repeat back to back, in alternating order):
+  ex/s       : steps x batch / seconds spent training, tracing and XLA
+               compilation included (textbook: the `fit` call; seqtrain: its
+               timed `train_steps` calls, from its TensorBoard scalars).
+  ex/s steady: the same after the first tenth of the steps (seqtrain: after
+               its first `train_steps` call).
+  wall       : the whole run after imports. seqtrain's also holds what the
+               textbook does not do: checkpoint, eval, TensorBoard, export.
+  metric     : the task's headline eval metric on the whole eval split,
+               computed by the same code for both models (the task's
+               `eval_metrics`, and greedy exact match for translation).
+
+The ratio column is seqtrain / textbook ex/s, median of the per-repeat ratios.
+
+Example:
+  python scripts/bench_train.py --task all --steps 300 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = ("text_classification", "forecasting", "multistep_forecasting", "text_generation",
+         "translation")
+# The headline metric per task, and whether higher is better.
+HEADLINE = {"text_classification": ("accuracy", True), "forecasting": ("mse", False),
+            "multistep_forecasting": ("mse", False), "text_generation": ("loss", False),
+            "translation": ("exact_match", True)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--task", default="all", choices=("all",) + TASKS)
+    p.add_argument("--steps", type=int, default=300, help="Optimizer steps for both sides.")
+    p.add_argument("--repeats", type=int, default=3, help="Runs per side (medians reported).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="Config override for both sides (the model and data are shared).")
+    p.add_argument("--worker", choices=("textbook", "seqtrain"), help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        result = (run_textbook if args.worker == "textbook" else run_seqtrain)(args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+
+    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.2f}, Python {platform.python_version()}; "
+          f"{args.steps} steps, {args.repeats} repeat(s) per side", flush=True)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        for task in tasks:
+            runs: dict[str, list[dict]] = {"textbook": [], "seqtrain": []}
+            for r in range(args.repeats):
+                order = ("textbook", "seqtrain") if r % 2 == 0 else ("seqtrain", "textbook")
+                for side in order:
+                    runs[side].append(_worker(side, task, os.path.join(tmp, f"{task}-{r}"),
+                                              args))
+            rows.append((task, runs))
+            _report(task, runs)
+    print("\nsummary (seqtrain / textbook ex/s, median of per-repeat ratios):")
+    for task, runs in rows:
+        ratios = _ratios(runs)
+        print(f"  {task:<22} {statistics.median(ratios):5.2f}x  "
+              f"(per repeat: {', '.join(f'{x:.2f}x' for x in ratios)})")
+
+
+def _worker(side: str, task: str, model_dir: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--task", task,
+           "--steps", str(args.steps), "--model-dir", model_dir]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{side} {task} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _ratios(runs: dict) -> list[float]:
+    return [s["examples_per_sec"] / t["examples_per_sec"]
+            for t, s in zip(runs["textbook"], runs["seqtrain"])]
+
+
+def _report(task: str, runs: dict) -> None:
+    name, higher = HEADLINE[task]
+    med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]
+                  if isinstance(rs[0][k], (int, float))} for side, rs in runs.items()}
+    info = runs["seqtrain"][0]
+    print(f"\n== {task}: batch {info['batch_size']}, {info['train_examples']} train examples, "
+          f"seqtrain XLA {'on' if info['jit_compile'] else 'off'}, "
+          f"steps_per_loop {info['steps_per_loop']} ==")
+    print(f"  {'':<9}{'ex/s':>8}{'ex/s steady':>13}{'train s':>9}{'wall s':>8}"
+          f"{name:>13}")
+    for side, m in med.items():
+        print(f"  {side:<9}{m['examples_per_sec']:8.0f}{m['steady_examples_per_sec']:13.0f}"
+              f"{m['train_seconds']:9.2f}{m['wall_seconds']:8.2f}{m[name]:13.4f}")
+    ratios = _ratios(runs)
+    t, s = med["textbook"][name], med["seqtrain"][name]
+    better = (s >= t) if higher else (s <= t)
+    print(f"  seqtrain / textbook ex/s: median {statistics.median(ratios):.2f}x "
+          f"(per repeat {', '.join(f'{x:.2f}x' for x in ratios)}); steady "
+          f"{med['seqtrain']['steady_examples_per_sec'] / med['textbook']['steady_examples_per_sec']:.2f}x;"
+          f" {name} {s:.4f} vs {t:.4f} ({'same or better' if better else 'worse'})")
+
+
+# ----------------------------------------------------------------------------
+# The two sides. Each runs in its own process and prints one RESULT line.
+# ----------------------------------------------------------------------------
+
+
+def _load(args, model_dir: str):
+    sys.path.insert(0, REPO)
+    from trainer import config as config_lib
+
+    steps = args.steps
+    spl = config_lib.load(task=args.task, overrides=args.overrides).train.steps_per_loop
+    return config_lib.load(task=args.task, overrides=[
+        f"train.steps={steps}", f"train.log_every={spl}", f"train.eval_every={steps}",
+        f"train.checkpoint_every={steps}", "train.eval_batches=0", *args.overrides])
+
+
+def run_textbook(args) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import registry
+
+    t0 = time.perf_counter()
+    config = _load(args, args.model_dir)
+    task = registry.get(args.task)(config)
+    task.prepare()
+    x, y = _as_numpy(task.dataset("train"))
+    n = len(y)
+    batch, steps = config.train.batch_size, args.steps
+    order = np.random.default_rng(config.runtime.seed).permutation(
+        np.resize(np.arange(n), steps * batch))
+    x, y = tf.nest.map_structure(lambda a: a[order], x), y[order]
+
+    keras.utils.set_random_seed(config.runtime.seed)
+    model = task.build_model()
+    loss = ("mse" if "forecasting" in args.task
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate), loss=loss)
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter())
+
+    t1 = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
+    train_seconds = time.perf_counter() - t1
+    skip = max(1, steps // 10)
+    steady = (len(times) - skip) * batch / (times[-1] - times[skip - 1])
+    metrics = _metrics(task, model, args.model_dir)
+    return {"examples_per_sec": steps * batch / train_seconds, "steady_examples_per_sec": steady,
+            "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - t0,
+            **metrics, **_info(config, n, False)}
+
+
+def run_seqtrain(args) -> dict:
+    import tensorflow as tf
+
+    from trainer import registry, train_lib
+
+    t0 = time.perf_counter()
+    config = _load(args, args.model_dir)
+    train_lib.train(config, args.model_dir, verbose=False)
+    wall = time.perf_counter() - t0
+    intervals = _loop_intervals(os.path.join(args.model_dir, "train"))
+    train_seconds = sum(secs for _, secs in intervals)
+    first = intervals[0][0]
+    steady = (args.steps - first) * config.train.batch_size / sum(s for _, s in intervals[1:])
+    with open(os.path.join(args.model_dir, "runtime.json")) as f:
+        jit = json.load(f)["jit_compile"]
+
+    # Evaluate the trained weights with the same code as the textbook side.
+    task = registry.get(args.task)(config)
+    task.prepare()
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(os.path.join(args.model_dir, "checkpoints"))).expect_partial()
+    metrics = _metrics(task, model, args.model_dir)
+    n = sum(1 for _ in task.dataset("train"))
+    return {"examples_per_sec": args.steps * config.train.batch_size / train_seconds,
+            "steady_examples_per_sec": steady, "train_seconds": train_seconds,
+            "wall_seconds": wall, **metrics, **_info(config, n, jit)}
+
+
+def _info(config, train_examples: int, jit: bool) -> dict:
+    return {"batch_size": config.train.batch_size, "train_examples": train_examples,
+            "steps_per_loop": config.train.steps_per_loop, "jit_compile": jit}
+
+
+def _as_numpy(ds):
+    """A whole unbatched (features, labels) dataset as numpy arrays."""
+    import tensorflow as tf
+
+    batched = next(iter(ds.batch(1 << 30)))
+    return tf.nest.map_structure(lambda t: t.numpy(), batched)
+
+
+def _metrics(task, model, model_dir: str) -> dict:
+    """The task's eval metrics on the whole eval split (plus exact match for translation)."""
+    import tensorflow as tf
+
+    sums: dict[str, list[float]] = {}
+    metric_fn = tf.function(lambda f, l, w: task.eval_metrics(model, f, l, w))
+    for features, labels in task.dataset("eval").batch(256):
+        weights = tf.ones(tf.shape(labels)[0])
+        for name, (num, den) in metric_fn(features, labels, weights).items():
+            acc = sums.setdefault(name, [0.0, 0.0])
+            acc[0] += float(num)
+            acc[1] += float(den)
+    out = {k: n / d for k, (n, d) in sums.items()}
+    if task.name == "translation":  # greedy decoding: exact match and BLEU
+        out.update(task.on_eval_end(model, 0, os.path.join(model_dir, "bench-eval")))
+    return out
+
+
+def _loop_intervals(train_log_dir: str) -> list[tuple[int, float]]:
+    """(steps, seconds) of each logged interval of the loop's train_steps calls."""
+    import tensorflow as tf
+
+    rates = {}
+    for name in tf.io.gfile.listdir(train_log_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(train_log_dir, name)):
+            for value in event.summary.value:
+                if value.tag == "steps_per_sec":
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    out, prev = [], 0
+    for step in sorted(rates):
+        out.append((step - prev, (step - prev) / rates[step]))
+        prev = step
+    return out
+
+
+if __name__ == "__main__":
+    main()
