@@ -60,7 +60,10 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--task", default="all", choices=("all",) + TASKS)
-    p.add_argument("--steps", type=int, default=300, help="Optimizer steps for both sides.")
+    p.add_argument("--steps", type=int, default=300,
+                   help="Optimizer steps for both sides; 0 uses each task's default train.steps.")
+    p.add_argument("--seed", type=int, default=42,
+                   help="runtime.seed of repeat 0; repeat r uses seed + r (both sides).")
     p.add_argument("--repeats", type=int, default=3, help="Runs per side (medians reported).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Config override for both sides (the model and data are shared).")
@@ -74,7 +77,7 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.2f}, Python {platform.python_version()}; "
-          f"{args.steps} steps, {args.repeats} repeat(s) per side", flush=True)
+          f"{args.steps or 'default'} steps, {args.repeats} repeat(s) per side", flush=True)
     tasks = TASKS if args.task == "all" else (args.task,)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
@@ -84,7 +87,7 @@ def main() -> None:
                 order = ("textbook", "seqtrain") if r % 2 == 0 else ("seqtrain", "textbook")
                 for side in order:
                     runs[side].append(_worker(side, task, os.path.join(tmp, f"{task}-{r}"),
-                                              args))
+                                              args, args.seed + r))
             rows.append((task, runs))
             _report(task, runs)
     print("\nsummary (seqtrain / textbook ex/s, median of per-repeat ratios):")
@@ -94,10 +97,10 @@ def main() -> None:
               f"(per repeat: {', '.join(f'{x:.2f}x' for x in ratios)})")
 
 
-def _worker(side: str, task: str, model_dir: str, args) -> dict:
+def _worker(side: str, task: str, model_dir: str, args, seed: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--task", task,
            "--steps", str(args.steps), "--model-dir", model_dir]
-    for o in args.overrides:
+    for o in [f"runtime.seed={seed}", *args.overrides]:
         cmd += ["--set", o]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -118,7 +121,8 @@ def _report(task: str, runs: dict) -> None:
     med = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]
                   if isinstance(rs[0][k], (int, float))} for side, rs in runs.items()}
     info = runs["seqtrain"][0]
-    print(f"\n== {task}: batch {info['batch_size']}, {info['train_examples']} train examples, "
+    print(f"\n== {task}: {info['steps']} steps of batch {info['batch_size']}, "
+          f"{info['train_examples']} train examples, "
           f"seqtrain XLA {'on' if info['jit_compile'] else 'off'}, "
           f"steps_per_loop {info['steps_per_loop']} ==")
     print(f"  {'':<9}{'ex/s':>8}{'ex/s steady':>13}{'train s':>9}{'wall s':>8}"
@@ -140,12 +144,13 @@ def _report(task: str, runs: dict) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _load(args, model_dir: str):
+def _load(args):
     sys.path.insert(0, REPO)
     from trainer import config as config_lib
 
-    steps = args.steps
-    spl = config_lib.load(task=args.task, overrides=args.overrides).train.steps_per_loop
+    defaults = config_lib.load(task=args.task, overrides=args.overrides).train
+    steps = args.steps = args.steps or defaults.steps
+    spl = defaults.steps_per_loop
     return config_lib.load(task=args.task, overrides=[
         f"train.steps={steps}", f"train.log_every={spl}", f"train.eval_every={steps}",
         f"train.checkpoint_every={steps}", "train.eval_batches=0", *args.overrides])
@@ -159,7 +164,7 @@ def run_textbook(args) -> dict:
     from trainer import registry
 
     t0 = time.perf_counter()
-    config = _load(args, args.model_dir)
+    config = _load(args)
     task = registry.get(args.task)(config)
     task.prepare()
     x, y = _as_numpy(task.dataset("train"))
@@ -197,7 +202,7 @@ def run_seqtrain(args) -> dict:
     from trainer import registry, train_lib
 
     t0 = time.perf_counter()
-    config = _load(args, args.model_dir)
+    config = _load(args)
     train_lib.train(config, args.model_dir, verbose=False)
     wall = time.perf_counter() - t0
     intervals = _loop_intervals(os.path.join(args.model_dir, "train"))
@@ -221,7 +226,8 @@ def run_seqtrain(args) -> dict:
 
 
 def _info(config, train_examples: int, jit: bool) -> dict:
-    return {"batch_size": config.train.batch_size, "train_examples": train_examples,
+    return {"steps": config.train.steps, "batch_size": config.train.batch_size,
+            "train_examples": train_examples,
             "steps_per_loop": config.train.steps_per_loop, "jit_compile": jit}
 
 
@@ -229,8 +235,10 @@ def _as_numpy(ds):
     """A whole unbatched (features, labels) dataset as numpy arrays."""
     import tensorflow as tf
 
-    batched = next(iter(ds.batch(1 << 30)))
-    return tf.nest.map_structure(lambda t: t.numpy(), batched)
+    import numpy as np
+
+    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in ds.batch(4096)]
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *chunks)
 
 
 def _metrics(task, model, model_dir: str) -> dict:

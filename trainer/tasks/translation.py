@@ -107,7 +107,9 @@ class TranslationTask(Task):
     train_defaults = {
         "steps": 1500,
         "batch_size": 64,
-        "learning_rate": 3e-3,
+        # Measured: with correct (densified) Adam on the embeddings, 3e-3 reached 0.75-0.87
+        # exact match on the toy dates after 300 steps, 1e-2 reached 0.9995.
+        "learning_rate": 1e-2,
         "eval_every": 500,
         "checkpoint_every": 500,
         "eval_batches": 16,
