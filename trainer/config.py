@@ -100,7 +100,7 @@ class RuntimeConfig:
     jit_compile: bool | Literal["auto"] = field(
         "auto",
         "Compile each replica's loss and gradients with XLA. auto: on CPU for the tasks where "
-        "it measured faster (scripts/bench_train.py); off on GPU and TPU.",
+        "it measured faster; off on GPU and TPU. true|false|auto.",
     )
     gpu_memory_growth: bool = field(True, "Allocate GPU memory on demand.")
     log_sync: Literal["direct", "local_then_sync"] = field(

@@ -37,8 +37,9 @@ class Task:
     description: ClassVar[str] = ""
     # How sequence inputs are padded: "right" (cuDNN-eligible with masks) or "none".
     padding: ClassVar[str] = "right"
-    # runtime.jit_compile=auto compiles the step with XLA on CPU for tasks that
-    # set this; each value is what scripts/bench_train.py measured faster.
+    # runtime.jit_compile=auto compiles the step with XLA on CPU for tasks that set
+    # this: each value is what measured faster, default config with jit_compile
+    # true vs false (README, "Compiled steps").
     xla_on_cpu: ClassVar[bool] = False
 
     def __init__(self, config: ExperimentConfig):
