@@ -162,9 +162,8 @@ def w_train_seqtrain(cfg: dict) -> dict:
     import shutil
 
     import numpy as np
-    import tensorflow as tf
 
-    from trainer import config as config_lib, train_lib
+    from trainer import config as config_lib, summaries, train_lib
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -172,13 +171,8 @@ def w_train_seqtrain(cfg: dict) -> dict:
     t0 = time.perf_counter()
     result = train_lib.train(config, run_dir, verbose=False)
     wall = time.perf_counter() - t0
-    rates = []
-    for event_file in sorted(tf.io.gfile.glob(os.path.join(run_dir, "train", "events.*"))):
-        for event in tf.compat.v1.train.summary_iterator(event_file):
-            for v in event.summary.value:
-                if v.tag == "examples_per_sec":
-                    rates.append((event.step, float(tf.make_ndarray(v.tensor))))
-    steady = [r for step, r in sorted(rates)[1:]]  # the first loop includes tracing
+    rates = summaries.read_scalars(os.path.join(run_dir, "train"), "examples_per_sec")
+    steady = [rates[step] for step in sorted(rates)[1:]]  # the first loop includes tracing
     eps = float(np.median(steady))
     return {"examples_per_sec": eps, "chars_per_sec": eps * cfg["seq_len"],
             "eval_loss": result["metrics"]["loss"], "wall_secs": wall}
@@ -268,7 +262,6 @@ def w_sample_stateful(cfg: dict) -> dict:
 
 
 def w_sample_textbook(cfg: dict) -> dict:
-    import keras
     import numpy as np
     import tensorflow as tf
 

@@ -207,8 +207,9 @@ def run_seqtrain(args) -> dict:
     wall = time.perf_counter() - t0
     intervals = _loop_intervals(os.path.join(args.model_dir, "train"))
     train_seconds = sum(secs for _, secs in intervals)
-    first = intervals[0][0]
-    steady = (args.steps - first) * config.train.batch_size / sum(s for _, s in intervals[1:])
+    later = intervals[1:] or intervals  # a single call: no steady interval to separate
+    steady = (sum(n for n, _ in later) * config.train.batch_size
+              / sum(secs for _, secs in later))
     with open(os.path.join(args.model_dir, "runtime.json")) as f:
         jit = json.load(f)["jit_compile"]
 
@@ -242,18 +243,17 @@ def _as_numpy(ds):
 
 
 def _metrics(task, model, model_dir: str) -> dict:
-    """The task's eval metrics on the whole eval split (plus exact match for translation)."""
+    """The loop's own eval on the whole eval split (plus exact match and BLEU for translation)."""
     import tensorflow as tf
 
-    sums: dict[str, list[float]] = {}
-    metric_fn = tf.function(lambda f, l, w: task.eval_metrics(model, f, l, w))
-    for features, labels in task.dataset("eval").batch(256):
-        weights = tf.ones(tf.shape(labels)[0])
-        for name, (num, den) in metric_fn(features, labels, weights).items():
-            acc = sums.setdefault(name, [0.0, 0.0])
-            acc[0] += float(num)
-            acc[1] += float(den)
-    out = {k: n / d for k, (n, d) in sums.items()}
+    from trainer import loop, train_lib
+
+    batch = task.config.train.batch_size
+    fns = loop.StepFunctions(task=task, model=model, optimizer=None,
+                             strategy=tf.distribute.get_strategy(), global_batch=batch,
+                             clipnorm=None, clipvalue=None, jit_compile=False)
+    eval_ds = loop.make_eval_dataset(task.dataset("eval"), per_replica_batch=batch, replicas=1)
+    out = train_lib.evaluate_model(fns, task, model, eval_ds, 0, model_dir, None, is_chief=False)
     if task.name == "translation":  # greedy decoding: exact match and BLEU
         out.update(task.on_eval_end(model, 0, os.path.join(model_dir, "bench-eval")))
     return out
@@ -261,14 +261,9 @@ def _metrics(task, model, model_dir: str) -> dict:
 
 def _loop_intervals(train_log_dir: str) -> list[tuple[int, float]]:
     """(steps, seconds) of each logged interval of the loop's train_steps calls."""
-    import tensorflow as tf
+    from trainer import summaries
 
-    rates = {}
-    for name in tf.io.gfile.listdir(train_log_dir):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(train_log_dir, name)):
-            for value in event.summary.value:
-                if value.tag == "steps_per_sec":
-                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    rates = summaries.read_scalars(train_log_dir, "steps_per_sec")
     out, prev = [], 0
     for step in sorted(rates):
         out.append((step - prev, (step - prev) / rates[step]))

@@ -66,7 +66,6 @@ def main(argv=None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, REPO)
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from trainer import config as config_lib, registry, train_lib
@@ -183,17 +182,12 @@ class _BatchTimer:
 
 def _steady_examples_per_sec(train_log_dir: str) -> float:
     """Mean of the loop's `examples_per_sec` scalars, after the first (tracing) interval."""
-    import tensorflow as tf
+    from trainer import summaries
 
-    values = []
-    for name in sorted(tf.io.gfile.listdir(train_log_dir)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(train_log_dir, name)):
-            for v in event.summary.value:
-                if v.tag == "examples_per_sec":
-                    values.append((event.step, float(tf.make_ndarray(v.tensor))))
-    values = [v for _, v in sorted(values)][1:] or [v for _, v in values]
+    rates = summaries.read_scalars(train_log_dir, "examples_per_sec")
+    values = [rates[step] for step in sorted(rates)]
+    values = values[1:] or values
     return sum(values) / len(values)
-
 
 def _evaluate(task, model) -> dict:
     """Masked teacher-forced token accuracy and greedy exact match on the whole eval split."""

@@ -25,6 +25,7 @@ def test_config_text_hparams_and_scalars_are_readable(tmp_path):
     ev.Reload()
     (event,) = ev.Tensors("accuracy")
     assert event.step == 3
+    assert summaries.read_scalars(str(tmp_path / "eval"), "accuracy") == {3: 0.75}
 
 
 class FakeTTY(io.StringIO):

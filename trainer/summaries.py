@@ -15,6 +15,17 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 
+def read_scalars(log_dir: str, tag: str) -> dict[int, float]:
+    """{step: value} of a scalar `tag` in the event files of `log_dir` (local or gs://)."""
+    values = {}
+    for path in sorted(tf.io.gfile.glob(f"{log_dir.rstrip('/')}/events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for v in event.summary.value:
+                if v.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(v.tensor))
+    return values
+
+
 class Writers:
     """The train and eval summary writers of a run."""
 
