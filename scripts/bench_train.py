@@ -4,7 +4,10 @@
 For each task both sides get the same data, the same model (the task's own
 `build_model()`, built after the same `keras.utils.set_random_seed`, so the
 same initial weights), Adam with the same learning rate, the same batch size
-and the same number of optimizer steps:
+and the same number of optimizer steps. The textbook side builds it with
+`model.cpu_kernel=keras`, i.e. with the stock `keras.layers.LSTM`; seqtrain
+uses its default (`fused`, trainer/models/fused_lstm.py: same layers, weights
+and math, a faster training loop on CPU).
 
   textbook : the plain snippet. The task's training split as numpy arrays
              (shuffled and tiled to steps x batch examples), `model.compile(
@@ -144,7 +147,7 @@ def _report(task: str, runs: dict) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _load(args):
+def _load(args, *extra):
     sys.path.insert(0, REPO)
     from trainer import config as config_lib
 
@@ -153,7 +156,7 @@ def _load(args):
     spl = defaults.steps_per_loop
     return config_lib.load(task=args.task, overrides=[
         f"train.steps={steps}", f"train.log_every={spl}", f"train.eval_every={steps}",
-        f"train.checkpoint_every={steps}", "train.eval_batches=0", *args.overrides])
+        f"train.checkpoint_every={steps}", "train.eval_batches=0", *args.overrides, *extra])
 
 
 def run_textbook(args) -> dict:
@@ -164,7 +167,7 @@ def run_textbook(args) -> dict:
     from trainer import registry
 
     t0 = time.perf_counter()
-    config = _load(args)
+    config = _load(args, "model.cpu_kernel=keras")  # the stock keras.layers.LSTM
     task = registry.get(args.task)(config)
     task.prepare()
     x, y = _as_numpy(task.dataset("train"))

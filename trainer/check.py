@@ -17,8 +17,9 @@ def cudnn_report_for(config) -> list[dict]:
 
 def report_text(config) -> str:
     report = cudnn_report_for(config)
-    lines = [f"task {config.task.name}: cuDNN fast path per recurrent layer "
-             "(applies on GPU; CPU runs the generic kernel)", precision.format_report(report)]
+    lines = [f"task {config.task.name}: per recurrent layer, the training loop on a CPU-only "
+             "host (model.cpu_kernel) and the cuDNN fast path (applies on GPU)",
+             precision.format_report(report)]
     if config.model.use_cudnn is True and any(not r["eligible"] for r in report):
         lines.append("model.use_cudnn=true: `seqtrain train` will refuse this config.")
     task_cls = registry.get(config.task.name)

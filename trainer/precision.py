@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from trainer.errors import ConfigError
+from trainer.models.fused_lstm import FusedLSTM
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,18 @@ def cudnn_report(model: keras.Model, padding: str = "right") -> list[dict]:
         reasons = ineligibility_reasons(layer, padding)
         report.append({
             "layer": where,
-            "type": type(layer).__name__,
+            "type": _kind(layer),
             "eligible": not reasons,
             "reasons": reasons,
+            # What runs on a host without GPU/TPU (trainer/models/fused_lstm.py).
+            "cpu_loop": "fused" if isinstance(layer, FusedLSTM) and layer.fusable() else "keras",
         })
     return report
 
 
 def ineligibility_reasons(layer, padding: str = "right") -> list[str]:
     """Why `layer` would not take the fused cuDNN kernel (empty list: it would)."""
-    kind = type(layer).__name__
+    kind = _kind(layer)
     if kind not in ("LSTM", "GRU"):
         return [f"{kind} has no cuDNN kernel (only LSTM and GRU do)"]
     cell = layer.cell
@@ -144,7 +147,7 @@ def format_report(report: list[dict]) -> str:
     lines = []
     for r in report:
         status = "cuDNN eligible" if r["eligible"] else "NOT eligible: " + "; ".join(r["reasons"])
-        lines.append(f"{r['layer']:<40} {r['type']:<10} {status}")
+        lines.append(f"{r['layer']:<40} {r['type']:<10} CPU loop {r['cpu_loop']:<6} {status}")
     return "\n".join(lines)
 
 
@@ -164,6 +167,14 @@ def _walk(layer):
             yield sub
         else:
             yield from _walk(sub)
+
+
+def _kind(layer) -> str:
+    """The Keras layer type (FusedLSTM is an LSTM)."""
+    for base in (keras.layers.LSTM, keras.layers.GRU):
+        if isinstance(layer, base):
+            return base.__name__
+    return type(layer).__name__
 
 
 def _act_name(fn) -> str:

@@ -14,6 +14,7 @@ import keras
 
 from trainer.config import field
 from trainer.errors import ConfigError
+from trainer.models.fused_lstm import FusedLSTM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,11 @@ class RecurrentConfig:
     use_cudnn: bool | Literal["auto"] = field(
         "auto",
         "auto: fused kernel when eligible; true: error if ineligible; false: never.",
+    )
+    cpu_kernel: Literal["fused", "keras"] = field(
+        "fused",
+        "LSTM training loop on hosts without GPU/TPU. fused: seqtrain's loop (whole-sequence "
+        "input projection and weight gradients; same math and weights); keras: Keras' loop.",
     )
 
     def validate(self, path: str) -> None:
@@ -78,7 +84,8 @@ def make_rnn_layer(
         name=name,
     )
     if cfg.cell == "lstm":
-        return keras.layers.LSTM(
+        lstm = FusedLSTM if cfg.cpu_kernel == "fused" else keras.layers.LSTM
+        return lstm(
             recurrent_activation=cfg.recurrent_activation, use_cudnn=cfg.use_cudnn, **kwargs
         )
     if cfg.cell == "gru":
