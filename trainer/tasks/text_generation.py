@@ -122,9 +122,12 @@ class TextGenerationTask(Task):
     ModelConfig = TextGenerationModel
     description = "Character-level language model with a stateful O(1)-per-char sampler."
     xla_on_cpu = True
+    # Sized for the bundled corpus (~37k chars): its eval loss bottoms out near
+    # 500 steps (1.94 nats/char) and rises after (3.93 at 3000). A larger
+    # corpus wants more train.steps.
     train_defaults = dict(
-        steps=3000, batch_size=64, learning_rate=2e-3,
-        eval_every=500, checkpoint_every=500, log_every=100, eval_batches=20,
+        steps=500, batch_size=64, learning_rate=2e-3,
+        eval_every=100, checkpoint_every=250, log_every=100, eval_batches=20,
     )
 
     # ---- host side ---------------------------------------------------------
