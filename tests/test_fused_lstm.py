@@ -149,3 +149,24 @@ def test_traced_output_keeps_static_time_dimension():
     fn = tf.function(lambda x: layer(x, training=True))
     out = fn.get_concrete_function(tf.TensorSpec([None, T, E], tf.float32)).structured_outputs
     assert out.shape.as_list() == [None, T, U]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_gradient_through_the_final_state_alone(graph):
+    """An encoder whose outputs are unused: only h_T, c_T carry gradient."""
+    x = tf.constant(np.random.default_rng(4).normal(size=(B, T, E)))
+    grads = []
+    for cls in (keras.layers.LSTM, FusedLSTM):
+        keras.utils.set_random_seed(1)
+        layer = cls(U, return_sequences=True, return_state=True, dtype="float64")
+        layer.build((B, T, E))
+
+        def state_grads(x):
+            with tf.GradientTape() as tape:
+                _, h, c = layer(x, training=True)
+                loss = tf.reduce_sum(h * h) + tf.reduce_sum(c)
+            return tape.gradient(loss, layer.trainable_variables)
+
+        grads.append(tf.function(state_grads)(x) if graph else state_grads(x))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-12)
