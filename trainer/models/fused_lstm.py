@@ -82,33 +82,29 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
             v.set_shape(zx.shape[:1].concatenate(h0.shape))
 
         def grad(d_ys, d_h_last, d_c_last):
-            d_h_last = tf.zeros_like(h0) if d_h_last is None else d_h_last
-            d_c_last = tf.zeros_like(c0) if d_c_last is None else d_c_last
             c_prev_all = tf.concat([c0[None], cs[:-1]], 0)
             d_z_array = tf.TensorArray(zx.dtype, size=steps)
 
             def back(t, d_h, d_c, d_y, d_z_array):
                 s_if, g, o = tf.split(gates[t], [2 * units, units, units], axis=1)
                 i, f = tf.split(s_if, 2, axis=1)
-                g_y = d_ys[t] + d_y
-                if masked:
+                if masked:  # a masked step passes d_h, d_c (and d_y) through to t - 1
                     m = mask[t]
-                    d_h_new = m * (g_y + d_h)
-                    d_h_carry = (1 - m) * d_h
+                    g_y = d_ys[t] + d_y
+                    d_h_new, d_c_new = m * (g_y + d_h), m * d_c
+                    d_h_carry, d_c_carry = (1 - m) * d_h, (1 - m) * d_c
                     d_y = tf.zeros_like(d_y) if zero_output_for_mask else (1 - m) * g_y
-                    d_c_new = m * d_c
-                    d_c_carry = (1 - m) * d_c
                 else:
-                    d_h_new = g_y + d_h
-                    d_h_carry = d_c_carry = 0.0
-                    d_c_new = d_c
+                    d_h_new, d_c_new = d_ys[t] + d_h, d_c
                 tanh_c = tf.tanh(cs[t])
                 d_c_new += d_h_new * o * (1 - tanh_c * tanh_c)
                 d_if = tf.concat([d_c_new * g, d_c_new * c_prev_all[t]], 1) * s_if * (1 - s_if)
                 d_z = tf.concat([d_if, d_c_new * i * (1 - g * g),
                                  d_h_new * tanh_c * o * (1 - o)], 1)
-                d_h = d_h_carry + tf.matmul(d_z, rk, transpose_b=True)
-                d_c = d_c_carry + d_c_new * f
+                d_h = tf.matmul(d_z, rk, transpose_b=True)
+                d_c = d_c_new * f
+                if masked:
+                    d_h, d_c = d_h + d_h_carry, d_c + d_c_carry
                 return t - 1, d_h, d_c, d_y, d_z_array.write(t, d_z)
 
             _, d_h0, d_c0, _, d_z_array = tf.while_loop(
