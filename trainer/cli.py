@@ -29,7 +29,11 @@ class _Group(click.Group):
             kind = "retryable code" if e.exit_code == EXIT_PREEMPTED else "code"
             click.echo(f"seqtrain: {e}; exiting with {kind} {e.exit_code} (run the same "
                        "command again to resume)", err=True)
-            ctx.exit(e.exit_code)
+            # Everything is saved and closed. Interpreter teardown with TF can take
+            # seconds that a preemption deadline does not have.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
             click.echo("seqtrain: interrupted (SIGINT) before training started; nothing was "
                        "saved.", err=True)

@@ -70,7 +70,7 @@ class StopSignal:
         self._callbacks.append(callback)
 
     def saved(self) -> None:
-        """The loop saved its stop checkpoint: the watchdog must not fire any more."""
+        """The loop saved its stop checkpoint: the watchdog now only bounds the teardown."""
         self._saved.set()
 
     # ------------------------------------------------------------ lifecycle
@@ -141,23 +141,30 @@ class StopSignal:
 
     def _watchdog(self, signum: int) -> None:
         deadline = time.monotonic() + max(0.1, self.grace - _WATCHDOG_MARGIN_SECS)
-        if self._saved.wait(max(0.0, deadline - time.monotonic() - 0.5 * len(self._callbacks))):
-            return
-        _say(f"seqtrain: could not stop and save within runtime.preemption_grace_secs="
-             f"{self.grace:g} s (a step or the save took longer); exiting with "
-             f"{exit_code(signum)} now. The job resumes from "
-             f"{self.last_checkpoint or 'its last saved checkpoint'}; give the job a longer "
-             "termination grace period and raise runtime.preemption_grace_secs to match.")
-        for callback in self._callbacks:
-            runner = threading.Thread(target=callback, daemon=True)
-            runner.start()
-            runner.join(max(0.0, deadline - time.monotonic()))
-        if not self._saved.is_set():
+        reserve = 0.5 * len(self._callbacks)  # time left for the callbacks
+        if not self._saved.wait(max(0.0, deadline - time.monotonic() - reserve)):
+            _say(f"seqtrain: could not stop and save within runtime.preemption_grace_secs="
+                 f"{self.grace:g} s (a step or the save took longer); exiting with "
+                 f"{exit_code(signum)} now. The job resumes from "
+                 f"{self.last_checkpoint or 'its last saved checkpoint'}; give the job a longer "
+                 "termination grace period and raise runtime.preemption_grace_secs to match.")
+            for callback in self._callbacks:
+                runner = threading.Thread(target=callback, daemon=True)
+                runner.start()
+                runner.join(max(0.0, deadline - time.monotonic()))
             os._exit(exit_code(signum))
+        # Saved: the process is on its way out. If tearing down (closing writers,
+        # the final log upload, interpreter exit) would overrun the grace, leave
+        # now with the same code rather than be SIGKILLed by the node.
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        _say(f"seqtrain: checkpoint saved; exiting with {exit_code(signum)} at the end of "
+             f"the {self.grace:g} s grace period.")
+        os._exit(exit_code(signum))
 
 
 def _say(text: str) -> None:
     try:
+        sys.stdout.flush()
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
     except Exception:  # noqa: BLE001 - never let reporting stop the exit
