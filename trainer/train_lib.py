@@ -163,7 +163,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         waiting = distribute.ClusterWait(cluster, config.runtime.cluster_wait_secs)
         held.callback(waiting.ready)
         run = build_run(config, run_dir, cluster, previous=previous)
-        with distribute.peer_errors_as_worker_lost(run.workers):
+        with distribute.peer_errors_as_worker_lost(run.workers), storage.writing(model_dir):
             restored = _restore(run, previous)
             _start_writing(run, restored)
             return _train_loop(run, stop_at, verbose, waiting, restored, lease)
