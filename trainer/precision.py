@@ -188,8 +188,8 @@ def _walk(layer):
 
 
 def _kind(layer) -> str:
-    """The Keras layer type (FusedLSTM is an LSTM)."""
-    for base in (keras.layers.LSTM, keras.layers.GRU):
+    """The Keras layer type (FusedLSTM is an LSTM, and so on)."""
+    for base in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
         if isinstance(layer, base):
             return base.__name__
     return type(layer).__name__
