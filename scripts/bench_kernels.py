@@ -60,11 +60,12 @@ def main() -> None:
             p.error(f"--cells: {c!r} is not one of {', '.join(CELLS)}")
 
     sys.path.insert(0, REPO)
-    import tensorflow as tf  # noqa: F401  (imported after argument errors)
+    import tensorflow as tf  # imported after argument errors
 
     print(f"machine: {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"TF {tf.__version__}")
-    print(f"shape: units {args.units} x {args.layers} layer(s){' bidirectional' if args.bidirectional else ''}, "
+    bidi = " bidirectional" if args.bidirectional else ""
+    print(f"shape: units {args.units} x {args.layers} layer(s){bidi}, "
           f"batch {args.batch}, {args.timesteps} timesteps, {args.features} features, "
           f"{'masked (right-padded)' if args.masked else 'no mask'}, jit {args.jit}; "
           f"{args.repeats} repeats x {args.steps} steps")
