@@ -15,6 +15,9 @@ Everything is measured side by side in one run, on one trained model:
    one-hot LSTM of the same size whose weights are copied from the trained
    model (first-layer kernel = embedding @ kernel), so both sample the same
    network; the script checks that their next-char distributions agree.
+   Batched sampling: N samples of the same prompt in one signature call
+   (`seqtrain generate --num-samples N`), aggregate chars/s against one
+   sample per call, both measured in the same process (--num-samples).
 3. Peak memory of data preparation on a multi-megabyte corpus (the bundled
    sonnets repeated): seqtrain's encode + tf.data windows (through the
    loop's shuffled, batched input pipeline) vs the textbook one-hot X/y numpy
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -51,6 +55,10 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=300, help="Optimizer steps per trainer.")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (all trainers).")
     p.add_argument("--gen-chars", type=int, default=2000, help="Characters per stateful sample.")
+    p.add_argument("--num-samples", default="1,8,64",
+                   help="Comma-separated batch sizes N for batched sampling: N samples per "
+                        "call of the signature (`seqtrain generate --num-samples N`), aggregate "
+                        "chars/s compared with N=1 in the same process.")
     p.add_argument("--textbook-chars", type=int, default=100,
                    help="Characters sampled with the per-character model.predict loop.")
     p.add_argument("--corpus-mb", type=float, default=3.0, help="Corpus size for the memory test.")
@@ -96,6 +104,12 @@ def main() -> None:
               f"{ours['chars_per_sec'] / book['chars_per_sec']:.0f}x; "
               f"vs the direct-call loop: "
               f"{ours['chars_per_sec'] / book['direct_chars_per_sec']:.1f}x")
+        print(f"\n== batched sampling: N samples in one signature call, {args.gen_chars} chars "
+              "each; 3 pairs of calls (N=1, N) back to back, medians) ==")
+        print(f"  {'N':>4} {'aggregate chars/s':>18} {'N=1 chars/s':>12} {'ratio':>8} "
+              f"{'ratio / N':>10}")
+        for n, rate, single, ratio in ours["batched"]:
+            print(f"  {n:>4} {rate:>18.0f} {single:>12.0f} {ratio:>7.1f}x {ratio / n:>10.2f}")
     if "memory" not in args.skip:
         corpus = _make_corpus(args.work_dir, args.corpus_mb)
         cfg["corpus"] = corpus
@@ -257,8 +271,24 @@ def w_sample_stateful(cfg: dict) -> dict:
     t0 = time.perf_counter()
     generate(run_dir, "Shall I compare thee", cfg["gen_chars"], 0.8, 1)
     lib_secs = time.perf_counter() - t0
+
+    def rate(n):  # aggregate chars/s of n samples in one call
+        prompts = tf.constant(["Shall I compare thee"] * n)
+        t0 = time.perf_counter()
+        sig(prompts=prompts, length=tf.constant(cfg["gen_chars"]), temperature=tf.constant(0.8),
+            seed=tf.constant(1, tf.int64))["text"].numpy()
+        return n * cfg["gen_chars"] / (time.perf_counter() - t0)
+
+    batched = []
+    for n in (int(n) for n in cfg["num_samples"].split(",")):
+        rate(n)  # warm-up at this batch size
+        pairs = [(rate(1), rate(n)) for _ in range(3)]  # N=1 next to each N call
+        batched.append((n, statistics.median(b for _, b in pairs),
+                        statistics.median(s for s, _ in pairs),
+                        statistics.median(b / s for s, b in pairs)))
     return {"chars": cfg["gen_chars"], "chars_per_sec": cfg["gen_chars"] / secs,
-            "library_chars_per_sec": cfg["gen_chars"] / lib_secs, "load_secs": load_secs}
+            "library_chars_per_sec": cfg["gen_chars"] / lib_secs, "load_secs": load_secs,
+            "batched": batched}
 
 
 def w_sample_textbook(cfg: dict) -> dict:

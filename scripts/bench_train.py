@@ -5,9 +5,10 @@ For each task both sides get the same data, the same model (the task's own
 `build_model()`, built after the same `keras.utils.set_random_seed`, so the
 same initial weights), Adam with the same learning rate, the same batch size
 and the same number of optimizer steps. The textbook side builds it with
-`model.cpu_kernel=keras`, i.e. with the stock `keras.layers.LSTM`; seqtrain
-uses its default (`fused`, trainer/models/fused_lstm.py: same layers, weights
-and math, a faster training loop on CPU).
+`model.cpu_kernel=keras`, i.e. with the stock Keras LSTM/GRU/SimpleRNN layers;
+seqtrain uses its default (`fused`, trainer/models/fused_*.py: same layers,
+weights and math, a different training loop on CPU; `--set model.cell=gru`
+compares the GRU loops).
 
   textbook : the plain snippet. The task's training split as numpy arrays
              (shuffled and tiled to steps x batch examples), `model.compile(
@@ -167,7 +168,7 @@ def run_textbook(args) -> dict:
     from trainer import registry
 
     t0 = time.perf_counter()
-    config = _load(args, "model.cpu_kernel=keras")  # the stock keras.layers.LSTM
+    config = _load(args, "model.cpu_kernel=keras")  # the stock Keras recurrent layers
     task = registry.get(args.task)(config)
     task.prepare()
     x, y = _as_numpy(task.dataset("train"))

@@ -4,7 +4,9 @@ Outputs, states and every gradient (inputs, initial states, kernel,
 recurrent kernel, bias) are compared in float64 against the stock layer with
 the same weights, over the options the tasks use: masks with right padding,
 go_backwards and Bidirectional, zero_output_for_mask, return_state with a
-given initial state, and input dropout.
+given initial state, and input dropout. Each comparison also asserts, through
+`fused.TRACES`, that the fused forward and backward passes ran and that the
+stock layer did not run them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer import precision, registry
+from trainer.models import fused
 from trainer.models.fused_lstm import FusedLSTM, lstm_sequence
+
+# With a GPU visible FusedLSTM steps aside for Keras (cuDNN). Hide GPUs in
+# this process before any op so the comparisons are fused vs stock on any
+# machine; if an earlier module already started the runtime this cannot take
+# effect, and the TRACES assertions below fail instead of passing vacuously.
+try:
+    tf.config.set_visible_devices([], "GPU")
+except RuntimeError:
+    pass
 
 B, T, E, U = 3, 5, 4, 6
 LENGTHS = np.array([5, 3, 1])  # right padding
@@ -44,6 +56,13 @@ def _run(cls, *, bidirectional=False, return_sequences=True, go_backwards=False,
     return [y.numpy()] + [g.numpy() for g in grads]
 
 
+def _traced(fn):
+    """fn()'s result, and how many times the fused LSTM forward/backward ran in it."""
+    before = (fused.TRACES["lstm"], fused.TRACES["lstm_grad"])
+    out = fn()
+    return out, (fused.TRACES["lstm"] - before[0], fused.TRACES["lstm_grad"] - before[1])
+
+
 CASES = [
     dict(masked=False),
     dict(masked=False, return_sequences=False),
@@ -62,9 +81,13 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
                          or "plain")
 def test_matches_keras_lstm(case):
-    stock, fused = _run(keras.layers.LSTM, **case), _run(FusedLSTM, **case)
-    assert len(stock) == len(fused) >= 4
-    for a, b in zip(stock, fused):
+    stock, stock_runs = _traced(lambda: _run(keras.layers.LSTM, **case))
+    out, runs = _traced(lambda: _run(FusedLSTM, **case))
+    directions = 2 if case.get("bidirectional") else 1
+    # build + forward with tape: 2 forward runs per direction, one backward.
+    assert stock_runs == (0, 0) and runs == (2 * directions, directions)
+    assert len(stock) == len(out) >= 4
+    for a, b in zip(stock, out):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
     assert np.abs(stock[1]).sum() > 0  # the gradient is not trivially zero
 
@@ -77,12 +100,17 @@ def test_initial_state_and_return_state_gradients():
     for cls in (keras.layers.LSTM, FusedLSTM):
         keras.utils.set_random_seed(1)
         layer = cls(U, return_sequences=True, return_state=True, dtype="float64")
-        with tf.GradientTape() as tape:
-            tape.watch([x, h0, c0])
-            y, h, c = layer(x, initial_state=[h0, c0])
-            loss = tf.reduce_sum(y * y) + tf.reduce_sum(1.3 * h) + tf.reduce_sum(c * c)
-        grads = tape.gradient(loss, [x, h0, c0] + layer.trainable_variables)
-        results.append([y, h, c] + grads)
+
+        def step():
+            with tf.GradientTape() as tape:
+                tape.watch([x, h0, c0])
+                y, h, c = layer(x, initial_state=[h0, c0])
+                loss = tf.reduce_sum(y * y) + tf.reduce_sum(1.3 * h) + tf.reduce_sum(c * c)
+            return [y, h, c] + tape.gradient(loss, [x, h0, c0] + layer.trainable_variables)
+
+        out, runs = _traced(step)
+        assert runs == ((0, 0) if cls is keras.layers.LSTM else (1, 1))
+        results.append(out)
     for a, b in zip(*results):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-12)
 
@@ -100,9 +128,9 @@ def test_lstm_sequence_gradient_matches_finite_differences():
         ys, h, c = lstm_sequence(zx, h0, c0, rk, mask)
         return tf.reduce_sum(ys * ys) + tf.reduce_sum(h) + tf.reduce_sum(c * c)
 
-    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, c0, rk])
+    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, c0, rk], delta=1e-5)
     for t, n in zip(theoretical, numerical):
-        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(t, n, rtol=0, atol=1e-8)
 
 
 @pytest.mark.parametrize("option,value", [("recurrent_dropout", 0.2), ("activation", "relu"),
@@ -115,7 +143,9 @@ def test_options_the_loop_does_not_implement_fall_back_to_keras(option, value):
     stock.build((B, T, E))
     stock.set_weights(layer.get_weights())
     x = np.random.default_rng(0).normal(size=(B, T, E)).astype("float32")
-    np.testing.assert_allclose(layer(x), stock(x), atol=1e-6)
+    out, runs = _traced(lambda: layer(x))
+    assert runs == (0, 0)
+    np.testing.assert_allclose(out, stock(x), atol=1e-6)
 
 
 def _model(task_name, *overrides):
@@ -129,18 +159,23 @@ def _model(task_name, *overrides):
 def test_cpu_kernel_option_and_checkpoint_interchange(tmp_path):
     """model.cpu_kernel picks the loop; checkpoints move between the two models."""
     small = ["model.units=8", "model.layers=1", "model.embedding_dim=4", "data.seq_len=12"]
-    fused = _model("text_generation", *small)
+    fast = _model("text_generation", *small)
     stock = _model("text_generation", *small, "model.cpu_kernel=keras")
-    assert type(fused.get_layer("rnn_lstm_0")) is FusedLSTM
+    assert type(fast.get_layer("rnn_lstm_0")) is FusedLSTM
     assert type(stock.get_layer("rnn_lstm_0")) is keras.layers.LSTM
-    report = precision.cudnn_report(fused)
-    assert [(r["type"], r["eligible"], r["cpu_loop"]) for r in report] == [("LSTM", True, "fused")]
-    assert precision.cudnn_report(stock)[0]["cpu_loop"] == "keras"
+    report = precision.cudnn_report(fast)
+    assert [(r["type"], r["eligible"], r["cpu_loop"], r["loop"]) for r in report] == [
+        ("LSTM", True, "fused", "fused")]
+    assert [(r["cpu_loop"], r["loop"]) for r in precision.cudnn_report(stock)] == [
+        ("keras", "keras")]
 
-    path = tf.train.Checkpoint(model=fused).save(str(tmp_path / "ckpt"))
+    path = tf.train.Checkpoint(model=fast).save(str(tmp_path / "ckpt"))
     tf.train.Checkpoint(model=stock).restore(path).assert_existing_objects_matched()
     ids = np.random.default_rng(0).integers(1, 10, size=(2, 12)).astype("int32")
-    np.testing.assert_allclose(fused(ids), stock(ids), atol=1e-6)
+    expected = stock(ids)
+    out, runs = _traced(lambda: fast(ids))
+    assert runs[0] == 1
+    np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
 def test_traced_output_keeps_static_time_dimension():
@@ -167,6 +202,8 @@ def test_gradient_through_the_final_state_alone(graph):
                 loss = tf.reduce_sum(h * h) + tf.reduce_sum(c)
             return tape.gradient(loss, layer.trainable_variables)
 
-        grads.append(tf.function(state_grads)(x) if graph else state_grads(x))
+        out, runs = _traced(lambda: tf.function(state_grads)(x) if graph else state_grads(x))
+        assert runs == ((0, 0) if cls is keras.layers.LSTM else (1, 1))
+        grads.append(out)
     for a, b in zip(*grads):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-12)

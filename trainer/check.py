@@ -17,8 +17,9 @@ def cudnn_report_for(config) -> list[dict]:
 
 def report_text(config) -> str:
     report = cudnn_report_for(config)
-    lines = [f"task {config.task.name}: per recurrent layer, the training loop on a CPU-only "
-             "host (model.cpu_kernel) and the cuDNN fast path (applies on GPU)",
+    lines = [f"task {config.task.name}: per recurrent layer, the training loop that runs on "
+             "this machine (fused: seqtrain's CPU loop, model.cpu_kernel; cudnn; keras: Keras' "
+             "generic loop) and the cuDNN fast path eligibility (applies on GPU)",
              precision.format_report(report)]
     if config.model.use_cudnn is True and any(not r["eligible"] for r in report):
         lines.append("model.use_cudnn=true: `seqtrain train` will refuse this config.")

@@ -149,15 +149,29 @@ def predict(model_dir, texts) -> None:
 
 @main.command()
 @click.option("--model-dir", required=True, metavar="DIR")
-@click.option("--prompt", default="", help="Text to start from.")
+@click.option("--prompt", "prompts", multiple=True,
+              help="Text to start from (default: empty). Repeat for several prompts.")
 @click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
 @click.option("--temperature", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same text).")
-def generate(model_dir, prompt, length, temperature, seed) -> None:
-    """Sample text from a text_generation export."""
-    from trainer.tasks.text_generation import generate as generate_fn
+@click.option("--num-samples", default=1, show_default=True, type=int,
+              help="Samples per prompt, all drawn in one batched call of the sampler.")
+def generate(model_dir, prompts, length, temperature, seed, num_samples) -> None:
+    """Sample text from a text_generation export.
 
-    click.echo(generate_fn(model_dir, prompt, length, temperature, seed))
+    With one prompt and one sample the text is printed as is; otherwise each
+    sample follows a `==> prompt P, sample S <==` line.
+    """
+    from trainer.tasks.text_generation import generate_batch
+
+    prompts = list(prompts) or [""]
+    texts = generate_batch(model_dir, prompts, length, temperature, seed, num_samples)
+    if len(texts) == 1:
+        click.echo(texts[0])
+        return
+    for i, text in enumerate(texts):
+        p, s = divmod(i, num_samples)
+        click.echo(f"==> prompt {p + 1}, sample {s + 1} <==\n{text}")
 
 
 @main.command()

@@ -14,7 +14,9 @@ import keras
 import tensorflow as tf
 
 from trainer.errors import ConfigError
+from trainer.models.fused_gru import FusedGRU
 from trainer.models.fused_lstm import FusedLSTM
+from trainer.models.fused_simple_rnn import FusedSimpleRNN
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,11 @@ def check_compatible(config) -> None:
 
 
 def cudnn_report(model: keras.Model, padding: str = "right") -> list[dict]:
-    """One entry per recurrent layer: is it eligible for the cuDNN kernel, and why not.
+    """One entry per recurrent layer: its loop, and is it eligible for the cuDNN kernel.
+
+    `loop` is the loop the layer runs on this machine ("fused", "cudnn" or
+    "keras"), decided by the same test the layer's `inner_loop` makes;
+    `cpu_loop` is the one it runs on a host without GPU/TPU.
 
     Args:
       model: a built Keras model.
@@ -45,15 +51,26 @@ def cudnn_report(model: keras.Model, padding: str = "right") -> list[dict]:
     report = []
     for layer, where in _recurrent_layers(model):
         reasons = ineligibility_reasons(layer, padding)
+        fused = isinstance(layer, _FUSED)
+        if fused and layer.fuses():
+            loop = "fused"
+        elif not reasons and tf.config.list_logical_devices("GPU"):
+            loop = "cudnn"
+        else:
+            loop = "keras"
         report.append({
             "layer": where,
             "type": _kind(layer),
             "eligible": not reasons,
             "reasons": reasons,
-            # What runs on a host without GPU/TPU (trainer/models/fused_lstm.py).
-            "cpu_loop": "fused" if isinstance(layer, FusedLSTM) and layer.fusable() else "keras",
+            "loop": loop,
+            # What runs on a host without GPU/TPU (trainer/models/fused_*.py).
+            "cpu_loop": "fused" if fused and layer.fusable() else "keras",
         })
     return report
+
+
+_FUSED = (FusedLSTM, FusedGRU, FusedSimpleRNN)
 
 
 def ineligibility_reasons(layer, padding: str = "right") -> list[str]:
@@ -147,7 +164,8 @@ def format_report(report: list[dict]) -> str:
     lines = []
     for r in report:
         status = "cuDNN eligible" if r["eligible"] else "NOT eligible: " + "; ".join(r["reasons"])
-        lines.append(f"{r['layer']:<40} {r['type']:<10} CPU loop {r['cpu_loop']:<6} {status}")
+        cpu = "" if r["loop"] == r["cpu_loop"] else f" ({r['cpu_loop']} on a CPU-only host)"
+        lines.append(f"{r['layer']:<40} {r['type']:<10} loop {r['loop']:<6} {status}{cpu}")
     return "\n".join(lines)
 
 
@@ -170,8 +188,8 @@ def _walk(layer):
 
 
 def _kind(layer) -> str:
-    """The Keras layer type (FusedLSTM is an LSTM)."""
-    for base in (keras.layers.LSTM, keras.layers.GRU):
+    """The Keras layer type (FusedLSTM is an LSTM, and so on)."""
+    for base in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
         if isinstance(layer, base):
             return base.__name__
     return type(layer).__name__

@@ -25,6 +25,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from trainer.models.fused import TRACES, batch_major, cpu_only, input_projection, mask_placeholder
+
 
 def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=False):
     """Runs the LSTM recurrence over precomputed input projections.
@@ -44,11 +46,10 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
       (outputs [T, B, U], h_T, c_T).
     """
     masked = mask is not None
-    if not masked:
-        mask = tf.zeros([0], zx.dtype)  # a placeholder input; never read
 
     @tf.custom_gradient
     def run(zx, h0, c0, rk, mask):
+        TRACES["lstm"] += 1
         steps = tf.shape(zx)[0]
         units = tf.shape(h0)[1]
         arrays = [tf.TensorArray(zx.dtype, size=steps) for _ in range(4 if masked else 3)]
@@ -82,6 +83,7 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
             v.set_shape(zx.shape[:1].concatenate(h0.shape))
 
         def grad(d_ys, d_h_last, d_c_last):
+            TRACES["lstm_grad"] += 1
             c_prev_all = tf.concat([c0[None], cs[:-1]], 0)
             d_z_array = tf.TensorArray(zx.dtype, size=steps)
 
@@ -118,11 +120,7 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
 
         return (ys, h_last, c_last), grad
 
-    return run(zx, h0, c0, recurrent_kernel, mask)
-
-
-def _cpu_only() -> bool:
-    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return run(zx, h0, c0, recurrent_kernel, mask_placeholder(mask, zx.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
@@ -143,28 +141,15 @@ class FusedLSTM(keras.layers.LSTM):
 
     def fuses(self) -> bool:
         """This call will run the fused loop (options, and a host without GPU/TPU)."""
-        return self.fusable() and _cpu_only()
+        return self.fusable() and cpu_only()
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.fuses():
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
         cell = self.cell
-        dtype = sequences.dtype
-        if training and cell.dropout:
-            # One mask per sequence, as in Keras' loop and its cuDNN path.
-            sequences = sequences * cell.get_dropout_mask(sequences[:, 0, :])[:, None, :]
-        x = tf.transpose(sequences, [1, 0, 2])
-        zx = tf.einsum("tbe,eg->tbg", x, tf.cast(cell.kernel, dtype))
-        if cell.use_bias:
-            zx += tf.cast(cell.bias, dtype)
-        if mask is not None:
-            mask = tf.cast(tf.transpose(mask)[:, :, None], dtype)
-        if self.go_backwards:
-            zx = tf.reverse(zx, [0])
-            mask = None if mask is None else tf.reverse(mask, [0])
+        zx, mask = input_projection(self, sequences, mask, cell.bias if cell.use_bias else None,
+                                    training)
         ys, h, c = lstm_sequence(zx, initial_state[0], initial_state[1],
-                                 tf.cast(cell.recurrent_kernel, dtype), mask,
+                                 tf.cast(cell.recurrent_kernel, zx.dtype), mask,
                                  self.zero_output_for_mask)
-        return ys[-1], tf.transpose(ys, [1, 0, 2]), [h, c]
+        return (*batch_major(ys), [h, c])

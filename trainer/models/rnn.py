@@ -14,7 +14,9 @@ import keras
 
 from trainer.config import field
 from trainer.errors import ConfigError
+from trainer.models.fused_gru import FusedGRU
 from trainer.models.fused_lstm import FusedLSTM
+from trainer.models.fused_simple_rnn import FusedSimpleRNN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +44,9 @@ class RecurrentConfig:
     )
     cpu_kernel: Literal["fused", "keras"] = field(
         "fused",
-        "LSTM training loop on hosts without GPU/TPU. fused: seqtrain's loop (whole-sequence "
-        "input projection and weight gradients; same math and weights); keras: Keras' loop.",
+        "Training loop of every cell on hosts without GPU/TPU. fused: seqtrain's loop "
+        "(whole-sequence input projection and weight gradients; same math and weights); "
+        "keras: Keras' loop.",
     )
 
     def validate(self, path: str) -> None:
@@ -83,19 +86,21 @@ def make_rnn_layer(
         unroll=cfg.unroll,
         name=name,
     )
+    fused = cfg.cpu_kernel == "fused"
     if cfg.cell == "lstm":
-        lstm = FusedLSTM if cfg.cpu_kernel == "fused" else keras.layers.LSTM
+        lstm = FusedLSTM if fused else keras.layers.LSTM
         return lstm(
             recurrent_activation=cfg.recurrent_activation, use_cudnn=cfg.use_cudnn, **kwargs
         )
     if cfg.cell == "gru":
-        return keras.layers.GRU(
+        gru = FusedGRU if fused else keras.layers.GRU
+        return gru(
             recurrent_activation=cfg.recurrent_activation,
             reset_after=cfg.reset_after,
             use_cudnn=cfg.use_cudnn,
             **kwargs,
         )
-    return keras.layers.SimpleRNN(**kwargs)
+    return (FusedSimpleRNN if fused else keras.layers.SimpleRNN)(**kwargs)
 
 
 def recurrent_stack(x, cfg: RecurrentConfig, *, return_sequences: bool = False, name: str = "rnn"):

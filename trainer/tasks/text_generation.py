@@ -370,17 +370,36 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
              seed: int | None = None) -> str:
     """Loads MODEL_DIR/export and returns `prompt` plus `length` sampled characters.
 
+    One sample of `generate_batch`; see there for the arguments and errors.
+    """
+    return generate_batch(model_dir, [prompt], length, temperature, seed)[0]
+
+
+def generate_batch(model_dir: str, prompts: list[str], length: int, temperature: float,
+                   seed: int | None = None, num_samples: int = 1) -> list[str]:
+    """Samples `num_samples` continuations of every prompt in one call of the export.
+
+    All rows (each prompt repeated `num_samples` times) go through the
+    exported `generate` signature as one batch, so N samples cost about one
+    sample's sequential steps, each a wider matmul.
+
     Args:
       model_dir: a finished text_generation run (local or gs://).
-      prompt: starting text. Empty starts from the initial state; otherwise it
-        needs at least one character of the vocabulary.
-      length: characters to generate (>= 0).
+      prompts: starting texts (at least one). An empty one starts from the
+        initial state; otherwise each needs at least one character of the
+        vocabulary.
+      length: characters to generate per sample (>= 0).
       temperature: > 0; lower is more conservative, 1.0 samples the model as is.
-      seed: fixes the sampled text; None draws a fresh random seed.
+      seed: fixes the sampled texts; None draws a fresh random seed.
+      num_samples: samples per prompt (>= 1).
+
+    Returns:
+      Prompt + new text per row, prompt-major: the samples of prompts[0]
+      first.
 
     Raises:
-      UserError: no export, not a text_generation run, bad length/temperature,
-        or a non-empty prompt with no known characters.
+      UserError: no export, not a text_generation run, bad length/temperature/
+        num_samples, or a non-empty prompt with no known characters.
     """
     export_dir = storage.join(model_dir, "export")
     meta_path = storage.join(export_dir, EXPORT_META)
@@ -401,21 +420,28 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
                         "(for example 0.5 or 1.0).")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise UserError(f"--length must be an integer >= 0, got {length!r}.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UserError(f"--num-samples must be an integer >= 1, got {num_samples!r}.")
+    if not prompts:
+        raise UserError("no prompt given: pass --prompt TEXT (repeat it for several prompts), "
+                        "or --prompt '' to start from the initial state.")
     vocab = chars.CharVocab(meta["chars"])
-    if prompt and vocab.count_known(prompt) == 0:
-        sample = "".join(vocab.chars[:40])
-        raise UserError(
-            f"--prompt {prompt!r} has no character the model knows. Use characters from its "
-            f"training corpus, for example {sample!r}.")
+    for prompt in prompts:
+        if prompt and vocab.count_known(prompt) == 0:
+            sample = "".join(vocab.chars[:40])
+            raise UserError(
+                f"--prompt {prompt!r} has no character the model knows. Use characters from its "
+                f"training corpus, for example {sample!r}.")
     if seed is None:
         seed = secrets.randbits(63)
     loaded = tf.saved_model.load(export_dir)
+    rows = [p for p in prompts for _ in range(num_samples)]
     out = loaded.signatures["generate"](
-        prompts=tf.constant([prompt]), length=tf.constant(length, tf.int32),
+        prompts=tf.constant(rows), length=tf.constant(length, tf.int32),
         temperature=tf.constant(temperature, tf.float32), seed=tf.constant(seed, tf.int64))
     # The signature joins the prompt's own bytes with the new text, so the
     # prompt comes back exactly as given (characters outside the vocabulary too).
-    return out["text"][0].numpy().decode("utf-8")
+    return [t.decode("utf-8") for t in out["text"].numpy()]
 
 
 def _run_task(model_dir: str) -> str:

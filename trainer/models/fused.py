@@ -1,0 +1,69 @@
+"""What the fused CPU loops (LSTM, GRU, SimpleRNN) share.
+
+Each fused layer is the Keras layer it subclasses, with `inner_loop`
+replaced on hosts without a GPU or TPU. The pieces here are the same for all
+three: where they run, the whole-sequence input projection before the loop,
+and `TRACES`, the record of which loop actually ran.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+
+# How many times each fused loop's Python body ran, by name ("lstm",
+# "lstm_grad", "gru", "gru_grad", "simple_rnn", "simple_rnn_grad"). The body
+# runs once per eager call and once per trace inside a tf.function, and the
+# `_grad` entries count the hand-written backward pass the same way. Tests
+# read it to assert that the fused kernel ran, not Keras' loop.
+TRACES: collections.Counter = collections.Counter()
+
+
+def cpu_only() -> bool:
+    """No GPU or TPU is visible: the fused loops replace Keras' loop."""
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def input_projection(layer, sequences, mask, input_bias, training):
+    """Time-major `x_t @ W + b` for all timesteps (one matmul) and the mask.
+
+    Applies the cell's input dropout first (one mask per sequence, as Keras'
+    loop and its cuDNN path do) and reverses time for `go_backwards`.
+
+    Args:
+      layer: the recurrent layer (its `cell` holds `kernel` and `dropout`).
+      sequences: [B, T, E] batch-major inputs.
+      mask: None, or a [B, T] boolean mask (or a list holding it).
+      input_bias: the bias added to the projection, or None.
+      training: whether dropout applies.
+
+    Returns:
+      (zx [T, B, G], mask None or [T, B, 1] of 0/1 in the inputs' dtype).
+    """
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    cell = layer.cell
+    dtype = sequences.dtype
+    if training and cell.dropout:
+        sequences = sequences * cell.get_dropout_mask(sequences[:, 0, :])[:, None, :]
+    x = tf.transpose(sequences, [1, 0, 2])
+    zx = tf.einsum("tbe,eg->tbg", x, tf.cast(cell.kernel, dtype))
+    if input_bias is not None:
+        zx += tf.cast(input_bias, dtype)
+    if mask is not None:
+        mask = tf.cast(tf.transpose(mask)[:, :, None], dtype)
+    if layer.go_backwards:
+        zx = tf.reverse(zx, [0])
+        mask = None if mask is None else tf.reverse(mask, [0])
+    return zx, mask
+
+
+def mask_placeholder(mask, dtype):
+    """custom_gradient functions need tensors: an empty one stands for "no mask"."""
+    return tf.zeros([0], dtype) if mask is None else mask
+
+
+def batch_major(ys):
+    """[T, B, U] -> the (last output, [B, T, U] outputs) pair `inner_loop` returns."""
+    return ys[-1], tf.transpose(ys, [1, 0, 2])
