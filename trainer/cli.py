@@ -35,9 +35,14 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log at INFO level and show TensorFlow's start-up messages.")
 def main(verbose: bool) -> None:
     """seqtrain: production training jobs for recurrent sequence models."""
+    if not verbose:
+        from trainer import quiet
+
+        quiet.install()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -57,7 +62,7 @@ def tasks() -> None:
     from trainer import registry
 
     for name in registry.names():
-        click.echo(f"{name:<24} {registry.get(name).description}")
+        click.echo(f"{name:<24} {registry.spec(name).description}")
 
 
 @main.command("config")

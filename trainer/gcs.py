@@ -340,19 +340,18 @@ def _gcs_files(prefix: str):
 
 
 def _local_files(prefix: str):
-    import tensorflow as tf
-
+    # A local directory (gs:// goes to _gcs_files): os.walk, so listing needs no TensorFlow.
     if not storage.isdir(prefix):
         raise UserError(f"no directory {prefix!r} to list runs in; pass a directory that "
                         "holds seqtrain runs (or a gs://BUCKET/PATH).")
     root = prefix.rstrip("/")
     files = {}
-    for dirpath, _, names in tf.io.gfile.walk(root):
+    for dirpath, _, names in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
         for n in names:
             if _relevant(rel_dir + n):
-                mtime_ns = tf.io.gfile.stat(storage.join(dirpath, n)).mtime_nsec
+                mtime_ns = os.stat(os.path.join(dirpath, n)).st_mtime_ns
                 files[rel_dir + n] = datetime.datetime.fromtimestamp(
                     mtime_ns / 1e9, tz=datetime.timezone.utc)
 

@@ -2,15 +2,17 @@
 
 Nothing in seqtrain uses `open`, `os.path`, `shutil` or `pathlib` on a path
 that a user can set; it goes through these helpers instead.
+
+TensorFlow is imported on the first call that needs it: the reads that commands
+like `seqtrain job render --config FILE` do on local files run without it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import uuid
-
-import tensorflow as tf
 
 
 def is_remote(path: str) -> bool:
@@ -20,34 +22,38 @@ def is_remote(path: str) -> bool:
 def join(*parts: str) -> str:
     if is_remote(parts[0]):
         return posixpath.join(*parts)
-    import os
-
     return os.path.join(*parts)
 
 
 def exists(path: str) -> bool:
-    return tf.io.gfile.exists(path)
+    if not is_remote(path):
+        return os.path.exists(path)
+    return _gfile().exists(path)
 
 
 def isdir(path: str) -> bool:
-    return tf.io.gfile.isdir(path)
+    if not is_remote(path):
+        return os.path.isdir(path)
+    return _gfile().isdir(path)
 
 
 def makedirs(path: str) -> None:
-    tf.io.gfile.makedirs(path)
+    _gfile().makedirs(path)
 
 
 def listdir(path: str) -> list[str]:
-    return [p.rstrip("/") for p in tf.io.gfile.listdir(path)]
+    return [p.rstrip("/") for p in _gfile().listdir(path)]
 
 
 def read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path, "r") as f:
-        return f.read()
+    return read_bytes(path).decode("utf-8")
 
 
 def read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    with _gfile().GFile(path, "rb") as f:
         return f.read()
 
 
@@ -59,13 +65,13 @@ def write_text(path: str, text: str) -> None:
     once its upload completes, so a direct write is already atomic.
     """
     if is_remote(path):
-        with tf.io.gfile.GFile(path, "w") as f:
+        with _gfile().GFile(path, "w") as f:
             f.write(text)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    with _gfile().GFile(tmp, "w") as f:
         f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    _gfile().rename(tmp, path, overwrite=True)
 
 
 def write_json(path: str, obj) -> None:
@@ -77,5 +83,11 @@ def read_json(path: str):
 
 
 def rmtree(path: str) -> None:
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
+    if _gfile().exists(path):
+        _gfile().rmtree(path)
+
+
+def _gfile():
+    import tensorflow as tf  # deferred: see the module docstring
+
+    return tf.io.gfile
