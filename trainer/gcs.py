@@ -242,7 +242,8 @@ def list_runs(prefix: str) -> list[dict]:
       `prefix` itself); task: `task.name` from config.yaml (None if unreadable);
       step: highest N of `checkpoints/ckpt-N.index` (None without checkpoints);
       metrics: `metrics.json`'s metrics ({} if missing); metrics_step: the step
-      they were measured at; updated: newest modification time (aware UTC
+      they were measured at; best: metrics.json's `best` record ({"metric", "value",
+      "step"}) or None; config: config.yaml as a dict; updated: newest modification time (aware UTC
       datetime) of config.yaml, checkpoint indexes and metrics.json; error: a
       note when config.yaml or metrics.json could not be read, else None.
 
@@ -277,12 +278,15 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
         "step": max(info["steps"]) if info["steps"] else None,
         "metrics": {},
         "metrics_step": None,
+        "best": None,  # metrics.json's "best": {"metric", "value", "step"} when the run keeps one
+        "config": {},
         "updated": max(info["mtimes"]),
         "error": None,
     }
     problems = []
     try:
         config = yaml.safe_load(read(run + "config.yaml")) or {}
+        out["config"] = config if isinstance(config, dict) else {}
         out["task"] = (config.get("task") or {}).get("name")
     except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
         problems.append(f"config.yaml unreadable: {e}")
@@ -291,6 +295,7 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
             metrics = json.loads(read(run + "metrics.json"))
             out["metrics"] = dict(metrics.get("metrics") or {})
             out["metrics_step"] = metrics.get("step")
+            out["best"] = metrics.get("best") if isinstance(metrics.get("best"), dict) else None
         except Exception as e:  # noqa: BLE001
             problems.append(f"metrics.json unreadable: {e}")
     out["error"] = "; ".join(problems) or None
