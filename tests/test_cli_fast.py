@@ -30,8 +30,8 @@ main()
 """
 
 
-def seqtrain(args, cwd, probe=True):
-    env = {**os.environ, "PYTHONPATH": ROOT}
+def seqtrain(args, cwd, probe=True, env=None):
+    env = {**os.environ, **(env or {}), "PYTHONPATH": ROOT}
     entry = os.path.join(os.path.dirname(sys.executable), "seqtrain")  # the console script
     cmd = [sys.executable, "-c", PROBE, *args] if probe else [entry, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -86,6 +86,19 @@ def test_command_answers_without_importing_tensorflow(workdir, args, code):
     assert "Traceback" not in result.stderr
     if code:
         assert result.stderr.startswith(("Error:", "error:")), result.stderr
+
+
+def test_stage_and_runs_list_on_gcs_without_tensorflow(workdir, gcs):  # noqa: F811
+    bucket = gcs.new_bucket()
+    staged = seqtrain(["stage", "runs/lr-a/config.yaml", f"gs://{bucket}/exp/lr-a/"],
+                      cwd=workdir, env=gcs.env)
+    assert staged.returncode == 0, staged.stderr
+    assert f"gs://{bucket}/exp/lr-a/config.yaml" in staged.stdout
+    listed = seqtrain(["runs", "list", f"gs://{bucket}/exp"], cwd=workdir, env=gcs.env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[:3] == ["lr-a", "multistep_forecasting", "-"]
+    for result in (staged, listed):
+        assert "TF_IMPORTED=False" in result.stderr, result.stderr
 
 
 def test_runs_list_orders_headline_first_then_horizons_numerically(workdir):

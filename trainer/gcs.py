@@ -383,8 +383,6 @@ def stage(local_path: str, gs_dest: str) -> dict:
       UserError: the local file is missing, the destination is not gs://, the
         bucket is missing or not writable, or the checksums disagree.
     """
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
     if storage.is_remote(local_path):
         raise UserError(f"stage uploads a local file, got {local_path!r}. To copy between "
                         "buckets use `gcloud storage cp SRC DEST`.")
@@ -402,6 +400,8 @@ def stage(local_path: str, gs_dest: str) -> dict:
     uri = f"gs://{bucket_name}/{name}"
 
     def upload():
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         blob.upload_from_filename(local_path, checksum="crc32c", timeout=(3.05, 120),
                                   retry=DEFAULT_RETRY)
         blob.reload(timeout=REQUEST_TIMEOUT)
