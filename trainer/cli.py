@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,6 +48,23 @@ def main(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+class _SetAliases(click.Command):
+    """Reads `--section.key=VALUE` as `--set section.key=VALUE`.
+
+    Vertex AI hyperparameter tuning appends each trial's values as `--<parameterId>=<value>`
+    and seqtrain's parameter ids are config keys (trainer/jobs/tune.py).
+    """
+
+    _ALIAS = re.compile(r"^--((?:task|data|model|train|runtime)\.[A-Za-z0-9_.]+)=(.*)$", re.S)
+
+    def parse_args(self, ctx, args):
+        out = []
+        for arg in args:
+            m = self._ALIAS.match(arg)
+            out += ["--set", f"{m.group(1)}={m.group(2)}"] if m else [arg]
+        return super().parse_args(ctx, out)
+
+
 def config_options(f):
     f = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                      help="Override a config value (YAML-parsed); repeatable.")(f)
@@ -75,7 +93,7 @@ def show_config(task: str, plain: bool) -> None:
     click.echo(config.default_config(task).to_yaml(comments=not plain))
 
 
-@main.command()
+@main.command(cls=_SetAliases)
 @config_options
 @click.option("--model-dir", metavar="DIR", help="Run directory (local or gs://). "
               "Default: ./runs/<task>-<time>. Resumes if it holds a checkpoint.")

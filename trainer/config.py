@@ -61,6 +61,10 @@ class TrainConfig:
     eval_batches: int = field(
         0, "Limit evaluation to N global batches; 0 evaluates the whole eval split.", min=0
     )
+    eval_in_loop: bool = field(
+        True, "Evaluate on the chief during training; false when a separate evaluator "
+        "(`seqtrain evaluate --watch`) evaluates the checkpoints."
+    )
     log_every: int = field(
         50, "Write train summaries / plain log lines every N steps.", min=1
     )
