@@ -76,6 +76,9 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (RENDER + ["--platform", "vertex", "--task", "text_generation", "--set",
                "data.bundled_name=sonnets"], 0),
     (RENDER + ["--platform", "tfjob", "--task", "forecasting", "--set", "model.units=0"], 2),
+    (RENDER + ["--platform", "tfjob", "--tune", "train.learning_rate=1e-4:1e-2:log",
+               "--tune", "model.cell=lstm,gru", "--metric", "loss", "--goal", "min"], 0),
+    (RENDER + ["--platform", "k8s", "--evaluator"], 0),
     (["stage", "model.txt", "not-a-bucket"], 2),
     (["runs", "list", "no-such-dir"], 2),
 ])

@@ -24,7 +24,6 @@ import dataclasses
 import math
 import re
 import typing
-from typing import Any
 
 from trainer import config
 from trainer.errors import ConfigError, UserError
