@@ -126,8 +126,11 @@ def _print_result(cfg, result: dict) -> None:
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
     click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
     if result["metrics"]:
+        from trainer import registry, runs_table
+
+        names = runs_table.ordered_metrics(result["metrics"], registry.spec(cfg.task.name))
         click.echo("  eval        : " + ", ".join(
-            f"{k}={v:.4f}" for k, v in sorted(result["metrics"].items())))
+            f"{k}={result['metrics'][k]:.4f}" for k in names))
 
 
 @main.command()

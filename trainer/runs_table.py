@@ -41,7 +41,10 @@ def compare_table(found: list[dict], metric: str | None = None,
     the metric's latest eval value; STEP is the step it was measured at.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    varying = _varying_keys([_flatten(run["config"]) for run in found])
+    flats = [_full_config(run) for run in found]
+    varying = _varying_keys(flats)
+    hidden = varying[MAX_HPARAM_COLUMNS:]
+    varying = varying[:MAX_HPARAM_COLUMNS]
     scored = [(run, *_best(run, metric)) for run in found]
     goals = {goal for _, _, _, _, goal in scored if goal}
     sign = -1 if goals == {"max"} else 1  # mixed directions: keep the listing order
@@ -51,8 +54,9 @@ def compare_table(found: list[dict], metric: str | None = None,
         return (value is None, sign * value if value is not None and len(goals) == 1 else 0)
 
     rows = [("RUN", "TASK", *varying, "BEST", "STEP", "AGE")]
+    flat_of = {id(run): flat for run, flat in zip(found, flats)}
     for run, name, value, step, _ in sorted(scored, key=rank):
-        flat = _flatten(run["config"])
+        flat = flat_of[id(run)]
         rows.append((
             run["name"], run["task"] or "?",
             *(_short(flat.get(k, "-")) for k in varying),
@@ -60,7 +64,11 @@ def compare_table(found: list[dict], metric: str | None = None,
             "-" if step is None else str(step),
             _age(now - run["updated"]),
         ))
-    return render(rows)
+    table = render(rows)
+    if hidden:
+        table += (f"\n({len(hidden)} more config keys differ: {', '.join(hidden[:5])}"
+                  f"{', ...' if len(hidden) > 5 else ''}; see each run's config.yaml)")
+    return table
 
 
 def render(rows: list[tuple]) -> str:
@@ -69,13 +77,29 @@ def render(rows: list[tuple]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-# Keys that differ between runs of one sweep without being hyperparameters.
+MAX_HPARAM_COLUMNS = 6
+# Keys that differ between runs without being hyperparameters.
 _NOT_HPARAMS = ("task.name",)
+_SECTION_ORDER = {"train": 0, "model": 1, "data": 2, "runtime": 3}
 
 
 def _varying_keys(flats: list[dict]) -> list[str]:
-    keys = sorted({k for f in flats for k in f if k not in _NOT_HPARAMS})
-    return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    """Config keys whose values differ between runs: train first, then model, data, runtime."""
+    keys = {k for f in flats for k in f if k not in _NOT_HPARAMS}
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    return sorted(varying, key=lambda k: (_SECTION_ORDER.get(k.split(".")[0], 9), k))
+
+
+def _full_config(run: dict) -> dict:
+    """The run's config.yaml, flattened, over its task's defaults (older runs lack newer keys)."""
+    flat = {}
+    spec = _spec_of(run["task"])
+    if spec is not None:
+        from trainer import config
+
+        flat = _flatten(config.default_config(spec.name).to_dict())
+    flat.update(_flatten(run["config"]))
+    return flat
 
 
 def _best(run: dict, metric: str | None):
