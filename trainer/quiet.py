@@ -58,8 +58,9 @@ def start_filter() -> None:
     sys.stderr.flush()
     child = subprocess.Popen(
         [sys.executable, "-S", "-c", _FILTER], stdin=subprocess.PIPE, stdout=2,
-        stderr=subprocess.DEVNULL, close_fds=True, env={"PYTHONPATH": os.path.dirname(
-            os.path.dirname(os.path.abspath(__file__)))},
+        stderr=subprocess.DEVNULL, close_fds=True,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))},
     )
     os.dup2(child.stdin.fileno(), 2)
     child.stdin.close()  # fd 2 is now the only writer end this process holds
