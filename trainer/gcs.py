@@ -242,7 +242,8 @@ def list_runs(prefix: str) -> list[dict]:
       `prefix` itself); task: `task.name` from config.yaml (None if unreadable);
       step: highest N of `checkpoints/ckpt-N.index` (None without checkpoints);
       metrics: `metrics.json`'s metrics ({} if missing); metrics_step: the step
-      they were measured at; updated: newest modification time (aware UTC
+      they were measured at; best: metrics.json's `best` record ({"metric", "value",
+      "step"}) or None; config: config.yaml as a dict; updated: newest modification time (aware UTC
       datetime) of config.yaml, checkpoint indexes and metrics.json; error: a
       note when config.yaml or metrics.json could not be read, else None.
 
@@ -277,12 +278,15 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
         "step": max(info["steps"]) if info["steps"] else None,
         "metrics": {},
         "metrics_step": None,
+        "best": None,  # metrics.json's "best": {"metric", "value", "step"} when the run keeps one
+        "config": {},
         "updated": max(info["mtimes"]),
         "error": None,
     }
     problems = []
     try:
         config = yaml.safe_load(read(run + "config.yaml")) or {}
+        out["config"] = config if isinstance(config, dict) else {}
         out["task"] = (config.get("task") or {}).get("name")
     except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
         problems.append(f"config.yaml unreadable: {e}")
@@ -291,6 +295,7 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
             metrics = json.loads(read(run + "metrics.json"))
             out["metrics"] = dict(metrics.get("metrics") or {})
             out["metrics_step"] = metrics.get("step")
+            out["best"] = metrics.get("best") if isinstance(metrics.get("best"), dict) else None
         except Exception as e:  # noqa: BLE001
             problems.append(f"metrics.json unreadable: {e}")
     out["error"] = "; ".join(problems) or None
@@ -340,19 +345,18 @@ def _gcs_files(prefix: str):
 
 
 def _local_files(prefix: str):
-    import tensorflow as tf
-
+    # A local directory (gs:// goes to _gcs_files): os.walk, so listing needs no TensorFlow.
     if not storage.isdir(prefix):
         raise UserError(f"no directory {prefix!r} to list runs in; pass a directory that "
                         "holds seqtrain runs (or a gs://BUCKET/PATH).")
     root = prefix.rstrip("/")
     files = {}
-    for dirpath, _, names in tf.io.gfile.walk(root):
+    for dirpath, _, names in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
         for n in names:
             if _relevant(rel_dir + n):
-                mtime_ns = tf.io.gfile.stat(storage.join(dirpath, n)).mtime_nsec
+                mtime_ns = os.stat(os.path.join(dirpath, n)).st_mtime_ns
                 files[rel_dir + n] = datetime.datetime.fromtimestamp(
                     mtime_ns / 1e9, tz=datetime.timezone.utc)
 
@@ -379,8 +383,6 @@ def stage(local_path: str, gs_dest: str) -> dict:
       UserError: the local file is missing, the destination is not gs://, the
         bucket is missing or not writable, or the checksums disagree.
     """
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
     if storage.is_remote(local_path):
         raise UserError(f"stage uploads a local file, got {local_path!r}. To copy between "
                         "buckets use `gcloud storage cp SRC DEST`.")
@@ -398,6 +400,8 @@ def stage(local_path: str, gs_dest: str) -> dict:
     uri = f"gs://{bucket_name}/{name}"
 
     def upload():
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         blob.upload_from_filename(local_path, checksum="crc32c", timeout=(3.05, 120),
                                   retry=DEFAULT_RETRY)
         blob.reload(timeout=REQUEST_TIMEOUT)

@@ -1,7 +1,8 @@
-"""`seqtrain runs list PREFIX` and `seqtrain stage LOCAL DEST`.
+"""`seqtrain runs list|compare [PREFIX]` and `seqtrain stage LOCAL DEST`.
 
-Click objects only; the work is in trainer/gcs.py. trainer/cli.py adds `runs`
-and `stage` to the main `seqtrain` group.
+Click objects only; the work is in trainer/gcs.py (listing, upload) and
+trainer/runs_table.py (tables). trainer/cli.py adds `runs` and `stage` to the
+main `seqtrain` group. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.argument("prefix")
+@click.argument("prefix", default="runs", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of a table.")
 @_user_errors
 def list_runs(prefix: str, as_json: bool) -> None:
-    """List the runs under PREFIX: task, latest step, latest eval metrics, last update."""
+    """List the runs under PREFIX (default: runs): task, step, eval metrics, last update.
+
+    Each task's headline metric comes first; horizon metrics sort h1, h2, ..., h10.
+    """
     from trainer import gcs
 
     found = gcs.list_runs(prefix)
     if as_json:
         for run in found:
-            click.echo(json.dumps({**run, "updated": run["updated"].isoformat()}, sort_keys=True))
+            record = {k: v for k, v in run.items() if k != "config"}
+            click.echo(json.dumps({**record, "updated": run["updated"].isoformat()},
+                                  sort_keys=True))
         return
     if not found:
         click.echo(f"no seqtrain runs (directories with config.yaml) under {prefix}")
@@ -54,34 +60,41 @@ def list_runs(prefix: str, as_json: bool) -> None:
     click.echo(format_table(found))
 
 
+@runs.command("compare")
+@click.argument("prefix", default="runs", required=False)
+@click.option("--metric", default=None,
+              help="Eval metric to rank by; default: the task's headline metric.")
+@_user_errors
+def compare_runs(prefix: str, metric: str | None) -> None:
+    """Compare the runs under PREFIX: task, the hparams that differ, best metric, step, age.
+
+    Runs are ranked best first by the metric (each task's headline metric unless
+    --metric is given); runs without it come last.
+    """
+    from trainer import gcs
+    from trainer.runs_table import compare_table
+
+    found = gcs.list_runs(prefix)
+    if not found:
+        click.echo(f"no seqtrain runs (directories with config.yaml) under {prefix}")
+        return
+    click.echo(compare_table(found, metric))
+
+
 def format_table(found: list[dict]) -> str:
     """The `runs list` table: RUN, TASK, STEP, METRICS, UPDATED (UTC)."""
+    from trainer.runs_table import headline_metrics, render
+
     rows = [("RUN", "TASK", "STEP", "METRICS", "UPDATED (UTC)")]
     for run in found:
         rows.append((
             run["name"],
             run["task"] or "?",
             "-" if run["step"] is None else str(run["step"]),
-            _headline(run),
+            headline_metrics(run, _HEADLINE_METRICS),
             run["updated"].strftime("%Y-%m-%d %H:%M:%S"),
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _headline(run: dict) -> str:
-    if run["error"] and not run["metrics"]:
-        return f"({run['error']})"
-    items = sorted(run["metrics"].items())[:_HEADLINE_METRICS]
-    text = " ".join(f"{k}={_num(v)}" for k, v in items) or "-"
-    if run["metrics"] and run["metrics_step"] is not None and run["metrics_step"] != run["step"]:
-        text += f" @{run['metrics_step']}"
-    return text
-
-
-def _num(v) -> str:
-    return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+    return render(rows)
 
 
 @click.command()

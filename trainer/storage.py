@@ -2,6 +2,9 @@
 
 Nothing in seqtrain uses `open`, `os.path`, `shutil` or `pathlib` on a path
 that a user can set; it goes through these helpers instead.
+
+TensorFlow is imported on the first call that needs it: the reads that commands
+like `seqtrain job render --config FILE` do on local files run without it.
 """
 
 from __future__ import annotations
@@ -9,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import posixpath
 import shutil
+import sys
 import uuid
 
-import tensorflow as tf
-
 from trainer.errors import UserError
-
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
@@ -25,34 +27,38 @@ def is_remote(path: str) -> bool:
 def join(*parts: str) -> str:
     if is_remote(parts[0]):
         return posixpath.join(*parts)
-    import os
-
     return os.path.join(*parts)
 
 
 def exists(path: str) -> bool:
-    return tf.io.gfile.exists(path)
+    if not is_remote(path):
+        return os.path.exists(path)
+    return _gfile().exists(path)
 
 
 def isdir(path: str) -> bool:
-    return tf.io.gfile.isdir(path)
+    if not is_remote(path):
+        return os.path.isdir(path)
+    return _gfile().isdir(path)
 
 
 def makedirs(path: str) -> None:
-    tf.io.gfile.makedirs(path)
+    _gfile().makedirs(path)
 
 
 def listdir(path: str) -> list[str]:
-    return [p.rstrip("/") for p in tf.io.gfile.listdir(path)]
+    return [p.rstrip("/") for p in _gfile().listdir(path)]
 
 
 def read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path, "r") as f:
-        return f.read()
+    return read_bytes(path).decode("utf-8")
 
 
 def read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    with _gfile().GFile(path, "rb") as f:
         return f.read()
 
 
@@ -64,13 +70,13 @@ def write_text(path: str, text: str) -> None:
     once its upload completes, so a direct write is already atomic.
     """
     if is_remote(path):
-        with tf.io.gfile.GFile(path, "w") as f:
+        with _gfile().GFile(path, "w") as f:
             f.write(text)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    with _gfile().GFile(tmp, "w") as f:
         f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    _gfile().rename(tmp, path, overwrite=True)
 
 
 def write_json(path: str, obj) -> None:
@@ -82,13 +88,19 @@ def read_json(path: str):
 
 
 def rmtree(path: str) -> None:
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
+    if _gfile().exists(path):
+        _gfile().rmtree(path)
+
+
+def _gfile():
+    import tensorflow as tf  # deferred: see the module docstring
+
+    return tf.io.gfile
 
 
 def remove(path: str) -> None:
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.remove(path)
+    if _gfile().exists(path):
+        _gfile().remove(path)
 
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
@@ -100,7 +112,9 @@ def is_disk_error(e: BaseException) -> bool:
     """Whether `e` means the file system is full or not writable by this process."""
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
         return True
-    return isinstance(e, (OSError, tf.errors.OpError)) and any(t in str(e) for t in _DISK_TEXTS)
+    tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    kinds = (OSError, tf_errors.OpError) if tf_errors is not None else (OSError,)
+    return isinstance(e, kinds) and any(t in str(e) for t in _DISK_TEXTS)
 
 
 @contextlib.contextmanager
@@ -112,7 +126,7 @@ def writing(path: str):
     """
     try:
         yield
-    except (OSError, tf.errors.OpError) as e:
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a disk error
         if not is_disk_error(e):
             raise
         raise UserError(disk_error_message(path, e)) from None
@@ -122,8 +136,6 @@ def disk_error_message(path: str, e: BaseException) -> str:
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     free = ""
     if not is_remote(path):
-        import os
-
         probe = os.path.abspath(path)
         while probe and not os.path.exists(probe):
             probe = os.path.dirname(probe)

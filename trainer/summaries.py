@@ -33,15 +33,22 @@ class Writers:
         if log_root is None:
             self.train = tf.summary.create_noop_writer()
             self.eval = tf.summary.create_noop_writer()
+            self._session = tf.summary.create_noop_writer()
         else:
             self.train = tf.summary.create_file_writer(f"{log_root.rstrip('/')}/train")
             self.eval = tf.summary.create_file_writer(f"{log_root.rstrip('/')}/eval")
+            # The HParams session lives in the log root, so TensorBoard counts the scalars of
+            # both train/ and eval/ (its sub-runs) as the session's metrics: the HParams tab
+            # then compares runs by eval/accuracy, eval/mse... and not only train scalars.
+            self._session = tf.summary.create_file_writer(log_root)
 
     def write_config(self, config, step: int) -> None:
         with self.train.as_default(step=step):
             tf.summary.text("config", "```\n" + config.to_yaml() + "\n```")
-            hp.hparams(_flat_hparams(config.to_dict()), trial_id=None)
         self.train.flush()
+        with self._session.as_default(step=step):
+            hp.hparams(_flat_hparams(config.to_dict()), trial_id=None)
+        self._session.flush()
 
     def scalars(self, writer, values: dict, step: int) -> None:
         with writer.as_default(step=step):
@@ -52,6 +59,7 @@ class Writers:
     def close(self) -> None:
         self.train.close()
         self.eval.close()
+        self._session.close()
 
 
 def _flat_hparams(d: dict, prefix: str = "") -> dict:

@@ -47,10 +47,26 @@ def job() -> None:
 @click.option("--backoff-limit", type=click.IntRange(min=0), default=3, show_default=True,
               help="Retries of retryable exits: Job backoffLimit(PerIndex), TFJob "
                    "runPolicy.backoffLimit.")
+@click.option("--evaluator", is_flag=True,
+              help="Add a process running `seqtrain evaluate --watch` (TFJob Evaluator, a "
+                   "separate Job on k8s/tpu, worker pool 3 on Vertex); the trainer then skips "
+                   "in-loop evaluation (train.eval_in_loop=false).")
+@click.option("--tune", multiple=True, metavar="KEY=v1,v2|KEY=min:max[:log]",
+              help="Tune a config key (repeatable): renders a Vertex HyperparameterTuningJob "
+                   "(vertex) or a Katib Experiment (tfjob).")
+@click.option("--metric", default=None,
+              help="Eval metric to optimize; default: the task's headline metric.")
+@click.option("--goal", type=click.Choice(("max", "min")), default=None,
+              help="Whether a higher or lower --metric is better; default: the task's.")
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Tuning trials in total.")
+@click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Tuning trials at a time.")
 @click.option("--out", default=None, help="Write the spec to this file instead of stdout.")
 def render(out: str | None, **flags) -> None:
     """Print a ready-to-submit job spec for a validated config."""
     flags["overrides"] = tuple(flags["overrides"])
+    flags["tune"] = tuple(flags["tune"])
     try:
         text = render_lib.render(render_lib.JobRequest(**flags))
         if out:

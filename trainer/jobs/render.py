@@ -26,6 +26,7 @@ import yaml
 
 from trainer import cluster, config
 from trainer.errors import EXIT_PREEMPTED, UserError
+from trainer.jobs import tune
 
 PLATFORMS = ("tfjob", "k8s", "vertex", "tpu")
 CONFIG_DIR = "/etc/seqtrain"
@@ -66,6 +67,12 @@ class JobRequest:
     tpu_type: str | None = None
     tpu_topology: str | None = None
     backoff_limit: int = 3
+    evaluator: bool = False
+    tune: tuple[str, ...] = ()
+    metric: str | None = None
+    goal: str | None = None
+    trials: int = 10
+    parallel: int = 2
 
 
 def render(req: JobRequest) -> str:
@@ -85,6 +92,9 @@ def build(req: JobRequest) -> list[dict]:
 
 def _build(req: JobRequest) -> tuple[list[dict], str]:
     _check_flags(req)
+    params = _check_tuning(req)
+    if req.evaluator:  # the side-car evaluator evaluates; the trainer only trains
+        req = dataclasses.replace(req, overrides=tuple(req.overrides) + (tune.EVAL_IN_LOOP_OFF,))
     cfg = config.load(req.task, req.config_file, req.overrides)
     if req.platform == "tpu":
         cfg = _force_tpu(req, cfg)
@@ -92,14 +102,25 @@ def _build(req: JobRequest) -> tuple[list[dict], str]:
     name = req.name or default_name(cfg.task.name)
     _check_name(req, name)
     if req.platform == "vertex":
-        return [_vertex(req, cfg)], name
+        spec = _vertex(req, cfg)
+        if req.evaluator:
+            _add_vertex_evaluator(req, spec)
+        if params:
+            return [_tuning_job(req, cfg, params, name, spec)], name
+        return [spec], name
     objects = [_config_map(req, cfg, name)]
     if req.platform == "tfjob":
         objects.append(_tfjob(req, cfg, name))
+        if req.evaluator:
+            _add_tfjob_evaluator(req, cfg, name, objects[-1])
+        if params:
+            objects[-1] = _tuning_job(req, cfg, params, name, objects[-1])
     elif req.platform == "k8s":
         objects += [_headless_service(req, name), _indexed_job(req, cfg, name)]
     else:
         objects.append(_tpu_job(req, cfg, name))
+    if req.evaluator and req.platform in ("k8s", "tpu"):
+        objects.append(_evaluator_job(req, cfg, name))
     return objects, name
 
 
@@ -247,6 +268,104 @@ def _vertex(req: JobRequest, cfg) -> dict:
         # MultiWorkerMirrored cannot lose a worker mid-step: restart them all together.
         spec["scheduling"] = {"restartJobOnWorkerRestart": True}
     return spec
+
+
+# ----------------------------------------------------------------------------
+# Side-car evaluator and tuning (trainer/jobs/tune.py)
+# ----------------------------------------------------------------------------
+
+
+def evaluator_args(model_dir: str | None) -> list[str]:
+    """The evaluator's command: evaluate each new checkpoint until the final step."""
+    return ["evaluate", "--watch"] + (["--model-dir", model_dir] if model_dir else [])
+
+
+def _add_tfjob_evaluator(req: JobRequest, cfg, name: str, tfjob: dict) -> None:
+    """An `Evaluator` replica: TF_CONFIG task type evaluator, outside the training cluster."""
+    pod = _pod_spec(req, cfg, name, container_name="tensorflow", port_name="tfjob-port")
+    pod["containers"][0]["args"] = evaluator_args(req.model_dir)
+    tfjob["spec"]["tfReplicaSpecs"]["Evaluator"] = {
+        "replicas": 1,
+        "restartPolicy": "ExitCode",
+        "template": {"metadata": {"labels": _labels(name, cfg)}, "spec": pod},
+    }
+
+
+def _evaluator_job(req: JobRequest, cfg, name: str) -> dict:
+    """Plain Kubernetes: a one-pod Job beside the training job, on the same model dir."""
+    eval_name = f"{name}-eval"
+    pod = _pod_spec(req, cfg, name, container_name="evaluator", port_name=None)
+    pod["containers"][0]["args"] = evaluator_args(req.model_dir)
+    pod["restartPolicy"] = "Never"
+    labels = {**_labels(name, cfg), "seqtrain/role": "evaluator"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": eval_name, "namespace": req.namespace, "labels": labels},
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": req.backoff_limit,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": _pod_failure_policy("evaluator"),
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def _add_vertex_evaluator(req: JobRequest, spec: dict) -> None:
+    """Worker pool 3 (Vertex's evaluator pool); pools 1 and 2 stay as placeholders if unused.
+
+    No --model-dir: the evaluator reads the same AIP_MODEL_DIR/AIP_CHECKPOINT_DIR as the
+    trainer, which differ per tuning trial.
+    """
+    pools = spec["workerPoolSpecs"]
+    chief = pools[0]
+    while len(pools) < 3:
+        pools.append({})
+    pools.append({"machineSpec": {"machineType": chief["machineSpec"]["machineType"]},
+                  "replicaCount": 1,
+                  "containerSpec": {"imageUri": req.image, "args": evaluator_args(None)}})
+
+
+def _tuning_job(req: JobRequest, cfg, params, name: str, job: dict) -> dict:
+    metric, goal = _tuning_metric(req, cfg)
+    if req.platform == "vertex":
+        return tune.vertex_tuning_job(name, job, params, metric, goal, req.trials, req.parallel)
+    return tune.katib_experiment(name, req.namespace, job, params, metric, goal, req.trials,
+                                 req.parallel, req.model_dir)
+
+
+def _tuning_metric(req: JobRequest, cfg) -> tuple[str, str]:
+    from trainer import registry
+
+    spec = registry.spec(cfg.task.name)
+    metric = req.metric or spec.headline_metric
+    goal = req.goal or (spec.headline_goal if metric == spec.headline_metric else None)
+    if goal is None:
+        raise UserError(f"--metric {metric} is not {cfg.task.name}'s headline metric "
+                        f"({spec.headline_metric}); say which way is better with --goal max|min.")
+    return metric, goal
+
+
+def _check_tuning(req: JobRequest):
+    if not req.tune:
+        if req.metric or req.goal:
+            raise UserError("--metric and --goal choose what --tune optimizes; add --tune "
+                            "KEY=... (or drop them).")
+        return []
+    if req.platform not in ("vertex", "tfjob"):
+        raise UserError(f"--tune renders a Vertex HyperparameterTuningJob (--platform vertex) "
+                        f"or a Katib Experiment (--platform tfjob), got --platform {req.platform}.")
+    if req.evaluator:
+        raise UserError("--tune with --evaluator: the tuning services read the metric from the "
+                        "chief, so tune with in-loop evaluation (drop --evaluator).")
+    if req.goal not in (None, *tune.GOALS):
+        raise UserError(f"--goal must be max or min, got {req.goal!r}.")
+    if req.trials < 1 or not 1 <= req.parallel <= req.trials:
+        raise UserError(f"--trials must be >= 1 and --parallel between 1 and --trials; got "
+                        f"--trials {req.trials}, --parallel {req.parallel}.")
+    return tune.parse_tune(req.tune, req.task, req.config_file, req.overrides)
 
 
 # ----------------------------------------------------------------------------
@@ -494,12 +613,24 @@ def command_line(req: JobRequest) -> str:
         parts += ["--namespace", req.namespace]
     if req.backoff_limit != 3:
         parts += ["--backoff-limit", str(req.backoff_limit)]
+    if req.evaluator:
+        parts += ["--evaluator"]
+    for item in req.tune:
+        parts += ["--tune", item]
+    if req.tune:
+        for flag, value in [("--metric", req.metric), ("--goal", req.goal)]:
+            if value:
+                parts += [flag, value]
+        parts += ["--trials", str(req.trials), "--parallel", str(req.parallel)]
     parts += ["--model-dir", req.model_dir]
     return shlex.join(parts)
 
 
 def _header(req: JobRequest, name: str) -> str:
-    if req.platform == "vertex":
+    if req.platform == "vertex" and req.tune:
+        submit = ("POST it as JSON to https://REGION-aiplatform.googleapis.com/v1/projects/"
+                  "PROJECT/locations/REGION/hyperparameterTuningJobs (a HyperparameterTuningJob)")
+    elif req.platform == "vertex":
         submit = f"gcloud ai custom-jobs create --region=REGION --display-name={name} --config=FILE"
     else:
         submit = "kubectl apply -f FILE"

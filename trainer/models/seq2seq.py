@@ -15,36 +15,14 @@ vocabulary lookup, greedy decoding and detokenization, strings in and out.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
-
 import keras
 import tensorflow as tf
 
 from trainer import checkpoints
-from trainer.config import field
 from trainer.data import parallel
 from trainer.data.parallel import END, PAD, START, UNK
-from trainer.models.rnn import RecurrentConfig, make_rnn_layer
-
-
-@dataclasses.dataclass(frozen=True)
-class Seq2SeqConfig(RecurrentConfig):
-    """Encoder-decoder options.
-
-    The shared recurrent options apply to both the encoder and the decoder,
-    except `bidirectional`, which applies to the encoder only (its two final
-    states are concatenated and projected to the decoder size).
-    """
-
-    units: int = field(64, "Units per recurrent layer (encoder per direction, decoder).", min=1)
-    bidirectional: bool = field(
-        True, "Bidirectional encoder (final states projected to the decoder size); "
-        "the decoder is always unidirectional.")
-    embedding_dim: int = field(32, "Token embedding size (source and target).", min=1)
-    attention: Literal["none", "additive"] = field(
-        "additive", "Decoder attention over encoder outputs: none | additive (Bahdanau)."
-    )
+from trainer.models.configs import Seq2SeqConfig  # noqa: F401  (re-exported)
+from trainer.models.rnn import make_rnn_layer
 
 
 class Seq2Seq(keras.Model):

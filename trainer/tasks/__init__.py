@@ -1,7 +1,12 @@
-"""Task modules. Each registers itself on import; add one line per task."""
+"""Tasks: one config module (trainer/tasks/configs/, no TensorFlow) and one Task module each.
 
-from trainer.tasks import text_classification  # noqa: F401
-from trainer.tasks import forecasting  # noqa: F401
-from trainer.tasks import multistep_forecasting  # noqa: F401
-from trainer.tasks import text_generation  # noqa: F401
-from trainer.tasks import translation  # noqa: F401
+Adding a task: write both modules and add one line here (see trainer/registry.py).
+"""
+
+SPECS = (
+    "trainer.tasks.configs.text_classification",
+    "trainer.tasks.configs.forecasting",
+    "trainer.tasks.configs.multistep_forecasting",
+    "trainer.tasks.configs.text_generation",
+    "trainer.tasks.configs.translation",
+)

@@ -18,81 +18,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from typing import Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.config import field
 from trainer.data import timeseries
-from trainer.errors import ConfigError
-from trainer.models.rnn import RecurrentConfig, recurrent_stack
+from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
-
-
-@dataclasses.dataclass(frozen=True)
-class ForecastingData:
-    source: Literal["synthetic", "bundled", "csv"] = field(
-        "synthetic",
-        "synthetic: seeded sum of sines; bundled: a CSV shipped with seqtrain; csv: data.path.",
-    )
-    path: str = field("", "CSV file (local or gs://) with a header row, for source=csv.")
-    bundled: str = field(
-        "series_sines", "Bundled CSV name for source=bundled (trainer/data/bundled/<name>.csv)."
-    )
-    columns: tuple[str, ...] = field(
-        (), "Input columns of the CSV; empty uses every column except data.time_column."
-    )
-    target: str = field(
-        "", "Column to forecast (added to the inputs if missing); empty: first input column."
-    )
-    time_column: str = field(
-        "", "CSV column to sort rows by (numbers or ISO 8601); empty keeps file order "
-        "(bundled files: `time`)."
-    )
-    window: int = field(48, "Input window length in time steps.", min=1)
-    stride: int = field(1, "Time steps between the starts of consecutive training windows.", min=1)
-    val_fraction: float = field(
-        0.2, "Last fraction of the series (by time) used for validation.", min=0
-    )
-    synthetic_length: int = field(3000, "Length of the synthetic series.", min=2)
-    synthetic_features: int = field(1, "Columns of the synthetic series (target is y0).", min=1)
-    synthetic_components: int = field(3, "Sines summed per synthetic column.", min=1)
-    synthetic_noise: float = field(0.1, "Std of the Gaussian noise on the synthetic series.", min=0)
-
-    def validate(self, path: str) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(
-                f"{path}.val_fraction must be in (0, 1), got {self.val_fraction}."
-            )
-        if self.source == "csv" and not self.path:
-            raise ConfigError(
-                f"{path}.source=csv needs {path}.path (a CSV file, local or gs://)."
-            )
-        if self.source == "bundled" and self.bundled not in timeseries.bundled_names():
-            raise ConfigError(
-                f"{path}.bundled={self.bundled!r} is not a bundled series. Available: "
-                f"{', '.join(timeseries.bundled_names())}."
-            )
-
-
-@dataclasses.dataclass(frozen=True)
-class ForecastingModel(RecurrentConfig):
-    units: int = field(32, "Units per recurrent layer.", min=1)
-    layers: int = field(2, "Stacked recurrent layers (all but the last return sequences).", min=1)
-    bidirectional: bool = field(False, "Wrap each recurrent layer in Bidirectional.")
-    layer_units: tuple[int, ...] = field(
-        (), "Units of each recurrent layer, e.g. [50, 20]; overrides model.units and model.layers."
-    )
-
-    def validate(self, path: str) -> None:
-        super().validate(path)
-        if any(u < 1 for u in self.layer_units):
-            raise ConfigError(
-                f"{path}.layer_units must be positive integers, got {list(self.layer_units)}."
-            )
+from trainer.tasks.configs.forecasting import ForecastingModel
 
 
 def encoder(inputs, cfg: ForecastingModel):
@@ -110,14 +45,7 @@ def encoder(inputs, cfg: ForecastingModel):
 class ForecastingTask(Task):
     """Stacked LSTM -> Dense forecast of the next value of one column."""
 
-    DataConfig = ForecastingData
-    ModelConfig = ForecastingModel
-    description = "Next-step time-series forecast (LSTM stack -> Dense) vs a naive baseline."
     xla_on_cpu = True
-    train_defaults = dict(
-        steps=2000, batch_size=32, learning_rate=3e-3, steps_per_loop=50,
-        eval_every=500, checkpoint_every=500, log_every=100,
-    )
     padding = "none"
 
     # ---- host side ---------------------------------------------------------

@@ -15,46 +15,17 @@ horizon (`naive_mse`, `naive_mse_h1`..), plus `skill = 1 - mse / naive_mse`.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
-
 import keras
 import numpy as np
 
 from trainer import registry
-from trainer.config import field
 from trainer.models.rnn import make_rnn_layer
-from trainer.tasks.forecasting import (
-    ForecastingData,
-    ForecastingModel,
-    ForecastingTask,
-    encoder,
-    multi_step_png,
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class MultistepData(ForecastingData):
-    horizon: int = field(12, "Forecast horizon H: predict the next H values.", min=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class MultistepModel(ForecastingModel):
-    head: Literal["encoder_decoder", "direct"] = field(
-        "encoder_decoder",
-        "encoder_decoder: RepeatVector + LSTM decoder + TimeDistributed Dense; direct: Dense(H).",
-    )
-    decoder_units: int = field(0, "Units of the decoder LSTM (encoder_decoder); 0: model.units.",
-                               min=0)
+from trainer.tasks.forecasting import ForecastingTask, encoder, multi_step_png
 
 
 @registry.register("multistep_forecasting")
 class MultistepForecastingTask(ForecastingTask):
     """Forecast of the next H values (encoder-decoder or direct head)."""
-
-    DataConfig = MultistepData
-    ModelConfig = MultistepModel
-    description = "Multi-step time-series forecast (encoder-decoder or direct head), per-step metrics."
 
     horizon_key = "data.horizon"
 

@@ -7,56 +7,21 @@ eligible, and is exported with the model so the export takes raw strings.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.config import field
 from trainer.data import text as text_data
 from trainer.errors import DataError, UserError
-from trainer.models.rnn import RecurrentConfig, recurrent_stack
+from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    source: Literal["bundled", "file"] = field(
-        "bundled", "bundled: the packaged review corpus; file: your CSV/TSV/JSONL files.")
-    train_path: str = field("", "Training file (source=file); local or gs://.")
-    eval_path: str = field("", "Eval file; empty splits data.eval_fraction off the training file.")
-    format: Literal["auto", "csv", "tsv", "jsonl"] = field("auto", "File format; auto uses the extension.")
-    text_column: str = field("text", "Column / JSON key holding the text.")
-    label_column: str = field("label", "Column / JSON key holding the label (string or int).")
-    eval_fraction: float = field(0.15, "Share of rows held out for eval when eval_path is empty.", min=0)
-    vocab_size: int = field(2000, "Max vocabulary size, including padding and OOV.", min=3)
-    sequence_length: int = field(32, "Tokens per example (right-padded or truncated).", min=1)
-
-    def validate(self, path: str) -> None:
-        if self.source == "file" and not self.train_path:
-            raise DataError(f"{path}.source=file needs {path}.train_path (a CSV, TSV or JSONL file).")
-        if not 0 < self.eval_fraction < 1:
-            raise DataError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig(RecurrentConfig):
-    embedding_dim: int = field(32, "Embedding size.", min=1)
-    dense_units: int = field(32, "Units of the Dense(relu) layer before the classifier.", min=1)
 
 
 @registry.register("text_classification")
 class TextClassificationTask(Task):
-    description = "TextVectorization -> Embedding -> BiLSTM -> Dense; CSV/TSV/JSONL or bundled reviews"
-    DataConfig = DataConfig
-    ModelConfig = ModelConfig
-    train_defaults = dict(steps=600, batch_size=64, steps_per_loop=50, checkpoint_every=200,
-                          eval_every=200, learning_rate=3e-3)
-
     def prepare(self) -> None:
         d = self.config.data
         if d.source == "bundled":

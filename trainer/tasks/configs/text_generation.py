@@ -1,0 +1,108 @@
+"""Config of the `text_generation` task: the corpus, windows, samples and the character LM.
+
+No TensorFlow here (see trainer/registry.py); the Task is in trainer/tasks/text_generation.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from trainer.config import field
+from trainer.errors import ConfigError
+from trainer.models.configs import RecurrentConfig
+from trainer.registry import TaskSpec
+from trainer.tasks.configs import bundled_names
+
+
+@dataclasses.dataclass(frozen=True)
+class TextGenerationData:
+    source: Literal["bundled", "file", "url"] = field(
+        "bundled", "bundled: a public-domain text shipped with seqtrain; file: data.path; "
+        "url: data.url.")
+    bundled_name: str = field(
+        "sonnets", "Bundled corpus for source=bundled (trainer/data/bundled/corpus_<name>.txt).")
+    path: str = field("", "Text file (local or gs://) for source=file.")
+    url: str = field("", "http(s) URL of a text file for source=url.")
+    sha256: str = field("", "Expected SHA-256 (hex) of the downloaded file; empty skips the check.")
+    cache_dir: str = field("", "Download cache directory; empty means ~/.cache/seqtrain.",
+                           resume_ok=True)
+    max_bytes: int = field(50_000_000, "Refuse downloads larger than this many bytes.", min=1,
+                           resume_ok=True)
+    download_retries: int = field(3, "Retries after a connection error, timeout, 429 or 5xx.",
+                                  min=0, resume_ok=True)
+    download_backoff: float = field(1.0, "Seconds before the first retry; doubles each time.",
+                                    min=0, resume_ok=True)
+    download_timeout: float = field(30.0, "Seconds to wait for the server per attempt.", min=0,
+                                   resume_ok=True)
+    encoding: str = field("utf-8", "Text encoding of the file or download.")
+    lowercase: bool = field(False, "Lowercase the corpus (smaller vocabulary).")
+    seq_len: int = field(100, "Characters per training window (the unroll length).", min=1)
+    shift: int = field(1, "Characters between the starts of consecutive training windows.", min=1)
+    eval_fraction: float = field(0.1, "Tail fraction of the corpus held out for evaluation.")
+    min_char_count: int = field(
+        1, "Characters seen fewer times in the training split map to the OOV id.", min=1)
+    sample_prompt: str = field("", "Prompt for samples logged at eval; empty: start of eval split.",
+                              resume_ok=True)
+    sample_length: int = field(200, "Characters generated per logged sample.", min=0,
+                               resume_ok=True)
+    sample_temperatures: tuple[float, ...] = field(
+        (0.5, 1.0), "Temperatures of the samples logged at each evaluation.", resume_ok=True)
+
+    def validate(self, path: str) -> None:
+        if self.source == "file" and not self.path:
+            raise ConfigError(
+                f"{path}.source=file needs {path}.path (a text file, local or gs://).")
+        if self.source == "url" and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{path}.source=url needs {path}.url starting with http:// or https://, "
+                f"got {self.url!r}.")
+        names = bundled_names("corpus_", ".txt", strip_prefix=True)
+        if self.source == "bundled" and self.bundled_name not in names:
+            raise ConfigError(
+                f"{path}.bundled_name={self.bundled_name!r} is not a bundled corpus. "
+                f"Available: {', '.join(names)}.")
+        if self.sha256 and not (len(self.sha256) == 64
+                                and all(c in "0123456789abcdefABCDEF" for c in self.sha256)):
+            raise ConfigError(f"{path}.sha256 must be 64 hex digits or empty, got {self.sha256!r}.")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        if any(t <= 0 for t in self.sample_temperatures):
+            raise ConfigError(
+                f"{path}.sample_temperatures must all be > 0, "
+                f"got {list(self.sample_temperatures)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextGenerationModel(RecurrentConfig):
+    units: int = field(256, "Units per recurrent layer.", min=1)
+    layers: int = field(2, "Stacked recurrent layers.", min=1)
+    bidirectional: bool = field(
+        False, "Must stay false: a causal language model cannot look ahead.")
+    embedding_dim: int = field(64, "Character embedding size.", min=1)
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.bidirectional:
+            raise ConfigError(
+                f"{path}.bidirectional=true is not possible for text_generation: a causal "
+                "language model predicts each character from the ones before it, and a "
+                f"backward layer would see the answer. Set {path}.bidirectional=false.")
+
+
+SPEC = TaskSpec(
+    name="text_generation",
+    description="Character-level language model with a stateful O(1)-per-char sampler.",
+    data=TextGenerationData,
+    model=TextGenerationModel,
+    module="trainer.tasks.text_generation",
+    # Sized for the bundled corpus (~37k chars): its eval loss bottoms out near
+    # 500 steps (1.94 nats/char) and rises after (3.93 at 3000). A larger
+    # corpus wants more train.steps.
+    train_defaults=dict(
+        steps=500, batch_size=64, learning_rate=2e-3,
+        eval_every=100, checkpoint_every=250, log_every=100, eval_batches=20,
+    ),
+    headline_metric="loss",
+    headline_goal="min",
+)

@@ -1,0 +1,90 @@
+"""Config of the `translation` task: the parallel corpus, tokenization and the seq2seq model.
+
+No TensorFlow here (see trainer/registry.py); the Task is in trainer/tasks/translation.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from trainer.config import field
+from trainer.errors import ConfigError
+from trainer.models.configs import Seq2SeqConfig
+from trainer.registry import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslationData:
+    source: Literal["toy", "tsv"] = field(
+        "toy", "toy: corpus generated from runtime.seed (data.toy); tsv: the file data.path."
+    )
+    toy: Literal["dates", "numbers"] = field(
+        "dates", "Toy corpus: dates (human formats -> YYYY-MM-DD) or numbers (words -> digits)."
+    )
+    toy_size: int = field(20000, "Distinct pairs generated for source=toy (train + eval).", min=2)
+    path: str = field(
+        "", "source=tsv: UTF-8 file of 'source<TAB>target' lines (local or gs://); "
+        "further columns are ignored."
+    )
+    eval_path: str = field(
+        "", "source=tsv: optional separate eval file; empty holds out data.eval_fraction."
+    )
+    eval_fraction: float = field(
+        0.1, "Share of pairs held out for eval (grouped by source sentence).", min=0
+    )
+    reverse: bool = field(False, "source=tsv: translate the 2nd column into the 1st.")
+    max_pairs: int = field(0, "source=tsv: read only the first N pairs of data.path; 0 = all.",
+                           min=0)
+    tokenize: Literal["char", "word"] = field(
+        "char", "Token level: char, or word (punctuation split off as tokens)."
+    )
+    lowercase: bool = field(False, "Lowercase both sides before tokenizing.")
+    max_source_length: int = field(
+        48, "Longest source in tokens; longer pairs are dropped (count is logged).", min=1
+    )
+    max_target_length: int = field(
+        48, "Longest target in tokens (END excluded); longer pairs are dropped; "
+        "also the decoding limit.", min=1
+    )
+    max_vocab: int = field(
+        8000, "Most tokens per vocabulary, 4 specials included; rarer ones map to [UNK].", min=5
+    )
+    min_count: int = field(1, "Tokens seen fewer times in training map to [UNK].", min=1)
+
+    def validate(self, path: str) -> None:
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        if self.source == "tsv" and not self.path:
+            raise ConfigError(
+                f"{path}.source=tsv needs {path}.path: a file of 'source<TAB>target' lines "
+                "(local or gs://)."
+            )
+        if self.source == "toy":
+            for name in ("path", "eval_path"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"{path}.{name}={getattr(self, name)!r} is only read with "
+                        f"{path}.source=tsv (got source=toy); set source=tsv or drop it."
+                    )
+
+
+SPEC = TaskSpec(
+    name="translation",
+    description="Seq2seq translation (LSTM encoder-decoder, attention): toy dates or a TSV corpus.",
+    data=TranslationData,
+    model=Seq2SeqConfig,
+    module="trainer.tasks.translation",
+    train_defaults={
+        "steps": 1500,
+        "batch_size": 64,
+        # Measured: with correct (densified) Adam on the embeddings, 3e-3 reached 0.75-0.87
+        # exact match on the toy dates after 300 steps, 1e-2 reached 0.9995.
+        "learning_rate": 1e-2,
+        "eval_every": 500,
+        "checkpoint_every": 500,
+        "eval_batches": 16,
+    },
+    headline_metric="exact_match",
+    headline_goal="max",
+)
