@@ -225,12 +225,13 @@ def test_url_source_downloads_into_cache(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/corpus.txt"
-        task = make_task("data.source=url", f"data.url={url}", f"data.cache_dir={tmp_path / 'c'}")
+        task = make_task("data.source=url", f"data.url={url}", "data.allow_http=true",
+                         f"data.cache_dir={tmp_path / 'c'}")
     finally:
         httpd.shutdown()
         httpd.server_close()
     assert len(task.train_ids) + len(task.eval_ids) == 3000
-    assert len(os.listdir(tmp_path / "c")) == 1
+    assert len(os.listdir(tmp_path / "c")) == 2  # the file and its recorded SHA-256
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

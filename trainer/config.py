@@ -12,6 +12,7 @@ types are errors that name the key), frozen, and written to
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -368,9 +369,13 @@ def _coerce(value, tp, path: str):
     if tp is float:
         # PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string.
         if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-            return float(value)
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"config key {path!r} must be a finite number, got {value!r} "
+                "(NaN and infinities are refused: training would diverge silently).")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

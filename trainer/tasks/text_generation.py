@@ -32,8 +32,9 @@ import tensorflow as tf
 
 from trainer import checkpoints, registry, storage
 from trainer.config import field
-from trainer.data import chars
+from trainer.data import chars, report as data_report
 from trainer.errors import ConfigError, UserError
+from trainer.redact import redact
 from trainer.models.rnn import RecurrentConfig, recurrent_stack
 from trainer.tasks.base import Task
 
@@ -42,14 +43,16 @@ EXPORT_META = "seqtrain_export.json"
 
 @dataclasses.dataclass(frozen=True)
 class TextGenerationData:
-    source: Literal["bundled", "file", "url"] = field(
-        "bundled", "bundled: a public-domain text shipped with seqtrain; file: data.path; "
-        "url: data.url.")
+    source: Literal["auto", "bundled", "file", "url"] = field(
+        "auto", "auto: data.url if set, else data.path if set, else bundled; bundled: a "
+        "public-domain text shipped with seqtrain; file: data.path; url: data.url.")
     bundled_name: str = field(
         "sonnets", "Bundled corpus for source=bundled (trainer/data/bundled/corpus_<name>.txt).")
     path: str = field("", "Text file (local or gs://) for source=file.")
-    url: str = field("", "http(s) URL of a text file for source=url.")
-    sha256: str = field("", "Expected SHA-256 (hex) of the downloaded file; empty skips the check.")
+    url: str = field("", "https URL of a text file; setting it trains on it (source=auto).")
+    allow_http: bool = field(False, "Allow a plain http:// data.url (no transport security).")
+    sha256: str = field("", "Expected SHA-256 (hex) of the download; empty records it at the first "
+                        "download and re-verifies the cached copy on every reuse.")
     cache_dir: str = field("", "Download cache directory; empty means ~/.cache/seqtrain.",
                            resume_ok=True)
     max_bytes: int = field(50_000_000, "Refuse downloads larger than this many bytes.", min=1,
@@ -78,10 +81,19 @@ class TextGenerationData:
         if self.source == "file" and not self.path:
             raise ConfigError(
                 f"{path}.source=file needs {path}.path (a text file, local or gs://).")
-        if self.source == "url" and not self.url.startswith(("http://", "https://")):
+        if self.source == "bundled" and (self.path or self.url):
             raise ConfigError(
-                f"{path}.source=url needs {path}.url starting with http:// or https://, "
-                f"got {self.url!r}.")
+                f"{path}.source=bundled ignores {path}.path/{path}.url; set {path}.source=auto "
+                "to train on your file, or drop them.")
+        if self.path and self.url:
+            raise ConfigError(f"{path}.path and {path}.url are both set; keep one.")
+        if self.source == "url" or self.url:
+            ok = ("https://", "http://") if self.allow_http else ("https://",)
+            if not self.url.startswith(ok):
+                extra = (f" (plain http:// needs {path}.allow_http=true)"
+                         if self.url.startswith("http://") else "")
+                raise ConfigError(
+                    f"{path}.url must start with https://{extra}, got {redact(self.url)!r}.")
         if self.source == "bundled" and self.bundled_name not in chars.bundled_names():
             raise ConfigError(
                 f"{path}.bundled_name={self.bundled_name!r} is not a bundled corpus. "
@@ -120,6 +132,7 @@ class TextGenerationTask(Task):
 
     DataConfig = TextGenerationData
     ModelConfig = TextGenerationModel
+    inference_command = "generate"
     description = "Character-level language model with a stateful O(1)-per-char sampler."
     xla_on_cpu = True
     # Sized for the bundled corpus (~37k chars): its eval loss bottoms out near
@@ -144,14 +157,44 @@ class TextGenerationTask(Task):
 
     def _read_corpus(self) -> str:
         d = self.config.data
-        if d.source == "bundled":
+        self._files = []
+        if d.source == "bundled" or not (d.path or d.url):
+            self._files.append({"source": "bundled", "name": d.bundled_name})
             return chars.read_bundled(d.bundled_name)
-        if d.source == "file":
-            return chars.read_file(d.path, d.encoding)
-        path = chars.download(
+        if d.path:
+            text = chars.read_file(d.path, d.encoding)
+            self._files.append({"path": d.path, "format": "text", "chars": len(text)})
+            return text
+        path, digest = chars.download(
             d.url, cache_dir=d.cache_dir, sha256=d.sha256, max_bytes=d.max_bytes,
-            retries=d.download_retries, backoff=d.download_backoff, timeout=d.download_timeout)
-        return chars.read_file(path, d.encoding, key=f"downloaded data.url={d.url!r} ({path})")
+            retries=d.download_retries, backoff=d.download_backoff, timeout=d.download_timeout,
+            allow_http=d.allow_http)
+        text = chars.read_file(path, d.encoding,
+                               key=f"downloaded data.url={redact(d.url)!r} ({path})")
+        self._files.append({"url": redact(d.url), "cache": path, "sha256": digest,
+                            "chars": len(text)})
+        return text
+
+    def data_report(self) -> dict:
+        d, t = self.config.data, self.config.train
+        n_train, n_eval = len(self.train_ids), len(self.eval_ids)
+        windows = chars.num_windows(n_train, d.seq_len, d.shift)
+        oov = float((self.eval_ids == chars.OOV_ID).mean()) if n_eval else 0.0
+        where = self._files[0]
+        origin = (f"bundled corpus {where['name']!r}" if "name" in where else
+                  f"{where.get('path') or where.get('url')}")
+        lines = [f"read {origin}: {n_train + n_eval} characters"
+                 + (f" (SHA-256 {where['sha256'][:16]}...)" if "sha256" in where else ""),
+                 f"train {n_train} chars -> {windows} windows of data.seq_len={d.seq_len} "
+                 f"every data.shift={d.shift}; eval {n_eval} chars; vocabulary "
+                 f"{self.vocab.size} ids; eval OOV rate {oov:.2%}"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, windows,
+                                                           "windows")] if w]
+        return {"task": self.name, "source": "bundled" if "name" in where else
+                "url" if "url" in where else "file", "files": self._files,
+                "train": {"chars": n_train, "windows": windows},
+                "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
+                "warnings": warnings, "lines": lines}
 
     def _checked_ids(self, text: str, split: str, total: int):
         d = self.config.data
@@ -382,25 +425,19 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
       UserError: no export, not a text_generation run, bad length/temperature,
         or a non-empty prompt with no known characters.
     """
-    export_dir = storage.join(model_dir, "export")
-    meta_path = storage.join(export_dir, EXPORT_META)
-    if not storage.exists(storage.join(export_dir, "saved_model.pb")):
-        raise UserError(
-            f"--model-dir {model_dir!r} has no export/saved_model.pb. Train a text_generation "
-            "run to completion first (the export is written at the end of `seqtrain train`).")
-    if not storage.exists(meta_path):
-        raise UserError(f"--model-dir {model_dir!r} is not a text_generation run "
-                        f"({_run_task(model_dir)}); `seqtrain generate` needs one.")
-    meta = storage.read_json(meta_path)
-    if meta.get("task") != "text_generation":
-        raise UserError(f"--model-dir {model_dir!r} is a {meta.get('task')!r} run, not "
-                        "text_generation; `seqtrain generate` needs a text_generation run.")
+    from trainer.tasks import inference
+
+    if isinstance(length, bool) or not isinstance(length, int) or not (
+            0 <= length <= inference.MAX_GENERATE_LENGTH):
+        raise UserError(f"--length must be an integer from 0 to {inference.MAX_GENERATE_LENGTH}, "
+                        f"got {length!r}.")
     if not (isinstance(temperature, (int, float)) and temperature > 0
             and math.isfinite(temperature)):
         raise UserError(f"--temperature must be a number > 0, got {temperature!r} "
                         "(for example 0.5 or 1.0).")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise UserError(f"--length must be an integer >= 0, got {length!r}.")
+    inference.require(model_dir, "generate", "text_generation")
+    export_dir = storage.join(model_dir, "export")
+    meta = storage.read_json(storage.join(export_dir, EXPORT_META))
     vocab = chars.CharVocab(meta["chars"])
     if prompt and vocab.count_known(prompt) == 0:
         sample = "".join(vocab.chars[:40])
@@ -416,13 +453,3 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
     # The signature joins the prompt's own bytes with the new text, so the
     # prompt comes back exactly as given (characters outside the vocabulary too).
     return out["text"][0].numpy().decode("utf-8")
-
-
-def _run_task(model_dir: str) -> str:
-    cfg = storage.join(model_dir, "config.yaml")
-    if not storage.exists(cfg):
-        return "no config.yaml either"
-    import yaml
-
-    task = (yaml.safe_load(storage.read_text(cfg)) or {}).get("task", {}).get("name")
-    return f"its config.yaml says task {task!r}"
