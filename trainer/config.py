@@ -185,8 +185,19 @@ def read_yaml(path: str) -> dict:
     from trainer import storage
 
     if not storage.exists(path):
-        raise ConfigError(f"config file {path!r} does not exist.")
-    text = storage.read_text(path)
+        raise ConfigError(f"config file {path!r} does not exist. Check the --config path "
+                          "(`seqtrain config > my.yaml` writes a starting file).")
+    if storage.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory; pass a YAML file to --config.")
+    raw = storage.read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path!r} is not UTF-8: line {line}, byte offset {e.start} holds "
+            f"{raw[e.start:e.start + 1]!r}. Re-save it as UTF-8 "
+            "(`iconv -f latin1 -t utf-8`).") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -345,6 +356,8 @@ def _coerce(value, tp, path: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if float in args and isinstance(value, float) and not math.isfinite(value):
+            return _coerce(value, float, path)  # raises the finite-number error
         for arg in args:
             if arg is type(None):
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import platform
@@ -23,6 +24,7 @@ import yaml
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import loop, precision, preemption, registry, storage, summaries
+from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.logsync import LogSync
 
@@ -76,6 +78,8 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
 
     task = registry.get(config.task.name)(config)
     task.prepare()
+    if is_chief and task.data_report():  # issue 12: say what was read, warn on small data
+        print(data_report.text(task.data_report()), flush=True)
     assets = task.assets()
     _check_assets(model_dir, assets, previous)
 
@@ -339,7 +343,7 @@ def _inspect_model_dir(model_dir: str, config) -> dict | None:
                 f"--model-dir {model_dir} exists, is not empty and is not a seqtrain run "
                 "(no config.yaml). Choose a new or empty directory.")
         return None
-    old = yaml.safe_load(storage.read_text(config_path)) or {}
+    old = _read_run_file(config_path, yaml.safe_load) or {}
     new = config.to_dict()
     changed = [k for k in config_lib.diff(old, new)
                if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
@@ -351,9 +355,25 @@ def _inspect_model_dir(model_dir: str, config) -> dict | None:
             f"the model or its data ({details}). A resume must keep them; use a new "
             "--model-dir for a different model, or restore those values.")
     runtime_path = storage.join(model_dir, "runtime.json")
-    replicas = storage.read_json(runtime_path).get("replicas") if storage.exists(runtime_path) else None
+    replicas = (_read_run_file(runtime_path, json.loads).get("replicas")
+                if storage.exists(runtime_path) else None)
     return {"replicas": replicas, "batch_size": old.get("train", {}).get("batch_size"),
             "assets": True}
+
+
+def _read_run_file(path: str, parse):
+    """A run's config.yaml / runtime.json, or a UserError if it is damaged (issue 12)."""
+    try:
+        data = parse(storage.read_text(path))
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(
+            f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}), so this run "
+            "cannot be resumed safely. Restore the file from a copy, or train into a new "
+            "--model-dir.") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"{path} is damaged (not a mapping). Restore it from a copy, or train "
+                        "into a new --model-dir.")
+    return data
 
 
 def _check_assets(model_dir: str, assets: dict, previous) -> None:
@@ -409,6 +429,11 @@ def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack)
 def _run_steps(fns, iterator, n: int, workers: int) -> float:
     try:
         return float(fns.train_steps(iterator, tf.constant(n, tf.int32)))
+    except tf.errors.ResourceExhaustedError as e:  # issue 12: OOM is a config problem
+        raise UserError(
+            f"out of memory running training steps with train.batch_size={fns.global_batch} "
+            f"({_first_line(e)}). Lower it, for example --set train.batch_size="
+            f"{max(1, fns.global_batch // 2)}, or use a smaller model.") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.AbortedError) as e:
         if workers <= 1:
