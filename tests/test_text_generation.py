@@ -189,7 +189,8 @@ def test_generate_is_seeded_and_low_temperature_is_greedy():
 @pytest.mark.parametrize("override,match", [
     ("model.bidirectional=true", "bidirectional=true is not possible.*causal"),
     ("data.source=file", "needs data.path"),
-    ("data.source=url", "needs data.url starting with http"),
+    ("data.source=url", "data.url must start with https://"),
+    ("data.url=http://example.com/a.txt", r"plain http:// needs data.allow_http=true"),
     ("data.sha256=abc", "64 hex digits"),
     ("data.eval_fraction=0", r"eval_fraction must be in \(0, 1\)"),
     ("data.bundled_name=nope", "not a bundled corpus. Available: .*sonnets"),
@@ -240,13 +241,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_generate_library_errors(tmp_path):
-    with pytest.raises(UserError, match="has no export/saved_model.pb"):
+    with pytest.raises(UserError, match="not a seqtrain run"):
         tg.generate(str(tmp_path), "a", 5, 1.0, 0)
     other = tmp_path / "other"
     (other / "export").mkdir(parents=True)
     (other / "export" / "saved_model.pb").write_bytes(b"")
     (other / "config.yaml").write_text("task: {name: forecasting}\n")
-    with pytest.raises(UserError, match="not a text_generation run.*'forecasting'"):
+    with pytest.raises(UserError, match="holds a 'forecasting' run.*seqtrain predict"):
         tg.generate(str(other), "a", 5, 1.0, 0)
 
 

@@ -94,7 +94,9 @@ class TextGenerationData:
                          if self.url.startswith("http://") else "")
                 raise ConfigError(
                     f"{path}.url must start with https://{extra}, got {redact(self.url)!r}.")
-        if self.source == "bundled" and self.bundled_name not in chars.bundled_names():
+        uses_bundled = self.source == "bundled" or (
+            self.source == "auto" and not (self.path or self.url))
+        if uses_bundled and self.bundled_name not in chars.bundled_names():
             raise ConfigError(
                 f"{path}.bundled_name={self.bundled_name!r} is not a bundled corpus. "
                 f"Available: {', '.join(chars.bundled_names())}.")
