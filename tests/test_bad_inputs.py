@@ -85,6 +85,8 @@ CASES = [
     # ---- the --config file ----------------------------------------------------------------
     Case("config-missing", ["train", "--config", "nope.yaml", "--model-dir", "run"],
          ("'nope.yaml'", "does not exist", "seqtrain config")),
+    Case("config-missing-absolute", ["train", "--config", "/nonexistent/c.yaml", "--model-dir",
+                                     "run"], ("'/nonexistent/c.yaml'", "does not exist")),
     Case("config-is-dir", ["train", "--config", "conf", "--model-dir", "run"],
          ("'conf'", "is a directory", "YAML file"), files={"conf": "DIR"}),
     Case("config-not-utf8", ["train", "--config", "c.yaml", "--model-dir", "run"],
@@ -97,6 +99,9 @@ CASES = [
     # ---- text_classification data ---------------------------------------------------------
     Case("data-missing", ["train", *TC, "--set", "data.train_path=reviews.csv", "--model-dir",
                           "run"], ("data.train_path='reviews.csv'", "does not exist")),
+    Case("data-missing-absolute", ["train", *TC, "--set", "data.train_path=/nonexistent/r.csv",
+                                   "--model-dir", "run"],
+         ("data.train_path='/nonexistent/r.csv'", "does not exist")),
     Case("data-is-dir", ["train", *TC, "--set", "data.train_path=data", "--model-dir", "run"],
          ("data.train_path='data'", "is a directory"), files={"data": "DIR"}),
     Case("data-empty", ["train", *TC, "--set", "data.train_path=d.csv", "--model-dir", "run"],

@@ -20,7 +20,8 @@ MAX_EPOCHS = 20
 MIN_WINDOWS_PER_WINDOW = 10
 
 
-def epochs_warning(steps: int, batch_size: int, examples: int, what: str = "examples") -> str | None:
+def epochs_warning(steps: int, batch_size: int, examples: int,
+                   what: str = "examples") -> str | None:
     """A warning if `steps` x `batch_size` passes more than MAX_EPOCHS times over the data."""
     if examples <= 0:
         return None

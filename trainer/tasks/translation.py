@@ -96,8 +96,8 @@ class TranslationData:
             raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
         if self.source in ("tsv", "file") and not self.path:
             raise ConfigError(
-                f"{path}.source={self.source} needs {path}.path: a file of 'source<TAB>target' lines "
-                "(local or gs://)."
+                f"{path}.source={self.source} needs {path}.path: a file of 'source<TAB>target' "
+                "lines (local or gs://)."
             )
         if self.source == "auto" and self.eval_path and not self.path:
             raise ConfigError(f"{path}.eval_path is set without {path}.path; set both.")
