@@ -171,7 +171,7 @@ class ForecastingTask(Task):
         return series
 
     def data_report(self) -> dict:
-        d, t = self.config.data, self.config.train
+        d = self.config.data
         length = len(self.series.values)
         train_windows = timeseries.num_windows(self.split, d.window, self.horizon, d.stride)
         eval_windows = timeseries.num_windows(length - self.split + d.window, d.window,
@@ -192,9 +192,8 @@ class ForecastingTask(Task):
                 f"only {train_windows} training windows for data.window={d.window} (fewer than "
                 f"{data_report.MIN_WINDOWS_PER_WINDOW} x the window): the model may not beat "
                 f"the naive forecast (compare skill).{hint}, or use a longer series.")
-        epochs = data_report.epochs_warning(t.steps, t.batch_size, train_windows, "windows")
-        if epochs:
-            warnings.append(epochs)
+        # No epochs warning here: stride-1 windows overlap almost entirely, so passes over
+        # them say little about overfitting; the windows-per-window check above does.
         source = "file" if d.path else "synthetic" if d.source == "auto" else d.source
         return {"task": self.name, "source": source, "files": self._files,
                 "series": {"length": length, "columns": list(self.series.columns),
