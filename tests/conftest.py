@@ -43,11 +43,13 @@ def cli_env(extra: dict | None = None) -> dict:
 
 
 def run_cli_process(*args: str, env: dict | None = None, check: bool = True, timeout: int = 300,
-                    cwd: str | None = None) -> subprocess.CompletedProcess:
-    """Runs `seqtrain ARGS` in a fresh Python process and returns its result."""
+                    cwd: str | None = None, input_text: str | None = None
+                    ) -> subprocess.CompletedProcess:
+    """Runs `seqtrain ARGS` in a fresh Python process (stdin: `input_text`) and returns it."""
     proc = subprocess.run(
         [sys.executable, "-m", "trainer.cli", *args],
         env=cli_env(env), capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
+        input=input_text,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -192,7 +192,8 @@ def server():
 def _download(url, cache, **kw):
     kw.setdefault("backoff", 0.01)
     kw.setdefault("timeout", 5.0)
-    return chars.download(url, cache_dir=str(cache), **kw)
+    kw.setdefault("allow_http", True)  # the local test server speaks plain http
+    return chars.download(url, cache_dir=str(cache), **kw)[0]
 
 
 def test_download_caches_and_verifies_checksum(server, tmp_path):
@@ -203,7 +204,8 @@ def test_download_caches_and_verifies_checksum(server, tmp_path):
     assert server.requests == 1
     assert _download(server.url, tmp_path / "cache", sha256=digest) == path
     assert server.requests == 1  # served from the cache
-    assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]
+    assert sorted(os.listdir(tmp_path / "cache")) == [os.path.basename(path),
+                                                      os.path.basename(path) + ".sha256"]
 
 
 def test_download_retries_after_503(server, tmp_path):
@@ -264,3 +266,26 @@ def test_stale_cache_is_replaced_when_checksum_differs(server, tmp_path):
     assert server.requests == 2
     with open(path, "rb") as f:
         assert f.read() == BODY
+
+
+def test_cache_is_reverified_against_the_recorded_sha256(server, tmp_path):
+    """No data.sha256 given: the digest recorded at the first download guards the cache."""
+    path = _download(server.url, tmp_path / "cache")
+    with open(path + ".sha256") as f:
+        assert f.read().strip() == hashlib.sha256(BODY).hexdigest()
+    assert _download(server.url, tmp_path / "cache") == path
+    assert server.requests == 1  # intact: reused
+    with open(path, "wb") as f:
+        f.write(b"tampered")
+    assert _download(server.url, tmp_path / "cache") == path
+    assert server.requests == 2  # changed since recorded: fetched again
+    with open(path, "rb") as f:
+        assert f.read() == BODY
+
+
+def test_plain_http_needs_allow_http_and_messages_hide_the_query(server, tmp_path):
+    url = server.url + "?X-Goog-Signature=secret123"
+    with pytest.raises(DataError, match="data.allow_http=true") as e:
+        chars.download(url, cache_dir=str(tmp_path / "cache"))
+    assert "secret123" not in str(e.value) and "REDACTED" in str(e.value)
+    assert server.requests == 0

@@ -91,7 +91,7 @@ def test_empty_data_file(tmp_path):
 def test_missing_label_column(tmp_path):
     path = _csv(tmp_path / "d.csv", ["text,category", "good,pos", "bad,neg"])
     _fails(tmp_path / "run", "--set", "data.source=file", "--set", f"data.train_path={path}",
-           expect=("no column 'label'", "Available columns: text, category", "data.label_column"))
+           expect=("data.label_column='label' is not a column", "its columns are: text, category"))
 
 
 def test_single_class_dataset(tmp_path):

@@ -110,3 +110,45 @@ def test_no_credentials_in_image_or_build_context():
     for pattern in (".git", "runs", ".venv", "venv", "**/__pycache__", ".pytest_cache",
                     ".env", "**/*credentials*.json"):
         assert pattern in ignored, f".dockerignore must exclude {pattern}"
+
+
+def _docker_ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; `!` re-includes; `**` spans dirs."""
+    def regex(p):
+        out, i = "", 0
+        while i < len(p):
+            if p.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif p.startswith("**", i):
+                out, i = out + ".*", i + 2
+            else:
+                out += {"*": "[^/]*", "?": "[^/]"}.get(p[i], re.escape(p[i]))
+                i += 1
+        return re.compile(out)
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        rx = regex(pattern.lstrip("!"))
+        if any(rx.fullmatch(p) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_excludes_credential_files_but_not_the_build_inputs():
+    with open(os.path.join(REPO, ".dockerignore")) as f:
+        patterns = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    for secret in ("key.json", "deploy/sa-prod.json", "gcp/service-account-x.json",
+                   "creds/cert.p12", ".netrc", "home/.netrc", ".env", "app/.env",
+                   "prod.env", ".env.local", "tls/server.key", "tls/server.pem",
+                   ".ssh/id_rsa", ".aws/credentials", ".docker/config.json",
+                   ".config/gcloud/application_default_credentials.json", ".git-credentials"):
+        assert _docker_ignored(secret, patterns), f".dockerignore lets {secret} into the image"
+    kept = ["setup.py", "Dockerfile", "README.md"] + [
+        os.path.relpath(os.path.join(d, f), REPO)
+        for d, _, files in os.walk(os.path.join(REPO, "trainer")) for f in files
+        if "__pycache__" not in d]
+    for path in kept:
+        assert not _docker_ignored(path, patterns), f".dockerignore drops {path}, which the build needs"

@@ -77,6 +77,26 @@ def test_core_kubernetes_objects_validate_strictly(specs, platform):
                      "tpu": ["ConfigMap", "Job"]}[platform]
 
 
+@pytest.mark.parametrize("platform", ["tfjob", "k8s", "tpu"])
+def test_pods_run_with_least_privilege(specs, platform):
+    """Non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp."""
+    templates = []
+    for obj in specs[platform]:
+        if obj["kind"] == "TFJob":
+            templates += [r["template"] for r in obj["spec"]["tfReplicaSpecs"].values()]
+        elif obj["kind"] == "Job":
+            templates.append(pod_template(obj))
+    assert templates
+    for template in templates:
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def test_tfjob_survives_the_kubeflow_sdk_models_and_pod_schema(specs):
     tfjob = by_kind(specs["tfjob"])["TFJob"]
     client = ApiClient()

@@ -39,7 +39,7 @@ def test_read_tsv_tatoeba_format(tmp_path):
     ("a\tb\nc\td\nno tab here\n", "line 3 has no tab: 'no tab here'"),
     ("a\tb\n\tonly target\n", "line 2 has an empty source"),
     ("a\t \n", "line 1 has an empty target"),
-    (b"a\tb\nc\t\xe9t\xe9\n", "is not UTF-8 (bad byte at line 2)"),
+    (b"a\tb\nc\t\xe9t\xe9\n", "is not valid utf-8: line 2, byte offset 6"),
 ])
 def test_read_tsv_errors_name_file_and_line(tmp_path, content, message):
     path = _write(tmp_path, "bad.tsv", content)

@@ -22,7 +22,7 @@ def test_csv_tsv_and_jsonl_read_the_same_rows(tmp_path):
     jsonl_path = tmp_path / "d.jsonl"
     jsonl_path.write_text("".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in rows))
     for path in (csv_path, tsv_path, jsonl_path):
-        texts, labels = text.read_labelled(str(path), fmt="auto", text_column="text",
+        texts, labels, _ = text.read_labelled(str(path), fmt="auto", text_column="text",
                                            label_column="label")
         assert list(zip(texts, labels)) == rows, path
 

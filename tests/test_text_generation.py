@@ -189,7 +189,8 @@ def test_generate_is_seeded_and_low_temperature_is_greedy():
 @pytest.mark.parametrize("override,match", [
     ("model.bidirectional=true", "bidirectional=true is not possible.*causal"),
     ("data.source=file", "needs data.path"),
-    ("data.source=url", "needs data.url starting with http"),
+    ("data.source=url", "data.url must start with https://"),
+    ("data.url=http://example.com/a.txt", r"plain http:// needs data.allow_http=true"),
     ("data.sha256=abc", "64 hex digits"),
     ("data.eval_fraction=0", r"eval_fraction must be in \(0, 1\)"),
     ("data.bundled_name=nope", "not a bundled corpus. Available: .*sonnets"),
@@ -225,12 +226,13 @@ def test_url_source_downloads_into_cache(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/corpus.txt"
-        task = make_task("data.source=url", f"data.url={url}", f"data.cache_dir={tmp_path / 'c'}")
+        task = make_task("data.source=url", f"data.url={url}", "data.allow_http=true",
+                         f"data.cache_dir={tmp_path / 'c'}")
     finally:
         httpd.shutdown()
         httpd.server_close()
     assert len(task.train_ids) + len(task.eval_ids) == 3000
-    assert len(os.listdir(tmp_path / "c")) == 1
+    assert len(os.listdir(tmp_path / "c")) == 2  # the file and its recorded SHA-256
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -239,13 +241,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_generate_library_errors(tmp_path):
-    with pytest.raises(UserError, match="has no export/saved_model.pb"):
+    with pytest.raises(UserError, match="not a seqtrain run"):
         tg.generate(str(tmp_path), "a", 5, 1.0, 0)
     other = tmp_path / "other"
     (other / "export").mkdir(parents=True)
     (other / "export" / "saved_model.pb").write_bytes(b"")
     (other / "config.yaml").write_text("task: {name: forecasting}\n")
-    with pytest.raises(UserError, match="not a text_generation run.*'forecasting'"):
+    with pytest.raises(UserError, match="holds a 'forecasting' run.*seqtrain predict"):
         tg.generate(str(other), "a", 5, 1.0, 0)
 
 

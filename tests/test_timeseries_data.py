@@ -98,7 +98,7 @@ def test_csv_with_byte_order_mark(tmp_path):
     ("a,b\n1,2\n", {"time_column": "t"}, "data.time_column='t' is not a column"),
     ("a,b\n1,2\n3,oops\n", {}, "non-numeric value 'oops' on line 3"),
     ("a,b\n1,2\n3,\n", {}, "non-numeric value '' on line 3"),
-    ("a,b\n1,2\n3\n", {}, "line 3 has 1 fields"),
+    ("a,b\n1,2\n3\n", {}, "line 3 has 1 comma-separated fields"),
     ("t,a\nmonday,1\n", {"time_column": "t"}, "neither a number nor an ISO 8601"),
 ])
 def test_csv_errors_name_the_problem(tmp_path, text, kwargs, expected):

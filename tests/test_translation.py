@@ -316,9 +316,10 @@ def test_config_and_translate_errors_are_clean(run_cli, tmp_path):
         (["train", "--task", "translation", "--set", "data.source=tsv",
           "--model-dir", str(tmp_path / "run")], "data.source=tsv needs data.path"),
         (["translate", "--model-dir", str(tmp_path / "nothing"), "hi"],
-         "has no export/saved_model.pb"),
+         "does not exist"),
         (["translate", "--model-dir", str(other), "hi"],
-         "is a 'text_generation' run, not translation"),
+         "holds a 'text_generation' run; `seqtrain translate` does not serve that task. "
+         "Use `seqtrain generate"),
     ]
     for args, message in cases:
         proc = run_cli(*args, check=False)

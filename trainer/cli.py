@@ -111,6 +111,10 @@ def show_config(task: str, plain: bool) -> None:
               help="Checkpoint and exit once this step is reached (train.steps unchanged).")
 def train(task, config_file, overrides, model_dir, stop_at) -> None:
     """Train a task; resume automatically from MODEL_DIR's latest checkpoint."""
+    if stop_at is not None and stop_at < 1:
+        raise UserError(f"--stop-at must be a step >= 1, got {stop_at}: it checkpoints and exits "
+                        "once training reaches that global step. Omit it to train to "
+                        "train.steps.")
     from trainer import cluster, config, run_dir, storage, train_lib
 
     info = cluster.from_environ()
@@ -164,20 +168,27 @@ def evaluate(model_dir) -> None:
 
 @main.command()
 @click.option("--model-dir", required=True, metavar="DIR")
-@click.argument("texts", nargs=-1, required=True)
-def predict(model_dir, texts) -> None:
-    """Classify raw strings with a text_classification export."""
-    from trainer.tasks.text_classification import predict as predict_fn
+@click.argument("inputs", nargs=-1, required=True)
+def predict(model_dir, inputs) -> None:
+    """Run a text_classification or forecasting export on INPUTS.
 
-    for text, (label, prob) in zip(texts, predict_fn(model_dir, list(texts))):
-        click.echo(f"{label}\t{prob:.4f}\t{text}")
+    Each input is a text (classification) or a window of numbers (forecasting).
+    `-` reads standard input and @FILE a file, one input a line.
+    """
+    from trainer.tasks import inference
+
+    inputs = inference.expand_inputs(inputs)
+    task_cls = inference.require(model_dir, "predict")
+    for line in task_cls.predict_lines(model_dir, inputs):
+        click.echo(line)
 
 
 @main.command()
 @click.option("--model-dir", required=True, metavar="DIR")
 @click.option("--prompt", "prompts", multiple=True,
               help="Text to start from (default: empty). Repeat for several prompts.")
-@click.option("--length", default=200, show_default=True, type=int, help="Characters to generate.")
+@click.option("--length", default=200, show_default=True, type=int,
+              help="Characters to generate (0 to 1,000,000).")
 @click.option("--temperature", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same text).")
 @click.option("--num-samples", default=1, show_default=True, type=int,
@@ -206,10 +217,15 @@ def generate(model_dir, prompts, length, temperature, seed, num_samples) -> None
               help="Also write the first input's attention weights as a heatmap.")
 @click.argument("texts", nargs=-1, required=True)
 def translate(model_dir, attention_png, texts) -> None:
-    """Translate raw strings with a translation export."""
-    from trainer.tasks import translation
+    """Translate raw strings with a translation export.
 
-    for src, out in zip(texts, translation.translate(model_dir, list(texts))):
+    `-` reads standard input and @FILE a file, one sentence a line.
+    """
+    from trainer.tasks import inference, translation
+
+    texts = inference.expand_inputs(texts)
+    inference.require(model_dir, "translate")
+    for src, out in zip(texts, translation.translate(model_dir, texts)):
         click.echo(f"{src}\t{out}")
     if attention_png:
         click.echo(f"attention heatmap: {translation.attention_heatmap(model_dir, texts[0], attention_png)}")

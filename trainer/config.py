@@ -12,6 +12,7 @@ types are errors that name the key), frozen, and written to
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -201,8 +202,19 @@ def read_yaml(path: str) -> dict:
     from trainer import storage
 
     if not storage.exists(path):
-        raise ConfigError(f"config file {path!r} does not exist.")
-    text = storage.read_text(path)
+        raise ConfigError(f"config file {path!r} does not exist. Check the --config path "
+                          "(`seqtrain config > my.yaml` writes a starting file).")
+    if storage.isdir(path):
+        raise ConfigError(f"config file {path!r} is a directory; pass a YAML file to --config.")
+    raw = storage.read_bytes(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path!r} is not UTF-8: line {line}, byte offset {e.start} holds "
+            f"{raw[e.start:e.start + 1]!r}. Re-save it as UTF-8 "
+            "(`iconv -f latin1 -t utf-8`).") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -361,6 +373,8 @@ def _coerce(value, tp, path: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if float in args and isinstance(value, float) and not math.isfinite(value):
+            return _coerce(value, float, path)  # raises the finite-number error
         for arg in args:
             if arg is type(None):
                 continue
@@ -385,9 +399,13 @@ def _coerce(value, tp, path: str):
     if tp is float:
         # PyYAML follows YAML 1.1, which reads `1e-3` (no dot) as a string.
         if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-            return float(value)
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"config key {path!r} must be a finite number, got {value!r} "
+                "(NaN and infinities are refused: training would diverge silently).")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

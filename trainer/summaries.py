@@ -14,6 +14,8 @@ import time
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+from trainer.redact import redact
+
 
 def read_scalars(log_dir: str, tag: str) -> dict[int, float]:
     """{step: value} of a scalar `tag` in the event files of `log_dir` (local or gs://)."""
@@ -44,7 +46,7 @@ class Writers:
 
     def write_config(self, config, step: int) -> None:
         with self.train.as_default(step=step):
-            tf.summary.text("config", "```\n" + config.to_yaml() + "\n```")
+            tf.summary.text("config", "```\n" + redact(config.to_yaml()) + "\n```")
         self.train.flush()
         with self._session.as_default(step=step):
             hp.hparams(_flat_hparams(config.to_dict()), trial_id=None)

@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, preemption, registry, storage, summaries
+from trainer import loop, precision, preemption, redact, registry, storage, summaries
+from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError
 from trainer.logsync import LogSync
 from trainer.run_dir import RunDir
@@ -88,6 +89,8 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
 
     task = registry.get(config.task.name)(config)
     task.prepare()
+    if training and cluster.is_chief and task.data_report():  # say what was read
+        print(data_report.text(task.data_report()), flush=True)
     assets = task.assets()
     run_dir.check_assets(assets, previous)
 
@@ -245,6 +248,7 @@ def _start_writing(run: Run, restored: str | None) -> None:
     for path in run.run_dir.remove_leftovers():
         log.warning("removed %s, left by a writer that was killed", path)
     info = runtime_info(run.config, run.strategy, run.cluster, run.cudnn, run.xla)
+    info["data"] = run.task.data_report()
     if restored:
         info["last_checkpoint"] = {"step": int(run.step_var.numpy()),
                                    "path": os.path.basename(restored), "time": _utc()}
@@ -454,7 +458,7 @@ def runtime_info(config, strategy, cluster, cudnn_report, xla: XlaDecision) -> d
         "physical_devices": [d.name for d in tf.config.list_physical_devices()],
         "cudnn": cudnn_report,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "argv": sys.argv,
+        "argv": redact.redact(sys.argv),  # no signed-URL tokens in the run dir
         "pid": os.getpid(),
     }
 

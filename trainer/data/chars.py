@@ -7,8 +7,9 @@ A corpus comes from one explicit source (`data.source`):
     the text comes from). `sonnets` is Shakespeare's Sonnets 1-60 (first
     printed 1609; public domain everywhere).
   * `file`: a text file, local or `gs://` (read through `tf.io.gfile`).
-  * `url`: an http(s) file downloaded with `requests` into a cache directory,
-    with retries, a size limit and an optional SHA-256 check.
+  * `url`: an https file downloaded with `requests` into a cache directory,
+    with retries, a size limit and a SHA-256 recorded at the first download and
+    re-checked on every reuse (plain http only with `data.allow_http`).
 
 Characters are Unicode code points mapped to integer ids by `CharVocab`
 (0 = padding, 1 = out-of-vocabulary). The encoded corpus is one small integer
@@ -22,6 +23,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import re
@@ -33,6 +35,9 @@ import tensorflow as tf
 
 from trainer import storage
 from trainer.errors import DataError
+from trainer.redact import redact
+
+log = logging.getLogger(__name__)
 
 PAD_ID = 0
 OOV_ID = 1
@@ -118,29 +123,42 @@ def download(
     retries: int = 3,
     backoff: float = 1.0,
     timeout: float = 30.0,
-) -> str:
-    """Downloads `url` into `cache_dir` (once) and returns the cached file's path.
+    allow_http: bool = False,
+) -> tuple[str, str]:
+    """Downloads `url` into `cache_dir` (once); returns the cached file's path and SHA-256.
 
     The body is streamed to a temporary name and renamed only when it is
     complete, within `max_bytes` and matches `sha256` (when given), so the
-    cache never holds a half-written or wrong file. Connection errors,
-    timeouts, HTTP 429 and 5xx are retried `retries` times with exponential
-    backoff (`backoff`, 2*`backoff`, ...). A cached file is reused; one that
-    fails the checksum is downloaded again.
+    cache never holds a half-written or wrong file. The SHA-256 of every
+    download is recorded next to it (`<file>.sha256`); a cached file is reused
+    only if it still matches that record (and `sha256`, when given), otherwise
+    it is downloaded again. Connection errors, timeouts, HTTP 429 and 5xx are
+    retried `retries` times with exponential backoff (`backoff`, 2*`backoff`, ...).
+    Plain http:// (also after a redirect) needs `allow_http`.
 
     Raises:
-      DataError: unreachable after all retries, HTTP error, too large, or
-        checksum mismatch. The message names the URL and the key to change.
+      DataError: unreachable after all retries, HTTP error, too large, insecure
+        scheme, or checksum mismatch. The message names the URL (query string
+        redacted) and the key to change.
     """
     import requests  # only the url source needs it
 
+    shown = redact(url)
+    if not url.startswith("https://") and not (allow_http and url.startswith("http://")):
+        raise DataError(f"data.url={shown!r} is not https://; plain http needs "
+                        "data.allow_http=true (the download is then not authenticated).")
     cache_dir = cache_dir or default_cache_dir()
     sha256 = sha256.lower()
     base = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(url.split("?")[0])) or "corpus"
     path = storage.join(cache_dir, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}")
+    record = f"{path}.sha256"
     if storage.exists(path):
-        if not sha256 or _file_sha256(path) == sha256:
-            return path
+        actual = _file_sha256(path)
+        recorded = storage.read_text(record).strip() if storage.exists(record) else ""
+        if actual == (sha256 or recorded):
+            return path, actual
+        log.warning("cached download %s does not match its recorded SHA-256 (%s); downloading "
+                    "data.url=%s again.", path, "data.sha256" if sha256 else record, shown)
     storage.makedirs(cache_dir)
 
     errors: list[str] = []
@@ -148,33 +166,40 @@ def download(
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            _fetch(requests, url, path, sha256=sha256, max_bytes=max_bytes, timeout=timeout)
-            return path
+            digest = _fetch(requests, url, path, sha256=sha256, max_bytes=max_bytes,
+                            timeout=timeout, allow_http=allow_http)
+            storage.write_text(record, digest + "\n")
+            return path, digest
         except _Retryable as e:
             errors.append(str(e))
     raise DataError(
-        f"could not download data.url={url!r} after {retries + 1} attempts "
-        f"(last error: {errors[-1]}). Check the URL and your network or proxy, "
+        f"could not download data.url={shown!r} after {retries + 1} attempts "
+        f"(last error: {redact(errors[-1])}). Check the URL and your network or proxy, "
         "raise data.download_retries, or download the file yourself and use "
         "data.source=file with data.path."
     )
 
 
-def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeout: float) -> None:
+def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeout: float,
+           allow_http: bool) -> str:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    shown = redact(url)
     try:
         try:
             resp = requests.get(url, stream=True, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as e:
-            raise _Retryable(f"{type(e).__name__}: {_short(e)}") from None
+            raise _Retryable(f"{type(e).__name__}: {redact(_short(e))}") from None
         except requests.RequestException as e:
-            raise DataError(f"data.url={url!r} cannot be fetched: {_short(e)}.") from None
+            raise DataError(f"data.url={shown!r} cannot be fetched: {redact(_short(e))}.") from None
         with resp:
+            if resp.url.startswith("http://") and not allow_http:
+                raise DataError(f"data.url={shown!r} redirected to plain http "
+                                f"({redact(resp.url)!r}); set data.allow_http=true to accept it.")
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise _Retryable(f"HTTP {resp.status_code} {resp.reason}")
             if resp.status_code != 200:
                 raise DataError(
-                    f"data.url={url!r} answered HTTP {resp.status_code} {resp.reason}. "
+                    f"data.url={shown!r} answered HTTP {resp.status_code} {resp.reason}. "
                     "Fix the URL (or the server's permissions)."
                 )
             declared = int(resp.headers.get("Content-Length") or 0)
@@ -194,11 +219,12 @@ def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeou
                     raise _Retryable(f"transfer interrupted: {_short(e)}") from None
         if sha256 and digest.hexdigest() != sha256:
             raise DataError(
-                f"data.url={url!r} downloaded {total} bytes with SHA-256 "
+                f"data.url={shown!r} downloaded {total} bytes with SHA-256 "
                 f"{digest.hexdigest()}, but data.sha256={sha256}. The file changed or the "
                 "checksum is wrong: fix data.sha256 (or set it to '' to skip the check)."
             )
         tf.io.gfile.rename(tmp, path, overwrite=True)
+        return digest.hexdigest()
     finally:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.remove(tmp)
@@ -206,7 +232,7 @@ def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeou
 
 def _too_big(url: str, got: str, max_bytes: int) -> DataError:
     return DataError(
-        f"data.url={url!r} is {got}, over data.max_bytes={max_bytes}. "
+        f"data.url={redact(url)!r} is {got}, over data.max_bytes={max_bytes}. "
         "Raise data.max_bytes if the file is right."
     )
 

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import storage
+from trainer.data import tables
 from trainer.errors import DataError
 
 PAD, START, END, UNK = 0, 1, 2, 3
@@ -43,7 +44,8 @@ _OPENING = "([¿¡(\\[«]) "
 # ----------------------------------------------------------------------------
 
 
-def read_tsv(path: str, *, reverse: bool = False, limit: int = 0) -> list[tuple[str, str]]:
+def read_tsv(path: str, *, reverse: bool = False, limit: int = 0, encoding: str = "utf-8",
+             max_field_bytes: int = 1 << 20) -> list[tuple[str, str]]:
     """Reads `source<TAB>target` lines (extra tab-separated columns are ignored).
 
     Args:
@@ -56,22 +58,18 @@ def read_tsv(path: str, *, reverse: bool = False, limit: int = 0) -> list[tuple[
         without a tab, or an empty source/target; the message names the file
         and line number.
     """
-    if not storage.exists(path):
+    if storage.exists(path) and not storage.isdir(path):
+        raw = storage.read_bytes(path)
+    elif storage.isdir(path):
+        raise DataError(f"data.path={path!r} is a directory; point it at a file of "
+                        "'source<TAB>target' lines.")
+    else:
         raise DataError(
             f"parallel corpus {path!r} does not exist. Set data.path to a UTF-8 text file "
             "with one 'source<TAB>target' pair per line (local or gs://), "
             "or use data.source=toy."
         )
-    raw = storage.read_bytes(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"parallel corpus {path!r} is not UTF-8 (bad byte at line {line}). "
-            "Re-encode it, for example `iconv -f latin1 -t utf-8`."
-        ) from None
-    text = text.removeprefix("\ufeff")
+    text = tables.decode(raw, encoding, path)
     if not text.strip():
         raise DataError(
             f"parallel corpus {path!r} is empty: expected one 'source<TAB>target' pair per line."
@@ -82,6 +80,11 @@ def read_tsv(path: str, *, reverse: bool = False, limit: int = 0) -> list[tuple[
     pairs = []
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
+        if len(line) > max_field_bytes:
+            raise DataError(
+                f"parallel corpus {path!r} line {number} is {len(line)} characters long, over "
+                f"data.max_field_bytes={max_field_bytes}. Raise data.max_field_bytes if that is "
+                "right, or fix the line.")
         if not line.strip():
             raise DataError(
                 f"parallel corpus {path!r} line {number} is empty. Every line must be "

@@ -1,4 +1,4 @@
-"""Labelled text files: CSV, TSV or JSONL, local or gs://.
+"""Labelled text files: CSV, TSV or JSONL, local or gs:// (read by trainer/data/tables.py).
 
 Files are read through `tf.io.gfile`, so a `gs://` path works exactly like a
 local one. Labels may be strings or integers; they are mapped to class ids by
@@ -7,14 +7,11 @@ sorted order of their string form (`labels.txt` in the model dir records it).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 
 import numpy as np
 
-from trainer import storage
+from trainer.data import tables
 from trainer.errors import DataError
 
 BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundled")
@@ -24,36 +21,57 @@ def bundled_path(name: str) -> str:
     return os.path.join(BUNDLED_DIR, name)
 
 
-def read_labelled(path: str, *, fmt: str, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """Reads (texts, labels-as-strings) from a CSV/TSV/JSONL file.
+def read_labelled(path: str, *, fmt: str, text_column, label_column, header="auto",
+                  encoding: str = "utf-8", max_field_bytes: int = tables.DEFAULT_MAX_FIELD_BYTES,
+                  key: str = "data.train_path") -> tuple[list[str], list[str], dict]:
+    """Reads (texts, labels-as-strings, read report) from a CSV/TSV/JSONL file.
+
+    Without a header, columns are numbered from 0; the default column names
+    then mean column 0 (text) and column 1 (label). Rows whose text or label is
+    empty are skipped and counted in the report.
 
     Raises:
       DataError: missing or empty file, missing columns, malformed rows.
     """
-    if not storage.exists(path):
-        raise DataError(f"data file {path!r} does not exist. Check data.train_path / data.eval_path.")
-    raw = storage.read_text(path)
-    if not raw.strip():
-        raise DataError(f"data file {path!r} is empty; it needs a header and at least one row.")
-    fmt = _infer_format(path) if fmt == "auto" else fmt
-    rows = _jsonl_rows(path, raw) if fmt == "jsonl" else _delimited_rows(path, raw, fmt)
-    if not rows:
-        raise DataError(f"data file {path!r} has a header but no rows.")
-    columns = list(rows[0][1].keys())
-    for col, key in ((text_column, "data.text_column"), (label_column, "data.label_column")):
-        if col not in columns:
+    table = tables.read_table(path, fmt=fmt, header=header, encoding=encoding,
+                              max_field_bytes=max_field_bytes, key=key,
+                              names=(text_column, label_column))
+    if table.format == "text":
+        raise DataError(
+            f"{key}={path!r} was read as plain text ({table.format_reason}), but "
+            "classification needs a text and a label per row. Use a CSV, TSV or JSONL file, "
+            "or set data.format.")
+    defaults = {"text": 0, "label": 1}
+    cols = []
+    for wanted, ck in ((text_column, "data.text_column"), (label_column, "data.label_column")):
+        if not table.header and str(wanted) in defaults and len(table.columns) >= 2:
+            wanted = defaults[str(wanted)]
+        if table.format == "jsonl" and str(wanted) not in table.columns:
             raise DataError(
-                f"data file {path!r} has no column {col!r} ({key}). "
-                f"Available columns: {', '.join(map(str, columns))}. Set --set {key}=<name>.")
-    texts, labels = [], []
-    for line_no, row in rows:
-        text, label = row.get(text_column), row.get(label_column)
-        if text is None or label is None or str(label).strip() == "":
-            raise DataError(
-                f"{path!r} line {line_no}: missing {text_column!r} or {label_column!r} value.")
-        texts.append(str(text))
-        labels.append(str(label).strip())
-    return texts, labels
+                f"{path!r} has no key {wanted!r} ({ck}); its objects have the keys "
+                f"{', '.join(table.columns)}. Set --set {ck}=<key>.")
+        cols.append(table.column(wanted, ck))
+    t_idx, l_idx = cols
+    texts, labels, skipped = [], [], {}
+    for _, row in table.rows:
+        text, label = row[t_idx], row[l_idx].strip()
+        reason = "empty label" if not label else "empty text" if not text.strip() else None
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        texts.append(text)
+        labels.append(label)
+    report = table.report()
+    report["skipped"].update(skipped)
+    report["text_column"], report["label_column"] = table.columns[t_idx], table.columns[l_idx]
+    report["rows_used"] = len(texts)
+    report["summary"] = table.describe() + (
+        "; skipped " + ", ".join(f"{n} ({r})" for r, n in skipped.items()) if skipped else "")
+    if not texts:
+        raise DataError(f"{key}={path!r} has no row with both a text and a label "
+                        f"({', '.join(f'{n} {r}' for r, n in skipped.items())}). Check "
+                        "data.text_column and data.label_column.")
+    return texts, labels, report
 
 
 def split(texts: list[str], labels: list[str], fraction: float, seed: int):
@@ -67,42 +85,3 @@ def split(texts: list[str], labels: list[str], fraction: float, seed: int):
     ev, tr = order[:n_eval], order[n_eval:]
     pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
     return pick(texts, tr), pick(labels, tr), pick(texts, ev), pick(labels, ev)
-
-
-def _infer_format(path: str) -> str:
-    lower = path.lower()
-    if lower.endswith((".jsonl", ".json", ".ndjson")):
-        return "jsonl"
-    if lower.endswith((".tsv", ".tab")):
-        return "tsv"
-    return "csv"
-
-
-def _delimited_rows(path: str, raw: str, fmt: str):
-    reader = csv.DictReader(io.StringIO(raw), delimiter="\t" if fmt == "tsv" else ",")
-    if not reader.fieldnames:
-        raise DataError(f"data file {path!r} has no header row.")
-    rows = []
-    for row in reader:
-        if None in row:
-            raise DataError(
-                f"{path!r} line {reader.line_num}: more fields than the header "
-                f"({len(reader.fieldnames)}). Quote fields that contain the delimiter.")
-        if any(v is not None and v != "" for v in row.values()):
-            rows.append((reader.line_num, row))
-    return rows
-
-
-def _jsonl_rows(path: str, raw: str):
-    rows = []
-    for i, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path!r} line {i} is not valid JSON: {e.msg}.") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path!r} line {i} must be a JSON object, got {type(obj).__name__}.")
-        rows.append((i, obj))
-    return rows

@@ -8,9 +8,7 @@ and windows are cut in order inside tf.data.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -19,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from trainer import storage
+from trainer.data import tables
 from trainer.errors import DataError
 
 # series_sines.csv: synthetic_series(length=2000, features=1, components=3,
@@ -94,13 +92,22 @@ def bundled_names() -> list[str]:
     )
 
 
-def read_csv_series(
-    path: str, columns: Sequence[str] = (), target: str = "", time_column: str = ""
-) -> Series:
-    """Reads numeric columns of a CSV with a header row (local or gs://).
+def read_csv_series(path: str, columns: Sequence[str] = (), target: str = "",
+                    time_column: str = "", **kwargs) -> Series:
+    """`read_series` without the read report."""
+    return read_series(path, columns, target, time_column, **kwargs)[0]
+
+
+def read_series(
+    path: str, columns: Sequence[str] = (), target: str = "", time_column: str = "", *,
+    fmt: str = "auto", header="auto", encoding: str = "utf-8",
+    max_field_bytes: int = tables.DEFAULT_MAX_FIELD_BYTES,
+) -> tuple[Series, dict]:
+    """Reads numeric columns of a CSV/TSV (local or gs://) and a read report.
 
     Args:
-      path: CSV file; the first row names the columns.
+      path: CSV or TSV file; with a header its first row names the columns,
+        without one (data.header=false) columns are numbered from 0.
       columns: input columns; empty means every column except `time_column`.
       target: the column to forecast; empty means the first input column. It
         is added to the inputs if `columns` does not list it.
@@ -111,79 +118,67 @@ def read_csv_series(
       DataError: missing or empty file, unknown column, non-numeric value,
         unparseable time value.
     """
-    if not storage.exists(path):
-        raise DataError(
-            f"data.path {path!r} does not exist. Point data.path at a CSV file "
-            "(local or gs://) with a header row."
-        )
-    text = storage.read_text(path).removeprefix("\ufeff")  # spreadsheet exports add a BOM
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
-    if not rows:
-        raise DataError(
-            f"data.path {path!r} is empty. It needs a header row naming the columns "
-            "and one row per time step."
-        )
-    header = [h.strip() for h in rows[0]]
-    body = rows[1:]
-    if not body:
-        raise DataError(
-            f"data.path {path!r} has a header ({', '.join(header)}) but no data rows."
-        )
-    for i, row in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(
-                f"{path!r} line {i + 2} has {len(row)} fields but the header has "
-                f"{len(header)} ({', '.join(header)}). Fix the row or the header."
-            )
+    table = tables.read_table(path, fmt=fmt, header=header, encoding=encoding,
+                              max_field_bytes=max_field_bytes, key="data.path",
+                              names=(*columns, target, time_column))
+    if table.format not in ("csv", "tsv"):
+        raise DataError(f"data.path={path!r} was read as {table.format} "
+                        f"({table.format_reason}); a series needs a CSV or TSV file. "
+                        "Set data.format=csv or data.format=tsv.")
+    header_names = table.columns
 
-    def index_of(name: str, key: str) -> int:
-        if name not in header:
-            raise DataError(
-                f"{key}={name!r} is not a column of {path!r}. Its columns are: "
-                f"{', '.join(header)}. Set {key} to one of them."
-            )
-        return header.index(name)
+    def index_of(name, key: str) -> int:
+        return table.column(name, key)
 
     time_idx = index_of(time_column, "data.time_column") if time_column else None
     if columns:
-        names = list(columns)
-        for name in names:
-            index_of(name, "data.columns")
+        idx = [index_of(name, "data.columns") for name in columns]
     else:
-        names = [h for i, h in enumerate(header) if i != time_idx]
+        idx = [i for i in range(len(header_names)) if i != time_idx]
     if target:
-        index_of(target, "data.target")
-        if target not in names:
-            names.append(target)
+        t_idx = index_of(target, "data.target")
+        if t_idx not in idx:
+            idx.append(t_idx)
     else:
-        target = names[0] if names else ""
-    if not names:
+        t_idx = idx[0] if idx else None
+    if not idx:
         raise DataError(
             f"{path!r} has no value columns besides data.time_column={time_column!r}."
         )
-
-    values = np.empty((len(body), len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        col = header.index(name)
+    names = [header_names[i] for i in idx]
+    body = [row for _, row in table.rows]
+    lines = [line for line, _ in table.rows]
+    values = np.empty((len(body), len(idx)), dtype=np.float32)
+    for j, col in enumerate(idx):
         for i, row in enumerate(body):
-            values[i, j] = _parse_float(row[col], name, i + 2, path, bool(columns))
+            values[i, j] = _parse_float(row[col], names[j], lines[i], path, bool(columns),
+                                        time_column)
     if time_idx is not None:
         keys = _time_keys([row[time_idx] for row in body], time_column, path)
         values = values[np.argsort(keys, kind="stable")]
-    return Series(values, tuple(names), target, f"CSV {path!r}")
+    report = table.report()
+    report["summary"] = table.describe()
+    report["columns_used"], report["target"] = names, header_names[t_idx]
+    return Series(values, tuple(names), header_names[t_idx], f"CSV {path!r}"), report
 
 
-def _parse_float(cell: str, column: str, line: int, path: str, chosen: bool) -> float:
+def _parse_float(cell: str, column: str, line: int, path: str, chosen: bool,
+                 time_column: str = "") -> float:
     try:
         value = float(cell)
     except ValueError:
         value = None
     if value is None or not math.isfinite(value):
-        hint = (
-            "Fix or fill the value"
-            if chosen
-            else "Fix or fill the value, or list only numeric columns in data.columns"
-        )
+        if chosen:
+            hint = "Fix or fill the value"
+        elif not time_column and _is_time(cell):
+            hint = (f"It looks like a date or time: set data.time_column={column} to sort the "
+                    "rows by it (it is then not an input)")
+        elif not time_column:
+            hint = ("If it is a date/time column, set data.time_column to its name; otherwise "
+                    "fix the value or list only numeric columns in data.columns")
+        else:
+            hint = "Fix or fill the value, or list only numeric columns in data.columns"
         raise DataError(
             f"column {column!r} of {path!r} has a non-numeric value {cell!r} on line "
             f"{line}. Every input column must hold finite numbers. {hint}."
@@ -213,6 +208,8 @@ def _is_time(cell: str) -> bool:
         np.datetime64(cell.strip())
         return True
     except ValueError:
+        return False
+    except Exception:  # numpy raises other types for some garbage strings
         return False
 
 

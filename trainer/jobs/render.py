@@ -16,6 +16,7 @@ or SEQTRAIN_WORKER_HOSTS + JOB_COMPLETION_INDEX); see trainer/cluster.py.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -373,6 +374,18 @@ def _check_tuning(req: JobRequest):
 # ----------------------------------------------------------------------------
 
 
+# Least privilege for every rendered pod. The image runs as UID/GID 10001 (Dockerfile);
+# stating it lets the kubelet verify runAsNonRoot without inspecting the image.
+POD_SECURITY = {
+    "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def _pod_spec(req, cfg, name, *, container_name, port_name, env=None, resources=None) -> dict:
     if resources is None and req.gpus_per_worker:
         resources = {"nvidia.com/gpu": str(req.gpus_per_worker)}  # quantities are strings
@@ -389,9 +402,11 @@ def _pod_spec(req, cfg, name, *, container_name, port_name, env=None, resources=
     if resources:
         container["resources"] = {"limits": dict(resources), "requests": dict(resources)}
     container["volumeMounts"] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY)
     pod: dict[str, Any] = {
         # Longer than the trainer's own save budget, so SIGKILL never cuts a checkpoint.
         "terminationGracePeriodSeconds": cfg.runtime.preemption_grace_secs + GRACE_MARGIN_SECS,
+        "securityContext": copy.deepcopy(POD_SECURITY),
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
     }

@@ -41,6 +41,8 @@ class Task:
     # this: each value is what measured faster, default config with jit_compile
     # true vs false (README, "Compiled steps").
     xla_on_cpu: ClassVar[bool] = False
+    # The `seqtrain` command that serves this task's export (predict|generate|translate).
+    inference_command: ClassVar[str | None] = None
 
     def __init__(self, config: ExperimentConfig):
         self.config = config
@@ -52,6 +54,17 @@ class Task:
         Raises:
           DataError: missing, empty or malformed data (message says how to fix).
         """
+
+    def data_report(self) -> dict:
+        """What `prepare` read, JSON-able (see trainer/data/report.py): files, rows,
+        rows skipped and why, split sizes, warnings, and human `lines`."""
+        return {}
+
+    @staticmethod
+    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
+        """`seqtrain predict`: one output line per raw input (tasks with inference_command
+        "predict")."""
+        raise NotImplementedError
 
     def assets(self) -> dict[str, str]:
         """Fitted preprocessing state as {file name: text}.

@@ -24,10 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.data import timeseries
+from trainer.data import timeseries, report as data_report, tables
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
 from trainer.tasks.configs.forecasting import ForecastingModel
+from trainer.errors import ConfigError, UserError
 
 
 def encoder(inputs, cfg: ForecastingModel):
@@ -68,7 +69,8 @@ class ForecastingTask(Task):
 
     def _read_series(self) -> timeseries.Series:
         d = self.config.data
-        if d.source == "synthetic":
+        self._files = []
+        if d.source == "synthetic" or (d.source == "auto" and not d.path):
             return timeseries.synthetic_series(
                 d.synthetic_length, d.synthetic_features, d.synthetic_components,
                 d.synthetic_noise, seed=self.config.runtime.seed,
@@ -77,7 +79,49 @@ class ForecastingTask(Task):
             path, time_column = timeseries.bundled_path(d.bundled), d.time_column or "time"
         else:
             path, time_column = d.path, d.time_column
-        return timeseries.read_csv_series(path, d.columns, d.target, time_column)
+        series, report = timeseries.read_series(
+            path, d.columns, d.target, time_column, fmt=d.format, header=d.header,
+            encoding=d.encoding, max_field_bytes=d.max_field_bytes)
+        self._files.append(report)
+        return series
+
+    def data_report(self) -> dict:
+        d = self.config.data
+        length = len(self.series.values)
+        train_windows = timeseries.num_windows(self.split, d.window, self.horizon, d.stride)
+        eval_windows = timeseries.num_windows(length - self.split + d.window, d.window,
+                                              self.horizon)
+        lines = [f["summary"] for f in self._files] + [
+            f"series {self.series.origin}: {length} steps x {len(self.series.columns)} "
+            f"column(s) ({', '.join(self.series.columns)}), target {self.series.target!r}",
+            f"train rows {self.split} -> {train_windows} windows of data.window={d.window}; "
+            f"eval rows {length - self.split} -> {eval_windows} windows"]
+        warnings = []
+        need = data_report.MIN_WINDOWS_PER_WINDOW * d.window
+        if train_windows < need:
+            better = max(1, (self.split - self.horizon + 1) // (data_report.MIN_WINDOWS_PER_WINDOW
+                                                                + 1))
+            hint = (f" Try --set data.window={min(better, d.window - 1)}" if better < d.window
+                    else "")
+            warnings.append(
+                f"only {train_windows} training windows for data.window={d.window} (fewer than "
+                f"{data_report.MIN_WINDOWS_PER_WINDOW} x the window): the model may not beat "
+                f"the naive forecast (compare skill).{hint}, or use a longer series.")
+        # No epochs warning here: stride-1 windows overlap almost entirely, so passes over
+        # them say little about overfitting; the windows-per-window check above does.
+        source = "file" if d.path else "synthetic" if d.source == "auto" else d.source
+        return {"task": self.name, "source": source, "files": self._files,
+                "series": {"length": length, "columns": list(self.series.columns),
+                           "target": self.series.target},
+                "train": {"rows": self.split, "windows": train_windows},
+                "eval": {"rows": length - self.split, "windows": eval_windows},
+                "warnings": warnings, "lines": lines}
+
+    inference_command = "predict"
+
+    @staticmethod
+    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
+        return predict_lines(model_dir, inputs)
 
     def assets(self) -> dict[str, str]:
         meta = dict(
@@ -202,6 +246,57 @@ class ForecastingTask(Task):
         storage.makedirs(extra)
         storage.write_text(storage.join(extra, "normalization.json"),
                            self.assets()["normalization.json"])
+
+
+# ----------------------------------------------------------------------------
+# `seqtrain predict` on a forecasting export.
+# ----------------------------------------------------------------------------
+
+
+def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
+    """Forecasts for raw windows, one per input line.
+
+    Each input is one window of raw values, time-major: `data.window` x features
+    numbers separated by commas or spaces, or a JSON list (flat or [window][features]).
+    Columns are in the order of the export's assets.extra/normalization.json.
+    Output: the forecast (H comma-separated values for multi-step).
+    """
+    from trainer.tasks import inference
+
+    inference.require(model_dir, "predict")
+    export_dir = storage.join(model_dir, "export")
+    meta = json.loads(storage.read_text(storage.join(export_dir, "assets.extra",
+                                                      "normalization.json")))
+    window, columns = int(meta["window"]), list(meta["columns"])
+    need = window * len(columns)
+    batch = []
+    for i, text in enumerate(inputs, 1):
+        values = _parse_window(text, i)
+        if len(values) != need:
+            raise UserError(
+                f"input {i} has {len(values)} numbers, but this model reads windows of "
+                f"{window} steps x {len(columns)} column(s) ({', '.join(columns)}) = {need} "
+                "numbers, time-major, separated by commas or spaces (or a JSON list).")
+        batch.append(np.asarray(values, np.float32).reshape(window, len(columns)))
+    loaded = tf.saved_model.load(export_dir)
+    out = np.asarray(loaded.serve(tf.constant(np.stack(batch)))["forecast"])
+    return [",".join(f"{v:.6g}" for v in np.atleast_1d(row)) for row in out]
+
+
+def _parse_window(text: str, number: int) -> list[float]:
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            values = [float(v) for v in np.asarray(json.loads(text), dtype=np.float64).ravel()]
+        else:
+            values = [float(v) for v in text.replace(",", " ").split()]
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise UserError(
+            f"input {number} is not a window of numbers: {text[:80]!r}. Give the raw values "
+            "separated by commas or spaces, or a JSON list.") from None
+    if not all(np.isfinite(values)):
+        raise UserError(f"input {number} holds NaN or infinity; forecasts need finite values.")
+    return values
 
 
 # ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.data import text as text_data
+from trainer.data import text as text_data, report as data_report, tables
 from trainer.errors import DataError, UserError
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
@@ -22,19 +22,22 @@ from trainer.tasks.base import Task
 
 @registry.register("text_classification")
 class TextClassificationTask(Task):
+    inference_command = "predict"
     def prepare(self) -> None:
         d = self.config.data
-        if d.source == "bundled":
-            texts, labels = text_data.read_labelled(
+        files = []
+        if not d.train_path:  # source auto or bundled
+            texts, labels, rep = text_data.read_labelled(
                 text_data.bundled_path("reviews.csv"), fmt="csv", text_column="text",
-                label_column="label")
+                label_column="label", header=True)
+            files.append(rep)
         else:
-            texts, labels = text_data.read_labelled(
-                d.train_path, fmt=d.format, text_column=d.text_column, label_column=d.label_column)
+            texts, labels, rep = self._read(d.train_path, "data.train_path")
+            files.append(rep)
         if d.eval_path:
             tr_x, tr_y = texts, labels
-            ev_x, ev_y = text_data.read_labelled(
-                d.eval_path, fmt=d.format, text_column=d.text_column, label_column=d.label_column)
+            ev_x, ev_y, rep = self._read(d.eval_path, "data.eval_path")
+            files.append(rep)
         else:
             tr_x, tr_y, ev_x, ev_y = text_data.split(texts, labels, d.eval_fraction,
                                                      self.config.runtime.seed)
@@ -57,6 +60,40 @@ class TextClassificationTask(Task):
             "train": (self._vectorize(tr_x), np.array([index[y] for y in tr_y], np.int32)),
             "eval": (self._vectorize(ev_x), np.array([index[y] for y in ev_y], np.int32)),
         }
+        self._report = self._build_report(files, tr_y, ev_y)
+
+    def _read(self, path: str, key: str):
+        d = self.config.data
+        return text_data.read_labelled(
+            path, fmt=d.format, text_column=d.text_column, label_column=d.label_column,
+            header=d.header, encoding=d.encoding, max_field_bytes=d.max_field_bytes, key=key)
+
+    def _build_report(self, files, tr_y, ev_y) -> dict:
+        ids = self._splits["eval"][0]
+        tokens = int(np.count_nonzero(ids))
+        oov = float(np.count_nonzero(ids == 1) / tokens) if tokens else 0.0
+        t = self.config.train
+        train_counts, eval_counts = data_report.counts(tr_y), data_report.counts(ev_y)
+        source = "file" if self.config.data.train_path else "bundled"
+        lines = [f["summary"] for f in files] + [
+            f"train {len(tr_y)} rows, eval {len(ev_y)} rows; labels (train) "
+            f"{data_report.short_counts(train_counts)}",
+            f"vocabulary {len(self.vectorizer.get_vocabulary())} tokens; eval OOV rate "
+            f"{oov:.1%} (of {tokens} eval tokens)"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, len(tr_y),
+                                                           "rows")] if w]
+        return {"task": self.name, "source": source, "files": files,
+                "train": {"rows": len(tr_y), "labels": train_counts},
+                "eval": {"rows": len(ev_y), "labels": eval_counts, "oov_rate": oov,
+                         "tokens": tokens},
+                "warnings": warnings, "lines": lines}
+
+    def data_report(self) -> dict:
+        return self._report
+
+    @staticmethod
+    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
+        return predict_lines(model_dir, inputs)
 
     def _vectorize(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.vectorizer(tf.constant(texts)), dtype=np.int32)
@@ -120,17 +157,19 @@ class TextClassificationTask(Task):
 
 def predict(model_dir: str, texts: list[str]) -> list[tuple[str, float]]:
     """(label, probability) for each raw string, from MODEL_DIR/export."""
-    export_dir = storage.join(model_dir, "export")
-    if not storage.exists(export_dir):
-        raise UserError(
-            f"{model_dir} has no export/; train it to the end (`seqtrain train --model-dir "
-            f"{model_dir}`) before predicting.")
-    loaded = tf.saved_model.load(export_dir)
-    if not hasattr(loaded, "serve"):
-        raise UserError(f"{export_dir} is not a text_classification export (no 'serve' endpoint).")
+    from trainer.tasks import inference
+
+    inference.require(model_dir, "predict", "text_classification")
+    loaded = tf.saved_model.load(storage.join(model_dir, "export"))
     out = loaded.serve(tf.constant(texts))
     labels = [b.decode() for b in out["label"].numpy()]
     return list(zip(labels, [float(p) for p in out["probability"].numpy()]))
+
+
+def predict_lines(model_dir: str, texts: list[str]) -> list[str]:
+    """`seqtrain predict` output: label, probability and the text, tab-separated."""
+    return [f"{label}\t{prob:.4f}\t{text}"
+            for text, (label, prob) in zip(texts, predict(model_dir, texts))]
 
 
 def _label_sort_key(label: str):

@@ -29,8 +29,9 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, registry, storage
-from trainer.data import chars
-from trainer.errors import UserError
+from trainer.data import chars, report as data_report
+from trainer.errors import ConfigError, UserError
+from trainer.redact import redact
 from trainer.models.rnn import RecurrentConfig, recurrent_stack
 from trainer.tasks.base import Task
 
@@ -41,6 +42,7 @@ EXPORT_META = "seqtrain_export.json"
 class TextGenerationTask(Task):
     """Character LM (Embedding -> RNN stack -> Dense) with a stateful sampler."""
 
+    inference_command = "generate"
     xla_on_cpu = True
 
     # ---- host side ---------------------------------------------------------
@@ -57,14 +59,44 @@ class TextGenerationTask(Task):
 
     def _read_corpus(self) -> str:
         d = self.config.data
-        if d.source == "bundled":
+        self._files = []
+        if d.source == "bundled" or not (d.path or d.url):
+            self._files.append({"source": "bundled", "name": d.bundled_name})
             return chars.read_bundled(d.bundled_name)
-        if d.source == "file":
-            return chars.read_file(d.path, d.encoding)
-        path = chars.download(
+        if d.path:
+            text = chars.read_file(d.path, d.encoding)
+            self._files.append({"path": d.path, "format": "text", "chars": len(text)})
+            return text
+        path, digest = chars.download(
             d.url, cache_dir=d.cache_dir, sha256=d.sha256, max_bytes=d.max_bytes,
-            retries=d.download_retries, backoff=d.download_backoff, timeout=d.download_timeout)
-        return chars.read_file(path, d.encoding, key=f"downloaded data.url={d.url!r} ({path})")
+            retries=d.download_retries, backoff=d.download_backoff, timeout=d.download_timeout,
+            allow_http=d.allow_http)
+        text = chars.read_file(path, d.encoding,
+                               key=f"downloaded data.url={redact(d.url)!r} ({path})")
+        self._files.append({"url": redact(d.url), "cache": path, "sha256": digest,
+                            "chars": len(text)})
+        return text
+
+    def data_report(self) -> dict:
+        d, t = self.config.data, self.config.train
+        n_train, n_eval = len(self.train_ids), len(self.eval_ids)
+        windows = chars.num_windows(n_train, d.seq_len, d.shift)
+        oov = float((self.eval_ids == chars.OOV_ID).mean()) if n_eval else 0.0
+        where = self._files[0]
+        origin = (f"bundled corpus {where['name']!r}" if "name" in where else
+                  f"{where.get('path') or where.get('url')}")
+        lines = [f"read {origin}: {n_train + n_eval} characters"
+                 + (f" (SHA-256 {where['sha256'][:16]}...)" if "sha256" in where else ""),
+                 f"train {n_train} chars -> {windows} windows of data.seq_len={d.seq_len} "
+                 f"every data.shift={d.shift}; eval {n_eval} chars; vocabulary "
+                 f"{self.vocab.size} ids; eval OOV rate {oov:.2%}"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, windows,
+                                                           "windows")] if w]
+        return {"task": self.name, "source": "bundled" if "name" in where else
+                "url" if "url" in where else "file", "files": self._files,
+                "train": {"chars": n_train, "windows": windows},
+                "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
+                "warnings": warnings, "lines": lines}
 
     def _checked_ids(self, text: str, split: str, total: int):
         d = self.config.data
@@ -314,19 +346,12 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
       UserError: no export, not a text_generation run, bad length/temperature/
         num_samples, or a non-empty prompt with no known characters.
     """
-    export_dir = storage.join(model_dir, "export")
-    meta_path = storage.join(export_dir, EXPORT_META)
-    if not storage.exists(storage.join(export_dir, "saved_model.pb")):
-        raise UserError(
-            f"--model-dir {model_dir!r} has no export/saved_model.pb. Train a text_generation "
-            "run to completion first (the export is written at the end of `seqtrain train`).")
-    if not storage.exists(meta_path):
-        raise UserError(f"--model-dir {model_dir!r} is not a text_generation run "
-                        f"({_run_task(model_dir)}); `seqtrain generate` needs one.")
-    meta = storage.read_json(meta_path)
-    if meta.get("task") != "text_generation":
-        raise UserError(f"--model-dir {model_dir!r} is a {meta.get('task')!r} run, not "
-                        "text_generation; `seqtrain generate` needs a text_generation run.")
+    from trainer.tasks import inference
+
+    if isinstance(length, bool) or not isinstance(length, int) or not (
+            0 <= length <= inference.MAX_GENERATE_LENGTH):
+        raise UserError(f"--length must be an integer from 0 to {inference.MAX_GENERATE_LENGTH}, "
+                        f"got {length!r}.")
     if not (isinstance(temperature, (int, float)) and temperature > 0
             and math.isfinite(temperature)):
         raise UserError(f"--temperature must be a number > 0, got {temperature!r} "
@@ -338,6 +363,9 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
     if not prompts:
         raise UserError("no prompt given: pass --prompt TEXT (repeat it for several prompts), "
                         "or --prompt '' to start from the initial state.")
+    inference.require(model_dir, "generate", "text_generation")
+    export_dir = storage.join(model_dir, "export")
+    meta = storage.read_json(storage.join(export_dir, EXPORT_META))
     vocab = chars.CharVocab(meta["chars"])
     for prompt in prompts:
         if prompt and vocab.count_known(prompt) == 0:

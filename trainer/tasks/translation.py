@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.data import parallel
+from trainer.data import parallel, report as data_report, tables
 from trainer.data.parallel import END, PAD
 from trainer.errors import DataError, UserError
 from trainer.models.seq2seq import Seq2Seq, Translator
@@ -41,10 +41,15 @@ log = logging.getLogger(__name__)
 VOCAB_ASSET = "translation_vocab.json"
 EXPORT_META = "assets.extra/translation.json"
 _DECODE_BATCH = 256
+# Word-level vocabularies are large and sparse: the char-level default rate (1e-2)
+# learned nothing on a word-level corpus (issue 12). A smaller rate is the usual cure.
+WORD_LR_LIMIT = 5e-3
+WORD_LR = 1e-3
 
 
 @registry.register("translation")
 class TranslationTask(Task):
+    inference_command = "translate"
     xla_on_cpu = True
 
     def __init__(self, config):
@@ -77,12 +82,13 @@ class TranslationTask(Task):
     def _read_splits(self):
         d = self.config.data
         seed = self.config.runtime.seed
-        if d.source == "toy":
+        self._files = []
+        if not d.path:  # source toy, or auto without a file
             return parallel.split_pairs(parallel.toy_pairs(d.toy, d.toy_size, seed),
                                         d.eval_fraction, seed)
-        pairs = parallel.read_tsv(d.path, reverse=d.reverse, limit=d.max_pairs)
+        pairs = self._read(d.path, d.max_pairs)
         if d.eval_path:
-            return pairs, parallel.read_tsv(d.eval_path, reverse=d.reverse)
+            return pairs, self._read(d.eval_path, 0)
         train, evals = parallel.split_pairs(pairs, d.eval_fraction, seed)
         if not train:
             raise DataError(
@@ -92,6 +98,41 @@ class TranslationTask(Task):
                 "Add pairs or set data.eval_path."
             )
         return train, evals
+
+    def _read(self, path: str, limit: int):
+        d = self.config.data
+        pairs = parallel.read_tsv(path, reverse=d.reverse, limit=limit, encoding=d.encoding,
+                                  max_field_bytes=d.max_field_bytes)
+        self._files.append({"path": path, "format": "tsv", "pairs": len(pairs),
+                            "summary": f"read {path}: {len(pairs)} pairs as tsv "
+                                       "(source<TAB>target, no quoting)"})
+        return pairs
+
+    def data_report(self) -> dict:
+        d, t = self.config.data, self.config.train
+        n_train, n_eval = len(self._arrays["train"][1]), len(self._arrays["eval"][1])
+        src = self._arrays["eval"][0]["source"]
+        tokens = int(np.count_nonzero(src))
+        oov = float(np.count_nonzero(src == parallel.UNK) / tokens) if tokens else 0.0
+        lines = [f["summary"] for f in self._files] + [
+            f"train {n_train} pairs, eval {n_eval} pairs"
+            + (f"; dropped as too long: {self.dropped}" if any(self.dropped.values()) else ""),
+            f"{d.tokenize}-level vocabularies: source {len(self.source_vocab)}, target "
+            f"{len(self.target_vocab)}; eval source OOV rate {oov:.1%}"]
+        warnings = []
+        if d.tokenize == "word" and t.learning_rate >= WORD_LR_LIMIT:
+            warnings.append(
+                f"train.learning_rate={t.learning_rate:g} with data.tokenize=word is known to "
+                "learn nothing (measured: BLEU 0.0 at the default 1e-2 on a word-level "
+                f"corpus). Try --set train.learning_rate={WORD_LR:g}.")
+        epochs = data_report.epochs_warning(t.steps, t.batch_size, n_train, "pairs")
+        if epochs:
+            warnings.append(epochs)
+        return {"task": self.name, "source": "file" if d.path else "toy", "files": self._files,
+                "train": {"pairs": n_train, "dropped": self.dropped.get("train", 0)},
+                "eval": {"pairs": n_eval, "dropped": self.dropped.get("eval", 0),
+                         "source_oov_rate": oov, "source_tokens": tokens},
+                "warnings": warnings, "lines": lines}
 
     def _tokenize_and_filter(self, pairs, split: str):
         d = self.config.data
@@ -344,17 +385,9 @@ def _check_texts(texts) -> list[str]:
 
 
 def _load_export(model_dir: str):
-    config_path = storage.join(model_dir, "config.yaml")
-    if storage.exists(config_path):
-        import yaml
+    from trainer.tasks import inference
 
-        task = ((yaml.safe_load(storage.read_text(config_path)) or {}).get("task") or {}).get(
-            "name")
-        if task != "translation":
-            raise UserError(
-                f"--model-dir {model_dir!r} is a {task!r} run, not translation; "
-                "`seqtrain translate` needs a run of --task translation."
-            )
+    inference.require(model_dir, "translate", "translation")
     export_dir = storage.join(model_dir, "export")
     if not storage.exists(storage.join(export_dir, "saved_model.pb")):
         raise UserError(

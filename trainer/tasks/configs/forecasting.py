@@ -9,6 +9,7 @@ import dataclasses
 from typing import Literal
 
 from trainer.config import field
+from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
 from trainer.registry import TaskSpec
@@ -17,11 +18,20 @@ from trainer.tasks.configs import bundled_names
 
 @dataclasses.dataclass(frozen=True)
 class ForecastingData:
-    source: Literal["synthetic", "bundled", "csv"] = field(
-        "synthetic",
-        "synthetic: seeded sum of sines; bundled: a CSV shipped with seqtrain; csv: data.path.",
+    source: Literal["auto", "synthetic", "bundled", "csv", "file"] = field(
+        "auto",
+        "auto: data.path if set, else synthetic; synthetic: seeded sum of sines; bundled: a "
+        "CSV shipped with seqtrain; csv|file: data.path.",
     )
-    path: str = field("", "CSV file (local or gs://) with a header row, for source=csv.")
+    path: str = field("", "CSV/TSV file (local or gs://); setting it trains on it (source=auto).")
+    format: Literal["auto", "csv", "tsv"] = field(
+        "auto", "File format; auto: the extension, else the first line (tabs: tsv).")
+    header: bool | Literal["auto"] = field(
+        "auto", "Whether the first line names the columns; false numbers them from 0. "
+        "true|false|auto.")
+    encoding: str = field("utf-8", "Text encoding of data.path (e.g. utf-8, latin-1).")
+    max_field_bytes: int = field(tables.DEFAULT_MAX_FIELD_BYTES,
+                                 "Longest allowed field; longer ones are an error.", min=1)
     bundled: str = field(
         "series_sines", "Bundled CSV name for source=bundled (trainer/data/bundled/<name>.csv)."
     )
@@ -50,9 +60,14 @@ class ForecastingData:
             raise ConfigError(
                 f"{path}.val_fraction must be in (0, 1), got {self.val_fraction}."
             )
-        if self.source == "csv" and not self.path:
+        if self.source in ("csv", "file") and not self.path:
             raise ConfigError(
-                f"{path}.source=csv needs {path}.path (a CSV file, local or gs://)."
+                f"{path}.source={self.source} needs {path}.path (a CSV file, local or gs://)."
+            )
+        if self.source in ("synthetic", "bundled") and self.path:
+            raise ConfigError(
+                f"{path}.source={self.source} ignores {path}.path={self.path!r}; set "
+                f"{path}.source=auto (or csv) to train on the file, or drop {path}.path."
             )
         names = bundled_names("series", ".csv", strip_prefix=False)
         if self.source == "bundled" and self.bundled not in names:

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Literal
 
 from trainer.config import field
+from trainer.redact import redact
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
 from trainer.registry import TaskSpec
@@ -17,14 +18,16 @@ from trainer.tasks.configs import bundled_names
 
 @dataclasses.dataclass(frozen=True)
 class TextGenerationData:
-    source: Literal["bundled", "file", "url"] = field(
-        "bundled", "bundled: a public-domain text shipped with seqtrain; file: data.path; "
-        "url: data.url.")
+    source: Literal["auto", "bundled", "file", "url"] = field(
+        "auto", "auto: data.url if set, else data.path if set, else bundled; bundled: a "
+        "public-domain text shipped with seqtrain; file: data.path; url: data.url.")
     bundled_name: str = field(
         "sonnets", "Bundled corpus for source=bundled (trainer/data/bundled/corpus_<name>.txt).")
     path: str = field("", "Text file (local or gs://) for source=file.")
-    url: str = field("", "http(s) URL of a text file for source=url.")
-    sha256: str = field("", "Expected SHA-256 (hex) of the downloaded file; empty skips the check.")
+    url: str = field("", "https URL of a text file; setting it trains on it (source=auto).")
+    allow_http: bool = field(False, "Allow a plain http:// data.url (no transport security).")
+    sha256: str = field("", "Expected SHA-256 (hex) of the download; empty records it at the first "
+                        "download and re-verifies the cached copy on every reuse.")
     cache_dir: str = field("", "Download cache directory; empty means ~/.cache/seqtrain.",
                            resume_ok=True)
     max_bytes: int = field(50_000_000, "Refuse downloads larger than this many bytes.", min=1,
@@ -53,12 +56,23 @@ class TextGenerationData:
         if self.source == "file" and not self.path:
             raise ConfigError(
                 f"{path}.source=file needs {path}.path (a text file, local or gs://).")
-        if self.source == "url" and not self.url.startswith(("http://", "https://")):
+        if self.source == "bundled" and (self.path or self.url):
             raise ConfigError(
-                f"{path}.source=url needs {path}.url starting with http:// or https://, "
-                f"got {self.url!r}.")
+                f"{path}.source=bundled ignores {path}.path/{path}.url; set {path}.source=auto "
+                "to train on your file, or drop them.")
+        if self.path and self.url:
+            raise ConfigError(f"{path}.path and {path}.url are both set; keep one.")
+        if self.source == "url" or self.url:
+            ok = ("https://", "http://") if self.allow_http else ("https://",)
+            if not self.url.startswith(ok):
+                extra = (f" (plain http:// needs {path}.allow_http=true)"
+                         if self.url.startswith("http://") else "")
+                raise ConfigError(
+                    f"{path}.url must start with https://{extra}, got {redact(self.url)!r}.")
+        uses_bundled = self.source == "bundled" or (
+            self.source == "auto" and not (self.path or self.url))
         names = bundled_names("corpus_", ".txt", strip_prefix=True)
-        if self.source == "bundled" and self.bundled_name not in names:
+        if uses_bundled and self.bundled_name not in names:
             raise ConfigError(
                 f"{path}.bundled_name={self.bundled_name!r} is not a bundled corpus. "
                 f"Available: {', '.join(names)}.")

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Literal
 
 from trainer.config import field
+from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import Seq2SeqConfig
 from trainer.registry import TaskSpec
@@ -16,17 +17,21 @@ from trainer.registry import TaskSpec
 
 @dataclasses.dataclass(frozen=True)
 class TranslationData:
-    source: Literal["toy", "tsv"] = field(
-        "toy", "toy: corpus generated from runtime.seed (data.toy); tsv: the file data.path."
+    source: Literal["auto", "toy", "tsv", "file"] = field(
+        "auto", "auto: data.path if set, else the toy corpus; toy: generated from runtime.seed "
+        "(data.toy); tsv|file: the file data.path."
     )
     toy: Literal["dates", "numbers"] = field(
         "dates", "Toy corpus: dates (human formats -> YYYY-MM-DD) or numbers (words -> digits)."
     )
     toy_size: int = field(20000, "Distinct pairs generated for source=toy (train + eval).", min=2)
     path: str = field(
-        "", "source=tsv: UTF-8 file of 'source<TAB>target' lines (local or gs://); "
-        "further columns are ignored."
+        "", "File of 'source<TAB>target' lines (local or gs://; no quoting, further columns "
+        "are ignored); setting it trains on it (source=auto)."
     )
+    encoding: str = field("utf-8", "Text encoding of data.path / data.eval_path.")
+    max_field_bytes: int = field(tables.DEFAULT_MAX_FIELD_BYTES,
+                                 "Longest allowed line; longer ones are an error.", min=1)
     eval_path: str = field(
         "", "source=tsv: optional separate eval file; empty holds out data.eval_fraction."
     )
@@ -55,17 +60,20 @@ class TranslationData:
     def validate(self, path: str) -> None:
         if not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(f"{path}.eval_fraction must be in (0, 1), got {self.eval_fraction}.")
-        if self.source == "tsv" and not self.path:
+        if self.source in ("tsv", "file") and not self.path:
             raise ConfigError(
-                f"{path}.source=tsv needs {path}.path: a file of 'source<TAB>target' lines "
-                "(local or gs://)."
+                f"{path}.source={self.source} needs {path}.path: a file of 'source<TAB>target' "
+                "lines (local or gs://)."
             )
+        if self.source == "auto" and self.eval_path and not self.path:
+            raise ConfigError(f"{path}.eval_path is set without {path}.path; set both.")
         if self.source == "toy":
             for name in ("path", "eval_path"):
                 if getattr(self, name):
                     raise ConfigError(
-                        f"{path}.{name}={getattr(self, name)!r} is only read with "
-                        f"{path}.source=tsv (got source=toy); set source=tsv or drop it."
+                        f"{path}.{name}={getattr(self, name)!r} is ignored with "
+                        f"{path}.source=toy; set {path}.source=auto (or tsv) to train on "
+                        "the file, or drop it."
                     )
 
 

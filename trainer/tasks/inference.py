@@ -1,0 +1,120 @@
+"""Shared plumbing of the inference commands (predict, generate, translate).
+
+* `require`: the run in --model-dir exists, has an export, and its task is served
+  by the command; otherwise a UserError naming the run's task and the command
+  that serves it.
+* `expand_inputs`: command-line inputs where `-` reads stdin and `@FILE` reads a
+  file (local or gs://), one input a line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+import yaml
+
+from trainer import registry, storage
+from trainer.errors import UserError
+
+# Generation is O(length) cell steps, and the whole text is held in memory.
+MAX_GENERATE_LENGTH = 1_000_000
+
+
+def run_task(model_dir: str) -> str:
+    """The task name of the run in `model_dir`, from its config.yaml or export metadata.
+
+    Raises:
+      UserError: not a directory, not a seqtrain run, unreadable config.yaml.
+    """
+    if not storage.exists(model_dir):
+        raise UserError(f"--model-dir {model_dir!r} does not exist. Pass the directory of a "
+                        "run made by `seqtrain train`.")
+    if not storage.isdir(model_dir):
+        raise UserError(f"--model-dir {model_dir!r} is a file, not a run directory.")
+    config_path = storage.join(model_dir, "config.yaml")
+    if storage.exists(config_path):
+        try:
+            data = yaml.safe_load(storage.read_text(config_path))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(
+                f"{config_path!r} is not readable YAML ({type(e).__name__}); the run's config "
+                "was damaged. Restore it from a copy, or retrain into a new --model-dir."
+            ) from None
+        task = ((data or {}).get("task") or {}).get("name") if isinstance(data, dict) else None
+        if isinstance(task, str):
+            return task
+        raise UserError(f"{config_path!r} names no task (task.name); the run's config was "
+                        "damaged. Restore it, or retrain into a new --model-dir.")
+    raise UserError(f"--model-dir {model_dir!r} is not a seqtrain run (no config.yaml). Pass "
+                    "the --model-dir of a run made by `seqtrain train`.")
+
+
+def require(model_dir: str, command: str, expected: str | None = None) -> type:
+    """Checks that `seqtrain COMMAND` can serve the run in `model_dir`; returns its Task class.
+
+    Args:
+      expected: a task name the caller needs exactly (None: any task served by `command`).
+    """
+    task = run_task(model_dir)
+    try:
+        cls = registry.get(task)
+    except UserError:
+        raise UserError(f"--model-dir {model_dir!r} is a run of task {task!r}, which this "
+                        f"seqtrain does not know (registered: {', '.join(registry.names())})."
+                        ) from None
+    served = getattr(cls, "inference_command", None)
+    if served != command or (expected and task != expected):
+        use = f"`seqtrain {served} --model-dir {model_dir} ...`" if served else "none"
+        raise UserError(f"--model-dir {model_dir!r} holds a {task!r} run; `seqtrain {command}` "
+                        f"does not serve that task. Use {use}.")
+    if not storage.exists(storage.join(model_dir, "export", "saved_model.pb")):
+        raise UserError(
+            f"--model-dir {model_dir!r} has no export/saved_model.pb yet: the export is written "
+            f"when training reaches train.steps. Finish it with `seqtrain train --model-dir "
+            f"{model_dir}`.")
+    return cls
+
+
+def expand_inputs(args: Iterable[str], stdin=None) -> list[str]:
+    """`-` reads stdin, `@FILE` reads a file (one input a line; blank lines skipped).
+
+    `@@text` passes the literal `@text`.
+
+    Raises:
+      UserError: a missing, directory or non-UTF-8 file, or no input at all.
+    """
+    out: list[str] = []
+    for arg in args:
+        if arg == "-":
+            out += _lines((stdin or sys.stdin).read())
+        elif arg.startswith("@@"):
+            out.append(arg[1:])
+        elif arg.startswith("@") and len(arg) > 1:
+            out += _lines(_read_input_file(arg[1:]))
+        else:
+            out.append(arg)
+    if not out:
+        raise UserError("no inputs: pass them as arguments, `-` to read standard input, or "
+                        "@FILE to read a file (one input a line).")
+    return out
+
+
+def _read_input_file(path: str) -> str:
+    if not storage.exists(path):
+        raise UserError(f"input file @{path} does not exist. @FILE reads one input a line "
+                        "(use @@text for a literal text starting with @).")
+    if storage.isdir(path):
+        raise UserError(f"input file @{path} is a directory; @FILE needs a text file.")
+    raw = storage.read_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"input file @{path} is not UTF-8: line {line}, byte offset {e.start}. "
+                        "Re-save it as UTF-8 (`iconv -f latin1 -t utf-8`).") from None
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")
+            if line.strip()]
