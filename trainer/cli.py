@@ -124,6 +124,8 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
     base = run_dir.RunDir(dirs.model_dir).file(run_dir.CONFIG) if dirs else None
     if base and not (storage.isdir(dirs.model_dir) and storage.exists(base)):
         base = None
+    if base:
+        run_dir.RunDir(dirs.model_dir).read_config_dict()  # a clear error if it is damaged
     cfg = config.load(task, config_file, overrides, base_file=base)
     if info.is_evaluator:
         click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "

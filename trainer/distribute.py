@@ -18,14 +18,12 @@ import logging
 import os
 import socket
 import sys
-import threading
-import time
 
 import tensorflow as tf
 
 from trainer.cluster import ClusterInfo
 from trainer.config import RuntimeConfig
-from trainer.errors import EXIT_WORKER_LOST, ConfigError, UserError, WorkerLost
+from trainer.errors import ConfigError, UserError, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +158,37 @@ def _multi_worker_strategy(runtime, cluster: ClusterInfo, num_gpus: int):
         "ring": tf.distribute.experimental.CommunicationImplementation.RING,
     }[runtime.all_reduce]
     options = tf.distribute.experimental.CommunicationOptions(implementation=impl)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    _limit_cluster_wait(runtime.cluster_wait_secs)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.InternalError, tf.errors.AbortedError) as e:
+        raise WorkerLost(
+            f"the workers did not all join within runtime.cluster_wait_secs="
+            f"{runtime.cluster_wait_secs} ({_first_line(e)})") from None
+
+
+def _limit_cluster_wait(timeout_secs: float) -> None:
+    """Bounds how long the strategy waits for every worker to register.
+
+    MultiWorkerMirrored configures TF's coordination service itself, with no
+    registration deadline, unless one is configured already; the strategy's
+    constructor then blocks (holding the GIL) until every worker is up. The
+    same service config with `cluster_register_timeout_in_ms` makes it fail
+    after `timeout_secs` instead, which becomes exit 144.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=j, num_tasks=spec.num_tasks(j))
+            for j in ("chief", "worker") if j in spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(timeout_secs * 1000))
 
 
 def _tpu_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
@@ -201,45 +229,58 @@ def peer_errors_as_worker_lost(workers: int):
 
 
 class ClusterWait:
-    """Says which peers a multi-worker start is waiting for, and gives up in time.
+    """Says which peers a multi-worker start is waiting for.
 
-    MultiWorkerMirrored blocks silently in its first collective until every
-    worker is up. While it waits this prints "waiting for workers host:port ..."
-    (the peers whose port does not answer yet) every `every_secs`, and after
-    `timeout_secs` exits with the retryable code 144. Call `ready()` once the
-    first collective has completed.
+    The strategy's start blocks in C++ holding the GIL, so no Python thread of
+    this process can report. A small child process prints "waiting for workers
+    host:port ..." (the peers whose port does not answer yet) every
+    `every_secs` until `ready()` or until this process ends. The deadline
+    itself is TF's (see `_limit_cluster_wait`): exit 144 after
+    `runtime.cluster_wait_secs`.
     """
 
     def __init__(self, cluster: ClusterInfo, timeout_secs: float, every_secs: float = 30.0):
-        self.timeout = float(timeout_secs)
-        self.every = float(every_secs)
         spec = (cluster.tf_config or {}).get("cluster", {})
-        me = spec.get(cluster.task_type or "", [None] * (cluster.task_index + 1))
+        me = spec.get(cluster.task_type or "", [])
         mine = me[cluster.task_index] if cluster.task_index < len(me) else None
         self.peers = [a for role in ("chief", "worker") for a in spec.get(role, []) if a != mine]
-        self._done = threading.Event()
-        self._thread = None
+        self._child = None
         if cluster.is_multi_worker and self.peers:
-            self._thread = threading.Thread(target=self._run, name="seqtrain-cluster-wait",
-                                            daemon=True)
-            self._thread.start()
+            import subprocess
+
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _WAIT_REPORTER, str(os.getpid()), str(every_secs),
+                 str(timeout_secs), *self.peers], stdin=subprocess.DEVNULL)
 
     def ready(self) -> None:
-        self._done.set()
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        self._child = None
 
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self._done.wait(min(self.every, max(0.0, start + self.timeout - time.monotonic()))):
-            waited = time.monotonic() - start
-            missing = [a for a in self.peers if not _answers(a)]
-            if waited >= self.timeout:
-                _say(f"seqtrain: gave up waiting for workers after {waited:.0f} s "
-                     f"(runtime.cluster_wait_secs={self.timeout:g}); not answering: "
-                     f"{', '.join(missing) or '(all answer, but the cluster did not form)'}. "
-                     f"Exiting with the retryable code {EXIT_WORKER_LOST}.")
-                os._exit(EXIT_WORKER_LOST)
-            _say(f"seqtrain: waiting for workers {', '.join(missing) or '(all ports answer)'} "
-                 f"({waited:.0f} s of runtime.cluster_wait_secs={self.timeout:g})")
+
+_WAIT_REPORTER = r"""
+import os, socket, sys, time
+parent, every, limit, peers = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+def answers(a):
+    host, _, port = a.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return True
+    except (OSError, ValueError):
+        return False
+start = time.monotonic()
+every = min(every, max(1.0, limit / 4))
+while True:
+    time.sleep(every)
+    if os.getppid() != parent:
+        break
+    missing = [a for a in peers if not answers(a)]
+    sys.stderr.write("seqtrain: waiting for workers %s (%.0f s of runtime.cluster_wait_secs=%g)\n"
+                     % (", ".join(missing) or "(all ports answer; the cluster is forming)",
+                        time.monotonic() - start, limit))
+    sys.stderr.flush()
+"""
 
 
 def _answers(address: str) -> bool:

@@ -88,11 +88,11 @@ class RunDir:
             data = yaml.safe_load(storage.read_text(path))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise UserError(
-                f"{path} is corrupt ({_first_line(e)}). It records the run's config; restore it "
-                "from a backup or the config you trained with (`seqtrain config` prints the "
-                "defaults), or use a new --model-dir.") from None
+                f"{path} is damaged ({type(e).__name__}: {_first_line(e)}). It records the run's "
+                "config, the base of a resume: restore it from a copy or the config you trained "
+                "with (`seqtrain config` prints the defaults), or use a new --model-dir.") from None
         if not isinstance(data, dict):
-            raise UserError(f"{path} is corrupt: expected a YAML mapping, got "
+            raise UserError(f"{path} is damaged: expected a YAML mapping, got "
                             f"{type(data).__name__}. Restore it, or use a new --model-dir.")
         return data
 
@@ -114,8 +114,9 @@ class RunDir:
             data = json.loads(storage.read_text(path))
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(
-                f"{path} is corrupt ({_first_line(e)}); seqtrain rewrites it, so delete that "
-                "one file and run the command again.") from None
+                f"{path} is damaged ({type(e).__name__}: {_first_line(e)}). seqtrain rewrites "
+                "it at the next start: delete that one file and run the command again (the "
+                "checkpoints are found without it), or train into a new --model-dir.") from None
         return data if isinstance(data, dict) else {}
 
     # ------------------------------------------------------------ the resume
