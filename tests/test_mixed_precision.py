@@ -34,9 +34,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import REPO, cli_env
+from helpers import (REPO, assert_checkpoints_equal, checkpoint_values, cli_env, read_scalars,
+                     seqtrain)
 
 PRECISIONS = ["float32", "mixed_float16", "mixed_bfloat16"]
 TASKS = ["text_classification", "forecasting", "multistep_forecasting", "text_generation",
@@ -166,24 +166,16 @@ def _write_easy_csv(path):
     path.write_text("\n".join(rows) + "\n")
 
 
-def _run(cmd, env=None):
-    proc = subprocess.run(cmd, env=cli_env(env), capture_output=True, text=True, timeout=900,
-                          cwd=REPO)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[:6])}... exited {proc.returncode}\n"
-                             f"--- stdout ---\n{proc.stdout[-3000:]}\n"
-                             f"--- stderr ---\n{proc.stderr[-5000:]}")
-    return proc
-
-
 def _helper(spec, env=None):
-    proc = _run([sys.executable, "-c", HELPER, json.dumps(spec)], env)
+    proc = subprocess.run([sys.executable, "-c", HELPER, json.dumps(spec)], env=cli_env(env),
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 
 def _cli(*args, env=None):
-    return _run([sys.executable, "-m", "trainer.cli", *args], env)
+    return seqtrain(*args, env=env, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -268,17 +260,12 @@ def _get(runs, job):
 
 
 def _losses(run_dir):
-    acc = event_accumulator.EventAccumulator(f"{run_dir}/train",
-                                             size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("loss")}
+    return read_scalars(f"{run_dir}/train", "loss")
 
 
 def _checkpoint(run_dir, step=STOP):
     """Every saved value (model, optimizer incl. loss scale, step, RNG states)."""
-    reader = tf.train.load_checkpoint(f"{run_dir}/checkpoints/ckpt-{step}")
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith(("save_counter", "_CHECKPOINTABLE", "iterator"))}
+    return checkpoint_values(f"{run_dir}/checkpoints/ckpt-{step}")
 
 
 def _weights(run_dir):
@@ -364,9 +351,7 @@ def test_mixed_float16_resume_is_bitwise_exact_including_the_loss_scale(runs):
     assert cut["optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE"] == 2.0**15
     full = _checkpoint(runs["root"] / "text_classification-mixed_float16")
     resumed = _checkpoint(runs["dirs"]["resumed"])
-    assert full.keys() == resumed.keys()
-    for name in full:
-        np.testing.assert_array_equal(full[name], resumed[name], err_msg=name)
+    assert_checkpoints_equal(full, resumed, must_have=("optimizer", "dynamic_scale"))
     # Without the restored counter the resumed run would count 12 - 5 = 7.
     assert resumed["optimizer/step_counter/.ATTRIBUTES/VARIABLE_VALUE"] == STOP
     assert resumed["optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == STOP
