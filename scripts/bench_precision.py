@@ -180,11 +180,11 @@ def _time_steps(fns, iterator, args) -> list[float]:
     import tensorflow as tf
 
     n = tf.constant(args.steps, tf.int32)
-    float(fns.train_steps(iterator, n))  # traces and warms up
+    float(fns.train_steps(iterator, n)[0])  # traces and warms up
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        float(fns.train_steps(iterator, n))
+        float(fns.train_steps(iterator, n)[0])
         times.append(time.perf_counter() - t0)
     return times
 

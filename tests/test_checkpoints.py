@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -80,3 +82,106 @@ def test_weights_hidden_in_a_python_list_are_refused():
     model(tf.zeros((1, 4)))
     with pytest.raises(RuntimeError, match="not tracked by tf.train.Checkpoint"):
         checkpoints.check_trackable(model)
+
+
+# ---------------------------------------------------------------------------
+# The corruption matrix: each damage either falls back (with a warning naming the
+# checkpoint passed over) or is a UserError; never another exception, never None
+# (None would mean "start from step 0").
+
+def _two_checkpoints(tmp_path, rel_dir=None):
+    model = _model()
+    ck, _ = _checkpointer(tmp_path, model)
+    ck.save(4)
+    at4 = [w.numpy().copy() for w in model.weights]
+    model.weights[0].assign(model.weights[0] + 1.0)
+    ck.save(8)
+    at8 = [w.numpy().copy() for w in model.weights]
+    return tmp_path / "ckpt", at4, at8
+
+
+def _data(d, step):
+    return next(d.glob(f"ckpt-{step}.data-*"))
+
+
+CORRUPTIONS = {
+    # name: (damage, expected restored step)
+    "newest data file deleted": (lambda d: _data(d, 8).unlink(), 4),
+    "newest data file truncated": (lambda d: _data(d, 8).write_bytes(_data(d, 8).read_bytes()[:7]), 4),
+    "newest index emptied": (lambda d: (d / "ckpt-8.index").write_bytes(b""), 4),
+    "newest index truncated": (
+        lambda d: (d / "ckpt-8.index").write_bytes((d / "ckpt-8.index").read_bytes()[:40]), 4),
+    "newest index garbage": (lambda d: (d / "ckpt-8.index").write_bytes(b"\x00garbage" * 50), 4),
+    "newest index deleted": (lambda d: (d / "ckpt-8.index").unlink(), 4),
+    "state file emptied": (lambda d: (d / "checkpoint").write_text(""), 8),
+    "state file garbage": (lambda d: (d / "checkpoint").write_text("garbage ::: {{"), 8),
+    "state file deleted": (lambda d: (d / "checkpoint").unlink(), 8),
+    "state file names a missing newer one": (
+        lambda d: (d / "checkpoint").write_text(
+            'model_checkpoint_path: "ckpt-12"\nall_model_checkpoint_paths: "ckpt-4"\n'
+            'all_model_checkpoint_paths: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-12"\n'), 8),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPTIONS))
+def test_damage_falls_back_to_the_newest_readable_checkpoint(tmp_path, damage, caplog):
+    d, at4, at8 = _two_checkpoints(tmp_path)
+    apply, expected = CORRUPTIONS[damage]
+    apply(d)
+    fresh = _model()
+    ck, step = _checkpointer(tmp_path, fresh)
+    with caplog.at_level("WARNING"):
+        assert ck.restore() == expected
+    want = at4 if expected == 4 else at8
+    for a, b in zip(want, fresh.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert ck.restored_path.endswith(f"ckpt-{expected}")
+    if expected == 4 or "missing newer" in damage:
+        skipped = "ckpt-8" if expected == 4 else "ckpt-12"
+        assert any(skipped in r.getMessage() for r in caplog.records), caplog.text
+    # The next save works and repairs a damaged state file.
+    ck.save(expected + 1)
+    assert tf.train.latest_checkpoint(str(d)).endswith(f"ckpt-{expected + 1}")
+
+
+def test_every_checkpoint_unreadable_is_a_user_error_naming_each(tmp_path):
+    d, _, _ = _two_checkpoints(tmp_path)
+    for step in (4, 8):
+        (d / f"ckpt-{step}.index").write_bytes(b"garbage")
+    ck, _ = _checkpointer(tmp_path, _model())
+    with pytest.raises(UserError) as e:
+        ck.restore()
+    msg = str(e.value)
+    assert "none of the 2 checkpoint(s)" in msg and "ckpt-4" in msg and "ckpt-8" in msg
+    assert "Delete" not in msg  # never advise deleting checkpoints
+
+
+def test_restore_writes_nothing(tmp_path):
+    d, _, _ = _two_checkpoints(tmp_path)
+    (d / "checkpoint").write_text("garbage")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    ck, _ = _checkpointer(tmp_path, _model())
+    assert ck.restore() == 8
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_a_relative_checkpoint_dir_restores(tmp_path, monkeypatch):
+    """The README's `--model-dir runs/a`: a relative dir, discovered from the files."""
+    monkeypatch.chdir(tmp_path)
+    rel = os.path.join("runs", "a", "checkpoints")
+
+    def checkpointer(model):
+        opt = keras.optimizers.Adam()
+        opt.build(model.trainable_variables)
+        return checkpoints.Checkpointer(
+            model=model, optimizer=opt, step=tf.Variable(0, dtype=tf.int64),
+            iterator=iter(tf.data.Dataset.range(9)), ckpt_dir=rel, keep=3, is_chief=True)
+
+    model = _model()
+    checkpointer(model).save(3)
+    fresh = _model()
+    again = checkpointer(fresh)
+    assert again.restore() == 3
+    assert again.restored_path == os.path.join(rel, "ckpt-3")
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

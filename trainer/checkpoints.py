@@ -15,6 +15,7 @@ chief's directory.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 
 import keras
@@ -63,75 +64,157 @@ class Checkpointer:
         check_trackable(model)
         self._rng = rng_state_variables(model)
         self._objects = dict(model=model, optimizer=optimizer, step=step, rng=self._rng)
-        self.checkpoint = tf.train.Checkpoint(iterator=iterator, **self._objects)
+        # The iterator is the data position (None when evaluating only).
+        extra = {"iterator": iterator} if iterator is not None else {}
+        self.checkpoint = tf.train.Checkpoint(**extra, **self._objects)
         self._is_chief = is_chief
-        write_dir = ckpt_dir if is_chief else tempfile.mkdtemp(prefix="seqtrain-worker-ckpt-")
-        self._write_dir = write_dir
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, write_dir, max_to_keep=keep, checkpoint_name="ckpt"
-        )
+        self._keep = keep
+        self._write_dir = ckpt_dir if is_chief else tempfile.mkdtemp(prefix="seqtrain-worker-ckpt-")
+        self._manager = None  # made at the first save: its constructor reads the state file
+        self.restored_path: str | None = None
+        self.skipped: list[str] = []  # "path: reason" of unreadable checkpoints passed over
 
     def latest(self) -> str | None:
-        return tf.train.latest_checkpoint(self.ckpt_dir)
+        """The newest checkpoint this run saved or restored."""
+        if self._manager is not None and self._manager.latest_checkpoint:
+            return self._manager.latest_checkpoint
+        return self.restored_path
 
     def restore(self, *, with_iterator: bool = True) -> int | None:
         """Restores the newest readable checkpoint of the chief's directory.
 
-        Falls back to older checkpoints if the newest cannot be read (a save
-        cut short by a dying node). Returns the checkpoint number, or None
-        when there is nothing to restore.
+        Checkpoints are found from the files themselves (`ckpt-N.index`), not
+        only from the `checkpoint` state file, so a damaged or missing state
+        file loses nothing. Any checkpoint that cannot be read (a save cut short
+        by a dying node, a truncated or deleted file) is skipped with a warning
+        naming it; the newest readable one wins. Returns its step, or None when
+        the directory holds no checkpoint at all. Nothing is written.
 
         Raises:
-          UserError: checkpoints exist but none matches this model.
+          UserError: checkpoints exist but none can be read, or the newest
+            readable one does not match the model being built.
         """
-        state = tf.train.get_checkpoint_state(self.ckpt_dir)
-        if state is None or not state.all_model_checkpoint_paths:
+        candidates = discover(self.ckpt_dir)
+        if not candidates:
             return None
         target = self.checkpoint if with_iterator else tf.train.Checkpoint(**self._objects)
-        errors = []
-        for path in reversed(list(state.all_model_checkpoint_paths)):
-            path = _resolve(self.ckpt_dir, path)
+        for step, path in candidates:
             try:
+                tf.train.load_checkpoint(path)  # the index must parse
                 status = target.restore(path)
                 status.assert_existing_objects_matched()
-                if with_iterator:
-                    status.assert_consumed()
-                else:
+                if not with_iterator:
                     status.expect_partial()
-                if errors:
-                    log.warning("restored the older checkpoint %s; newer ones were unreadable: %s",
-                                path, "; ".join(errors))
-                return int(path.rsplit("-", 1)[1])
-            except (tf.errors.NotFoundError, tf.errors.DataLossError,
-                    tf.errors.OutOfRangeError, IndexError) as e:
-                # Missing or truncated files (IndexError: "Read less bytes
-                # than requested"): a save cut short. Try the one before.
-                errors.append(f"{path}: {type(e).__name__}")
+            except (AssertionError, tf.errors.InvalidArgumentError) as e:
+                raise UserError(_mismatch(path, e)) from None
+            except ValueError as e:
+                if "shape" not in str(e):
+                    self._skip(path, e)
+                    continue
+                raise UserError(_mismatch(path, e)) from None
+            except Exception as e:  # noqa: BLE001 - any reader failure: try the one before
+                self._skip(path, e)
                 continue
-            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-                raise UserError(
-                    f"checkpoint {path} does not match the model being built: "
-                    f"{_first_line(e)}. The model changed since it was saved; use a new "
-                    "--model-dir, or restore the original model config."
-                ) from None
+            if self.skipped:
+                log.warning("restored the older checkpoint %s; passed over: %s", path,
+                            "; ".join(self.skipped))
+            self.restored_path = path
+            return step
         raise UserError(
-            f"no readable checkpoint in {self.ckpt_dir} ({'; '.join(errors)}). "
-            "Delete the broken checkpoints or use a new --model-dir."
-        )
+            f"none of the {len(candidates)} checkpoint(s) in {self.ckpt_dir} can be read "
+            f"({'; '.join(self.skipped)}). Their files are damaged or incomplete: restore "
+            "them from a backup, or move this --model-dir aside and start the run again.")
+
+    def _skip(self, path: str, e: BaseException) -> None:
+        reason = f"{path}: {type(e).__name__}: {_first_line(e)}"
+        log.warning("checkpoint %s is unreadable (%s: %s); trying the one before", path,
+                    type(e).__name__, _first_line(e))
+        self.skipped.append(reason)
 
     def save(self, step: int) -> str:
-        """Saves at `step`. A collective under MultiWorkerMirrored: every worker calls it."""
-        path = self.manager.save(checkpoint_number=step)
+        """Saves at `step`. A collective under MultiWorkerMirrored: every worker calls it.
+
+        Raises:
+          UserError: the disk is full or not writable (the earlier checkpoints
+            stay intact: TF writes to a temp name and renames).
+        """
+        with storage.writing(self._write_dir):
+            if self._manager is None:
+                self._manager = self._make_manager()
+            path = self._manager.save(checkpoint_number=step)
         if not self._is_chief:
             storage.rmtree(self._write_dir)
             storage.makedirs(self._write_dir)
         return path
 
+    def _make_manager(self):
+        if self._is_chief:
+            _repair_state_file(self._write_dir)
+        return tf.train.CheckpointManager(
+            self.checkpoint, self._write_dir, max_to_keep=self._keep, checkpoint_name="ckpt")
 
-def _resolve(ckpt_dir: str, path: str) -> str:
-    if storage.is_remote(path) or path.startswith("/"):
-        return path
-    return storage.join(ckpt_dir, path)
+
+_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+def discover(ckpt_dir: str) -> list[tuple[int, str]]:
+    """[(step, path prefix)] of the checkpoints in `ckpt_dir`, newest first.
+
+    Reads the directory listing, plus the state file's list when it parses
+    (so a checkpoint whose index went missing is reported, not ignored).
+    """
+    if not storage.isdir(ckpt_dir):
+        return []
+    steps = {int(m.group(1)) for n in storage.listdir(ckpt_dir) if (m := _INDEX.match(n))}
+    for name in _state_names(ckpt_dir):
+        m = re.fullmatch(r"ckpt-(\d+)", name)
+        if m:
+            steps.add(int(m.group(1)))
+    return [(s, storage.join(ckpt_dir, f"ckpt-{s}")) for s in sorted(steps, reverse=True)]
+
+
+def has_checkpoint_files(ckpt_dir: str) -> bool:
+    """Whether anything checkpoint-like is in `ckpt_dir` (even unreadable)."""
+    if not storage.isdir(ckpt_dir):
+        return False
+    return any(n == "checkpoint" or n.startswith("ckpt-") for n in storage.listdir(ckpt_dir))
+
+
+def _state_names(ckpt_dir: str) -> list[str]:
+    """Checkpoint basenames listed in the state file; [] if it is missing or damaged."""
+    try:
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+    except Exception:  # noqa: BLE001 - an empty or damaged state file
+        return []
+    if state is None:
+        return []
+    return [p.replace("\\", "/").rsplit("/", 1)[-1] for p in state.all_model_checkpoint_paths]
+
+
+def _repair_state_file(ckpt_dir: str) -> None:
+    """Rewrites a missing or damaged `checkpoint` state file from the files present.
+
+    CheckpointManager fails on an empty state file and forgets the checkpoints
+    of a garbled one (then never prunes them). Only readable-looking
+    checkpoints (an index file present) are listed.
+    """
+    if not storage.isdir(ckpt_dir):
+        return
+    names = sorted((int(m.group(1)) for n in storage.listdir(ckpt_dir) if (m := _INDEX.match(n))))
+    if not names:
+        return
+    listed = _state_names(ckpt_dir)
+    if listed and all(storage.exists(storage.join(ckpt_dir, n + ".index")) for n in listed):
+        return
+    lines = [f'model_checkpoint_path: "ckpt-{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "ckpt-{s}"' for s in names]
+    storage.write_text(storage.join(ckpt_dir, "checkpoint"), "\n".join(lines) + "\n")
+
+
+def _mismatch(path: str, e: BaseException) -> str:
+    return (f"checkpoint {path} does not match the model being built: {_first_line(e)}. "
+            "The model changed since it was saved; use a new --model-dir, or restore the "
+            "original model config.")
 
 
 def _first_line(e: Exception) -> str:

@@ -26,8 +26,18 @@ class _Group(click.Group):
             click.echo(f"Error: {e}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except Preempted as e:
-            click.echo(f"seqtrain: {e}; exiting with retryable code {EXIT_PREEMPTED}", err=True)
-            ctx.exit(EXIT_PREEMPTED)
+            kind = "retryable code" if e.exit_code == EXIT_PREEMPTED else "code"
+            click.echo(f"seqtrain: {e}; exiting with {kind} {e.exit_code} (run the same "
+                       "command again to resume)", err=True)
+            # Everything is saved and closed. Interpreter teardown with TF can take
+            # seconds that a preemption deadline does not have.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
+            click.echo("seqtrain: interrupted (SIGINT) before training started; nothing was "
+                       "saved.", err=True)
+            ctx.exit(130)
         except WorkerLost as e:
             click.echo(f"seqtrain: lost another worker ({e}); exiting with retryable code "
                        f"{EXIT_WORKER_LOST} to restart from the last checkpoint", err=True)
@@ -78,17 +88,24 @@ def show_config(task: str, plain: bool) -> None:
               help="Checkpoint and exit once this step is reached (train.steps unchanged).")
 def train(task, config_file, overrides, model_dir, stop_at) -> None:
     """Train a task; resume automatically from MODEL_DIR's latest checkpoint."""
-    from trainer import cluster, config, train_lib
+    from trainer import cluster, config, run_dir, storage, train_lib
 
-    cfg = config.load(task, config_file, overrides)
     info = cluster.from_environ()
+    # An existing run's own config.yaml is the base layer: a resume needs only --model-dir.
+    explicit = model_dir or os.environ.get("AIP_MODEL_DIR", "").strip()
+    dirs = cluster.resolve_dirs(model_dir) if explicit else None
+    base = run_dir.RunDir(dirs.model_dir).file(run_dir.CONFIG) if dirs else None
+    if base and not (storage.isdir(dirs.model_dir) and storage.exists(base)):
+        base = None
+    cfg = config.load(task, config_file, overrides, base_file=base)
     if info.is_evaluator:
         click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "
                    "during training, so there is nothing to do here.")
         return
-    # A default dir is only safe for one process: workers must share one dir.
-    default = None if info.is_multi_worker else train_lib.default_model_dir(cfg.task.name)
-    dirs = cluster.resolve_dirs(model_dir, default=default)
+    if dirs is None:
+        # A default dir is only safe for one process: workers must share one dir.
+        default = None if info.is_multi_worker else train_lib.default_model_dir(cfg.task.name)
+        dirs = cluster.resolve_dirs(model_dir, default=default)
     result = train_lib.train(cfg, dirs.model_dir, checkpoint_dir=dirs.checkpoint_dir,
                              log_dir=dirs.log_dir, stop_at=stop_at)
     if info.is_chief:

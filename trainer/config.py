@@ -108,7 +108,15 @@ class RuntimeConfig:
     )
     log_sync_every_secs: int = field(60, "Upload interval for log_sync=local_then_sync.", min=1)
     preemption_grace_secs: int = field(
-        25, "After SIGTERM, how long the trainer may take to save before exiting.", min=1
+        25, "After SIGTERM/SIGINT: seconds to finish the current step and save before exiting "
+        "(keep it below the job's termination grace period).", min=1
+    )
+    lease_timeout_secs: int = field(
+        300, "A run's writer lease not refreshed for this long is taken over by a new trainer "
+        "(a dead holder on the same host is taken over at once).", min=10
+    )
+    cluster_wait_secs: int = field(
+        900, "Multi-worker: how long to wait for all workers to join before exiting 144.", min=1
     )
 
 
@@ -140,6 +148,7 @@ def load(
     task: str | None = None,
     config_file: str | None = None,
     overrides: Sequence[str] = (),
+    base_file: str | None = None,
 ) -> ExperimentConfig:
     """Builds, validates and freezes an experiment config.
 
@@ -147,11 +156,15 @@ def load(
       task: task name; wins over `task.name` in the file and overrides.
       config_file: optional YAML path (local or gs://).
       overrides: `key.path=value` strings, values parsed as YAML.
+      base_file: a run's own config.yaml when resuming it: the layer under
+        `config_file` and `overrides`, so a resume needs no flags again.
 
     Raises:
       ConfigError: malformed YAML, unknown keys, wrong types or values.
     """
     layers: list[dict] = []
+    if base_file:
+        layers.append(read_yaml(base_file))
     if config_file:
         layers.append(read_yaml(config_file))
     layers.append(parse_overrides(overrides))

@@ -13,14 +13,19 @@ configured before the TF runtime initializes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import sys
+import threading
+import time
 
 import tensorflow as tf
 
 from trainer.cluster import ClusterInfo
 from trainer.config import RuntimeConfig
-from trainer.errors import ConfigError, UserError
+from trainer.errors import EXIT_WORKER_LOST, ConfigError, UserError, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +180,81 @@ def _tpu_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
             "choose another runtime.strategy."
         ) from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+# Errors a collective raises when a peer vanished (killed, partitioned, restarted).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+@contextlib.contextmanager
+def peer_errors_as_worker_lost(workers: int):
+    """In a multi-worker run, a lost peer anywhere inside (a step, an eval, the
+    stop agreement, a save or a restore) becomes `WorkerLost`: exit 144, which
+    `restartPolicy: ExitCode` retries, instead of a traceback and exit 1."""
+    try:
+        yield
+    except PEER_ERRORS as e:
+        if workers <= 1:
+            raise
+        raise WorkerLost(_first_line(e)) from None
+
+
+class ClusterWait:
+    """Says which peers a multi-worker start is waiting for, and gives up in time.
+
+    MultiWorkerMirrored blocks silently in its first collective until every
+    worker is up. While it waits this prints "waiting for workers host:port ..."
+    (the peers whose port does not answer yet) every `every_secs`, and after
+    `timeout_secs` exits with the retryable code 144. Call `ready()` once the
+    first collective has completed.
+    """
+
+    def __init__(self, cluster: ClusterInfo, timeout_secs: float, every_secs: float = 30.0):
+        self.timeout = float(timeout_secs)
+        self.every = float(every_secs)
+        spec = (cluster.tf_config or {}).get("cluster", {})
+        me = spec.get(cluster.task_type or "", [None] * (cluster.task_index + 1))
+        mine = me[cluster.task_index] if cluster.task_index < len(me) else None
+        self.peers = [a for role in ("chief", "worker") for a in spec.get(role, []) if a != mine]
+        self._done = threading.Event()
+        self._thread = None
+        if cluster.is_multi_worker and self.peers:
+            self._thread = threading.Thread(target=self._run, name="seqtrain-cluster-wait",
+                                            daemon=True)
+            self._thread.start()
+
+    def ready(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._done.wait(min(self.every, max(0.0, start + self.timeout - time.monotonic()))):
+            waited = time.monotonic() - start
+            missing = [a for a in self.peers if not _answers(a)]
+            if waited >= self.timeout:
+                _say(f"seqtrain: gave up waiting for workers after {waited:.0f} s "
+                     f"(runtime.cluster_wait_secs={self.timeout:g}); not answering: "
+                     f"{', '.join(missing) or '(all answer, but the cluster did not form)'}. "
+                     f"Exiting with the retryable code {EXIT_WORKER_LOST}.")
+                os._exit(EXIT_WORKER_LOST)
+            _say(f"seqtrain: waiting for workers {', '.join(missing) or '(all ports answer)'} "
+                 f"({waited:.0f} s of runtime.cluster_wait_secs={self.timeout:g})")
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

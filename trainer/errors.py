@@ -27,11 +27,17 @@ class DataError(UserError):
 
 
 class Preempted(Exception):
-    """Raised after a SIGTERM once the preemption checkpoint is saved."""
+    """Raised after SIGTERM (or SIGINT) once the stop checkpoint is saved.
 
-    def __init__(self, step: int):
-        super().__init__(f"preempted at step {step}; checkpoint saved")
+    `exit_code` is 128 + the signal number: 143 for SIGTERM (retryable), 130
+    for SIGINT (Ctrl-C).
+    """
+
+    def __init__(self, step: int, signum: int = 15):
+        name = {15: "SIGTERM", 2: "SIGINT"}.get(signum, f"signal {signum}")
+        super().__init__(f"stopped by {name} at step {step}; checkpoint saved")
         self.step = step
+        self.exit_code = 128 + signum
 
 
 class WorkerLost(Exception):

@@ -3,7 +3,9 @@
 Used to run MultiWorkerMirroredStrategy on one machine (and by the tests).
 Each output line is prefixed with its worker. If any worker fails, the others
 are stopped (SIGTERM, then SIGKILL after a grace period) instead of hanging in
-a collective, and the launcher exits with the failing worker's code.
+a collective. Exit code: 144 (retryable) when the first failing worker died by
+a signal or lost a peer, else that worker's own code (2 for a user error, 143
+after a forwarded SIGTERM).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from trainer.errors import EXIT_WORKER_LOST
 
 
 def free_ports(n: int) -> list[int]:
@@ -88,7 +92,9 @@ def _wait(procs, grace: float, stream, lock) -> int:
                 print(f"[launch] worker-{i} exited with code {code}; stopping the others",
                       file=stream, flush=True)
             _stop(procs, grace)
-            return code
+            # A worker killed by a signal (kill -9, OOM killer) is a lost peer:
+            # restarting the whole job resumes from the last checkpoint.
+            return EXIT_WORKER_LOST if code < 0 else code
         if all(c == 0 for c in codes):
             return 0
         time.sleep(0.2)

@@ -3,8 +3,9 @@
 TF's gs:// writer re-uploads a whole event file on every flush, and TensorBoard
 reading many small remote writes is slow. With this mode the summary writers
 write to a local dir and `LogSync` copies new or changed files to the run
-dir every `every_secs`, plus once more when training ends, fails or gets
-SIGTERM:
+dir every `every_secs`, plus once more when training ends (normally, by an
+error, or stopped by SIGTERM/SIGINT), and from the preemption watchdog before a
+forced exit (it registers with `trainer.preemption`, the one signal owner):
 
     with LogSync(local_dir, storage.join(model_dir, "logs"), every_secs=60):
         train(...)
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 
@@ -37,7 +37,7 @@ class LogSync:
     A file is uploaded when its size or modification time differs from when it
     was last uploaded by this object; nothing is ever deleted remotely. The
     periodic uploads run on a daemon thread; the final one runs in the thread
-    that leaves the `with` block, or in the SIGTERM handler.
+    that leaves the `with` block, or in the preemption watchdog's thread.
 
     Attributes:
       uploads: files uploaded so far (a file uploaded twice counts twice).
@@ -45,7 +45,8 @@ class LogSync:
       last_error: the latest upload error, or None.
     """
 
-    def __init__(self, local_dir: str, remote_dir: str, every_secs: float = 60):
+    def __init__(self, local_dir: str, remote_dir: str, every_secs: float = 60,
+                 stop_signal=None):
         if storage.is_remote(local_dir):
             raise UserError(f"LogSync's local_dir must be a local path, got {local_dir!r}.")
         if not every_secs or every_secs <= 0:
@@ -65,13 +66,12 @@ class LogSync:
         self._lock = threading.RLock()  # RLock: SIGTERM may land inside a sync
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous_handler = None
-        self._handler_installed = False
+        if stop_signal is not None:
+            stop_signal.on_forced_exit(self.final_sync)
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "LogSync":
         os.makedirs(self.local_dir, exist_ok=True)
-        self._install_sigterm_handler()
         self._thread = threading.Thread(target=self._run, name="seqtrain-logsync", daemon=True)
         self._thread.start()
         return self
@@ -80,10 +80,7 @@ class LogSync:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 2 * self.every_secs))
-        try:
-            self.final_sync()
-        finally:
-            self._restore_sigterm_handler()
+        self.final_sync()
         # Never swallow the body's exception (returning None re-raises it).
 
     def _run(self) -> None:
@@ -162,32 +159,3 @@ class LogSync:
         except Exception:
             self._made_dirs.discard(parent)  # it may be what went missing
             raise
-
-    # ------------------------------------------------------------- SIGTERM
-    def _install_sigterm_handler(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        self._previous_handler = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._handler_installed = True
-
-    def _restore_sigterm_handler(self) -> None:
-        if not self._handler_installed:
-            return
-        self._handler_installed = False
-        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-            signal.signal(signal.SIGTERM, self._previous_handler or signal.SIG_DFL)
-
-    def _on_sigterm(self, signum, frame) -> None:
-        log.warning("SIGTERM: uploading logs from %s to %s before stopping",
-                    self.local_dir, self.remote_dir)
-        self.final_sync()
-        previous = self._previous_handler
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            return
-        else:  # SIG_DFL (or unknown): die of SIGTERM as if we had not been here
-            self._restore_sigterm_handler()
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)

@@ -23,8 +23,12 @@ class StepFunctions:
     """Builds the train and eval `tf.function`s for a task, model and strategy."""
 
     def __init__(self, *, task, model, optimizer, strategy, global_batch: int,
-                 clipnorm: float | None, clipvalue: float | None, jit_compile: bool):
+                 clipnorm: float | None, clipvalue: float | None, jit_compile: bool,
+                 stop_variable: tf.Variable | None = None):
         self.task = task
+        # Read at every step inside the compiled loop: a stop request (SIGTERM)
+        # ends the loop at the next step instead of after the whole loop.
+        self.stop_variable = stop_variable
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -58,7 +62,11 @@ class StepFunctions:
         loss, grads = self._grad_fn(features, labels)
         grads = self._aggregate_and_clip(grads)
         self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss
+        stop = (tf.cast(self.stop_variable, tf.float32) if self.stop_variable is not None
+                else tf.constant(0.0))
+        # Summed across replicas and workers with the loss in one all-reduce:
+        # every worker sees the same value and stops after the same step.
+        return tf.stack([tf.cast(loss, tf.float32), stop])
 
     def _aggregate_and_clip(self, grads):
         # Embedding gradients arrive as IndexedSlices with one row per token
@@ -93,12 +101,18 @@ class StepFunctions:
         return self.strategy.experimental_distribute_values_from_function(slice_for)
 
     def _train_steps(self, iterator, num_steps):
+        """Runs up to `num_steps` steps; returns (mean loss, steps run, stop requested)."""
         total = tf.constant(0.0)
-        for _ in tf.range(num_steps):
+        done = tf.constant(0)
+        stop = tf.constant(False)
+        while tf.logical_and(done < num_steps, tf.logical_not(stop)):
             per_replica = self.strategy.run(
                 self._replica_train_step, args=(self._distribute(next(iterator)),))
-            total += self.strategy.reduce(SUM, per_replica, axis=None)
-        return total / tf.cast(num_steps, tf.float32)
+            reduced = self.strategy.reduce(SUM, per_replica, axis=None)
+            total += reduced[0]
+            stop = reduced[1] > 0
+            done += 1
+        return total / tf.cast(tf.maximum(done, 1), tf.float32), done, stop
 
     def _replica_eval(self, batch):
         features, labels, weights = batch

@@ -6,11 +6,16 @@ that a user can set; it goes through these helpers instead.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import posixpath
+import shutil
 import uuid
 
 import tensorflow as tf
+
+from trainer.errors import UserError
 
 
 def is_remote(path: str) -> bool:
@@ -79,3 +84,54 @@ def read_json(path: str):
 def rmtree(path: str) -> None:
     if tf.io.gfile.exists(path):
         tf.io.gfile.rmtree(path)
+
+
+def remove(path: str) -> None:
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+_DISK_TEXTS = ("No space left on device", "Disk quota exceeded", "Permission denied",
+               "Read-only file system")
+
+
+def is_disk_error(e: BaseException) -> bool:
+    """Whether `e` means the file system is full or not writable by this process."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        return True
+    return isinstance(e, (OSError, tf.errors.OpError)) and any(t in str(e) for t in _DISK_TEXTS)
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """Turns "disk full" / "permission denied" while writing under `path` into a UserError.
+
+    The message names the path and, for local paths, the free space, so the
+    user can fix it; what was written before stays intact.
+    """
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        if not is_disk_error(e):
+            raise
+        raise UserError(disk_error_message(path, e)) from None
+
+
+def disk_error_message(path: str, e: BaseException) -> str:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    free = ""
+    if not is_remote(path):
+        import os
+
+        probe = os.path.abspath(path)
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        try:
+            usage = shutil.disk_usage(probe)
+            free = f" ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB there)"
+        except OSError:
+            pass
+    return (f"cannot write under {path}{free}: {reason}. Free some space or fix the "
+            "permissions of that directory (or pass another --model-dir), then run the same "
+            "command again: the checkpoints saved so far are intact and the run resumes.")

@@ -8,28 +8,28 @@ start leaves nothing half-written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
 import uuid
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
-import yaml
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import loop, precision, preemption, registry, storage, summaries
-from trainer.errors import Preempted, UserError, WorkerLost
+from trainer.errors import Preempted, UserError
 from trainer.logsync import LogSync
+from trainer.run_dir import RunDir
 
 log = logging.getLogger(__name__)
-
-# Keys a resume may not change: they define the model, its data and its variables.
-FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "train.optimizer")
 
 
 def default_model_dir(task: str) -> str:
@@ -37,13 +37,104 @@ def default_model_dir(task: str) -> str:
     return os.path.join("runs", f"{task}-{stamp}")
 
 
+class XlaDecision(NamedTuple):
+    """Whether each replica's loss and gradients are XLA-compiled, and why."""
+
+    enabled: bool
+    reason: str
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a mode needs, built once by `build_run` (train, evaluate, export)."""
+
+    config: config_lib.ExperimentConfig
+    run_dir: RunDir
+    cluster: cluster_lib.ClusterInfo
+    strategy: tf.distribute.Strategy
+    task: Any
+    model: keras.Model
+    optimizer: Any
+    steps: loop.StepFunctions
+    checkpointer: checkpoints.Checkpointer
+    step_var: tf.Variable
+    train_iterator: Any  # None when not training
+    eval_ds: tf.data.Dataset
+    assets: dict
+    cudnn: list
+    xla: XlaDecision
+    stop: preemption.StopSignal | None
+
+    @property
+    def workers(self) -> int:
+        return distribute.num_workers(self.strategy)
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool = True) -> Run:
+    """Builds the strategy, task, model, optimizer, step functions, checkpointer and data.
+
+    Writes nothing. Raises UserError for anything the user can fix.
+    """
+    strategy = distribute.build_strategy(config.runtime, cluster)
+    per_replica_batch = distribute.check_batch_size(config.train.batch_size, strategy)
+    precision.check_compatible(config)
+    precision.set_policy(config.runtime.precision)
+    if config.runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    task = registry.get(config.task.name)(config)
+    task.prepare()
+    assets = task.assets()
+    run_dir.check_assets(assets, previous)
+
+    keras.utils.set_random_seed(config.runtime.seed)
+    with strategy.scope():
+        model = task.build_model()
+        optimizer = build_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    report = precision.cudnn_report(model, task.padding)
+    precision.check_forced_cudnn(report, config.model)
+    xla = XlaDecision(*precision.resolve_jit_compile(
+        config.runtime.jit_compile, report, xla_on_cpu=task.xla_on_cpu,
+        on_tpu=isinstance(strategy, tf.distribute.TPUStrategy)))
+
+    replicas = strategy.num_replicas_in_sync
+    iterator = None
+    if training:
+        iterator = iter(loop.make_train_dataset(
+            task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
+            shuffle_buffer=config.train.shuffle_buffer, seed=config.runtime.seed))
+    stop = preemption.StopSignal(config.runtime.preemption_grace_secs) if training else None
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    ckpt = checkpoints.Checkpointer(
+        model=model, optimizer=optimizer, step=step_var, iterator=iterator,
+        ckpt_dir=run_dir.checkpoint_dir, keep=config.train.keep_checkpoints,
+        is_chief=cluster.is_chief)
+    steps = loop.StepFunctions(
+        task=task, model=model, optimizer=optimizer, strategy=strategy,
+        global_batch=config.train.batch_size, clipnorm=config.train.clipnorm,
+        clipvalue=config.train.clipvalue, jit_compile=xla.enabled,
+        stop_variable=stop.variable if stop else None)
+    eval_ds = loop.make_eval_dataset(
+        task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
+        max_batches=config.train.eval_batches if training else 0)
+    return Run(config=config, run_dir=run_dir, cluster=cluster, strategy=strategy, task=task,
+               model=model, optimizer=optimizer, steps=steps, checkpointer=ckpt, step_var=step_var,
+               train_iterator=iterator, eval_ds=eval_ds, assets=assets, cudnn=report, xla=xla,
+               stop=stop)
+
+
 def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir: str | None = None,
           log_dir: str | None = None, stop_at: int | None = None, verbose: bool = True) -> dict:
-    """Trains `config` into `model_dir`, resuming from its latest checkpoint.
+    """Trains `config` into `model_dir`, resuming from its newest readable checkpoint.
 
     Args:
       config: validated, frozen experiment config.
-      model_dir: local path or gs:// URI.
+      model_dir: local path (relative or absolute) or gs:// URI.
       checkpoint_dir: defaults to MODEL_DIR/checkpoints (Vertex sets AIP_CHECKPOINT_DIR).
       log_dir: TensorBoard root, gets train/ and eval/; defaults to MODEL_DIR.
       stop_at: stop (after checkpointing) once this global step is reached,
@@ -54,130 +145,183 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
       {"step", "metrics", "model_dir", "checkpoint", "export_dir", "log_dir"}.
 
     Raises:
-      UserError: bad config, data, environment or resume; nothing was written.
-      Preempted: SIGTERM was received and a checkpoint was saved.
+      UserError: bad config, data, environment or resume, a second writer, a
+        full disk; nothing was written unless the message says otherwise.
+      Preempted: SIGTERM/SIGINT was received and a checkpoint was saved.
       WorkerLost: another worker of a multi-worker run died (retryable).
     """
     cluster = cluster_lib.from_environ()
-    ckpt_dir = checkpoint_dir or storage.join(model_dir, "checkpoints")
-    log_dir = log_dir or model_dir
-    previous = _inspect_model_dir(model_dir, config)
+    run_dir = RunDir(model_dir, checkpoint_dir=checkpoint_dir, log_dir=log_dir)
+    previous = run_dir.inspect(config)
     _preflight(config, model_dir)
-    strategy = distribute.build_strategy(config.runtime, cluster)
-    replicas = strategy.num_replicas_in_sync
-    per_replica_batch = distribute.check_batch_size(config.train.batch_size, strategy)
-    is_chief = cluster.is_chief
-    say = _printer(verbose and is_chief)
+    if stop_at is not None and stop_at < 1:
+        raise UserError(f"--stop-at must be a step >= 1, got {stop_at}.")
+    with contextlib.ExitStack() as held:
+        lease = None
+        if cluster.is_chief:  # one writer per run: before anything is written
+            lease = held.enter_context(_lease(run_dir, config))
+        waiting = distribute.ClusterWait(cluster, config.runtime.cluster_wait_secs)
+        held.callback(waiting.ready)
+        run = build_run(config, run_dir, cluster, previous=previous)
+        with distribute.peer_errors_as_worker_lost(run.workers):
+            restored = _restore(run, previous)
+            _start_writing(run, restored)
+            return _train_loop(run, stop_at, verbose, waiting, restored, lease)
 
-    precision.check_compatible(config)
-    precision.set_policy(config.runtime.precision)
-    if config.runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
 
-    task = registry.get(config.task.name)(config)
-    task.prepare()
-    assets = task.assets()
-    _check_assets(model_dir, assets, previous)
+def _lease(run_dir: RunDir, config):
+    """The writer lease, taken before anything is written (a new local dir is made for it)."""
+    created = not storage.is_remote(run_dir.model_dir) and not os.path.exists(run_dir.model_dir)
+    if created:
+        os.makedirs(run_dir.model_dir)
+    lease = run_dir.lease(config.runtime.lease_timeout_secs)
+    try:
+        lease.acquire()
+    except BaseException:
+        _remove_if_empty(run_dir.model_dir, created)
+        raise
 
-    keras.utils.set_random_seed(config.runtime.seed)
-    with strategy.scope():
-        model = task.build_model()
-        optimizer = build_optimizer(config)
-        optimizer.build(model.trainable_variables)
-    report = precision.cudnn_report(model, task.padding)
-    precision.check_forced_cudnn(report, config.model)
-    jit = precision.resolve_jit_compile(
-        config.runtime.jit_compile, report, xla_on_cpu=task.xla_on_cpu,
-        on_tpu=isinstance(strategy, tf.distribute.TPUStrategy))
-    if is_chief:
-        precision.warn_ineligible(report)
+    @contextlib.contextmanager
+    def holding():
+        try:
+            yield lease
+        finally:
+            lease.release()
+            _remove_if_empty(run_dir.model_dir, created)
+    return holding()
 
-    # ---- validated: from here on the model dir is written -----------------
-    if is_chief:
-        storage.makedirs(model_dir)
-        storage.write_text(storage.join(model_dir, "config.yaml"), config.to_yaml())
-        for name, text in assets.items():
-            storage.makedirs(storage.join(model_dir, "assets"))
-            storage.write_text(storage.join(model_dir, "assets", name), text)
-        storage.write_json(storage.join(model_dir, "runtime.json"),
-                           runtime_info(config, strategy, cluster, report, jit))
 
-    role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
-    print(f"seqtrain: {config.task.name} in {model_dir}: {_strategy_name(strategy)}, "
-          f"{replicas} replica(s), XLA {'on' if jit[0] else 'off'}, "
-          f"worker {cluster.worker_id} ({role})", flush=True)
+def _remove_if_empty(path: str, created: bool) -> None:
+    """A failed start leaves no trace: remove the dir it made for its lease."""
+    if created and os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
 
-    train_ds = loop.make_train_dataset(
-        task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
-        shuffle_buffer=config.train.shuffle_buffer, seed=config.runtime.seed)
-    iterator = iter(train_ds)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    ckpt = checkpoints.Checkpointer(
-        model=model, optimizer=optimizer, step=step_var, iterator=iterator,
-        ckpt_dir=ckpt_dir, keep=config.train.keep_checkpoints, is_chief=is_chief)
+
+def _restore(run: Run, previous) -> str | None:
+    """Restores the newest readable checkpoint; refuses to silently start over.
+
+    Returns the restored checkpoint path, or None for a fresh start.
+    """
+    config = run.config
     same_input = previous is None or (
-        previous["replicas"] in (None, replicas)
-        and previous["batch_size"] == config.train.batch_size)
-    restored = ckpt.restore(with_iterator=same_input)
-    if restored is not None and not same_input:
+        previous.replicas in (None, run.replicas)
+        and previous.batch_size == config.train.batch_size)
+    step = run.checkpointer.restore(with_iterator=same_input)
+    ckpt_dir = run.run_dir.checkpoint_dir
+    if step is None:
+        if previous is not None and previous.progress_step > 0:
+            raise UserError(
+                f"{run.run_dir.model_dir} recorded a checkpoint at step {previous.progress_step} "
+                f"({previous.progress_source}), but {ckpt_dir} holds no checkpoint now. Starting "
+                "again from step 0 would silently discard that progress. Put the checkpoints "
+                "back (on Vertex AI: the same AIP_CHECKPOINT_DIR), or use a new --model-dir to "
+                "start over.")
+        if checkpoints.has_checkpoint_files(ckpt_dir):
+            raise UserError(
+                f"{ckpt_dir} holds checkpoint files but no complete checkpoint (no ckpt-N.index "
+                "file). Restore the missing files, or use a new --model-dir to start over.")
+        return None
+    if not same_input:
         log.warning("replicas or batch size changed since the checkpoint: model and optimizer "
                     "are restored, the input pipeline restarts (not bitwise-exact).")
+    _apply_resume_hparams(run.optimizer, config)
+    return run.checkpointer.restored_path
 
-    fns = loop.StepFunctions(
-        task=task, model=model, optimizer=optimizer, strategy=strategy,
-        global_batch=config.train.batch_size, clipnorm=config.train.clipnorm,
-        clipvalue=config.train.clipvalue, jit_compile=jit[0])
-    eval_ds = loop.make_eval_dataset(
-        task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
-        max_batches=config.train.eval_batches)
+
+def _apply_resume_hparams(optimizer, config) -> None:
+    """A constant learning rate is an optimizer variable: the restored value would win
+    over the config. Set it from the config, so a changed `train.learning_rate` takes
+    effect on resume (schedules are computed from the config and the step anyway)."""
+    t = config.train
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if t.lr_schedule == "constant" and not t.warmup_steps:
+        inner.learning_rate = t.learning_rate
+
+
+def _start_writing(run: Run, restored: str | None) -> None:
+    """Everything validated and restored: from here on the model dir is written."""
+    if not run.cluster.is_chief:
+        return
+    for path in run.run_dir.remove_leftovers():
+        log.warning("removed %s, left by a writer that was killed", path)
+    info = runtime_info(run.config, run.strategy, run.cluster, run.cudnn, run.xla)
+    if restored:
+        info["last_checkpoint"] = {"step": int(run.step_var.numpy()),
+                                   "path": os.path.basename(restored), "time": _utc()}
+    run.run_dir.write_start(run.config, run.assets, info)
+
+
+def _train_loop(run: Run, stop_at: int | None, verbose: bool, waiting, restored, lease) -> dict:
+    """The outer loop: steps, summaries, evals and checkpoints, top to bottom."""
+    config, cluster, task, run_dir = run.config, run.cluster, run.task, run.run_dir
+    is_chief = cluster.is_chief
+    say = _printer(verbose and is_chief)
+    role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
+    print(f"seqtrain: {config.task.name} in {run_dir.model_dir}: {_strategy_name(run.strategy)}, "
+          f"{run.replicas} replica(s), XLA {'on' if run.xla.enabled else 'off'}, "
+          f"worker {cluster.worker_id} ({role})", flush=True)
 
     stack = contextlib.ExitStack()
-    writers = summaries.Writers(_log_root(config, log_dir, is_chief, stack))
-    step = int(step_var.numpy())
+    writers = summaries.Writers(_log_root(config, run_dir.log_dir, is_chief, stack, run.stop))
+    step = int(run.step_var.numpy())
     total = config.train.steps
     end = min(total, stop_at) if stop_at else total
     if restored is not None:
-        say(f"resumed from {ckpt.latest()} at step {step}")
+        say(f"resumed from {restored} at step {step}")
     if is_chief:
         writers.write_config(config, step)
 
-    preempt = preemption.PreemptionFlag(config.runtime.preemption_grace_secs)
     progress = summaries.Progress(total, step, config.train.log_every, enabled=verbose and is_chief)
     metrics: dict = {}
-    last_saved = restored
-    workers = distribute.num_workers(strategy)
+    last_saved = step if restored is not None else None
+    ckpt = run.checkpointer
+    first_loop = True
+    run.stop.install()
     try:
         while step < end:
+            if run.stop.requested and run.workers <= 1:
+                break  # multi-worker: the next step's all-reduce carries the stop to all
+            if lease is not None and lease.lost:
+                raise UserError(f"{lease.lost}. Stopped without saving so as not to overwrite "
+                                "the other writer's checkpoints.")
             n = min(config.train.steps_per_loop, end - step,
                     _to_boundary(step, config.train.checkpoint_every),
                     _to_boundary(step, config.train.eval_every))
             t0 = time.perf_counter()
-            loss = _run_steps(fns, iterator, n, workers)
+            loss, done, stopped = _run_steps(run, n, first=first_loop)
+            first_loop = False
+            waiting.ready()
             elapsed = time.perf_counter() - t0
-            prev_step, step = step, step + n
-            step_var.assign(step)
-            progress.update(step, loss, n / elapsed)
+            prev_step, step = step, step + done
+            run.step_var.assign(step)
+            progress.update(step, loss, done / elapsed)
             if _crossed(prev_step, step, config.train.log_every) or step == end:
                 writers.scalars(writers.train, {
                     "loss": loss,
-                    "learning_rate": float(_current_lr(optimizer)),
-                    "steps_per_sec": n / elapsed,
-                    "examples_per_sec": n * config.train.batch_size / elapsed,
+                    "learning_rate": float(_current_lr(run.optimizer)),
+                    "steps_per_sec": done / elapsed,
+                    "examples_per_sec": done * config.train.batch_size / elapsed,
                 }, step)
+            if stopped:
+                break
             if step % config.train.eval_every == 0 or step == total:
-                metrics = evaluate_model(fns, task, model, eval_ds, step, model_dir, writers,
-                                         is_chief)
-                progress.message(f"eval @ step {step}: {task.summary_line(metrics)}")
+                evaluated = evaluate_model(run.steps, task, run.model, run.eval_ds, step,
+                                           run_dir.model_dir, writers, is_chief, stop=run.stop)
+                if evaluated is not None:
+                    metrics = evaluated
+                    progress.message(f"eval @ step {step}: {task.summary_line(metrics)}")
             if step % config.train.checkpoint_every == 0 or step == end:
-                ckpt.save(step)
+                _save(run, step)
                 last_saved = step
-            if preempt.agreed(strategy, workers):
-                if last_saved != step:
-                    ckpt.save(step)
-                progress.message(f"SIGTERM: checkpoint saved at step {step}; exiting to resume")
-                raise Preempted(step)
+        if run.stop.requested:
+            if last_saved != step:
+                _save(run, step)
+            run.stop.saved()
+            name = signal.Signals(run.stop.signum).name
+            progress.message(f"{name}: checkpoint saved at step {step}; exiting to resume")
+            raise Preempted(step, run.stop.signum)
     finally:
-        preempt.uninstall()
+        run.stop.uninstall()
         progress.done()
         writers.close()
         stack.close()  # final log upload for log_sync=local_then_sync
@@ -185,26 +329,40 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
     if stop_at and step < total:
         say(f"stopped at step {step} of {total} (--stop-at); run again to continue")
     if not metrics and is_chief:
-        metrics = _read_metrics(model_dir)
-    export_dir = storage.join(model_dir, "export")
+        metrics = run_dir.read_metrics().get("metrics", {})
+    export_dir = run_dir.file("export")
     if step >= total and is_chief:
-        export(task, model, export_dir)
-    result = {
+        with storage.writing(run_dir.model_dir):
+            export(task, run.model, export_dir)
+    return {
         "step": step,
         "metrics": metrics,
-        "model_dir": model_dir,
+        "model_dir": run_dir.model_dir,
         "checkpoint": ckpt.latest(),
         "export_dir": export_dir if storage.exists(export_dir) else None,
-        "log_dir": log_dir,
+        "log_dir": run_dir.log_dir,
     }
-    return result
+
+
+def _save(run: Run, step: int) -> None:
+    path = run.checkpointer.save(step)
+    run.stop.last_checkpoint = path
+    if run.cluster.is_chief:
+        run.run_dir.record_checkpoint(step, path)
 
 
 def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers,
-                   is_chief: bool) -> dict:
-    """Runs the eval split on every replica and aggregates the metric sums."""
+                   is_chief: bool, stop: preemption.StopSignal | None = None) -> dict | None:
+    """Runs the eval split on every replica and aggregates the metric sums.
+
+    Returns None if a stop was requested mid-way in a single-worker run (the
+    partial metrics are dropped; the stop checkpoint matters more).
+    """
     sums: dict[str, list[float]] = {}
+    single_worker = distribute.num_workers(fns.strategy) <= 1
     for batch in eval_ds:
+        if stop is not None and stop.requested and single_worker:
+            return None
         for name, (num, den) in fns.eval_batch(batch).items():
             acc = sums.setdefault(name, [0.0, 0.0])
             acc[0] += float(num)
@@ -214,43 +372,29 @@ def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers
         with writers.eval.as_default(step=step):
             metrics.update(task.on_eval_end(model, step, model_dir) or {})
         writers.scalars(writers.eval, metrics, step)
-        storage.write_json(storage.join(model_dir, "metrics.json"), {
-            "step": step, "metrics": metrics,
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+        RunDir(model_dir).write_metrics(step, metrics)
     return metrics
 
 
 def evaluate(model_dir: str, verbose: bool = True) -> dict:
-    """Evaluates the latest checkpoint of a run on its eval split."""
-    config = load_run_config(model_dir)
+    """Evaluates the newest readable checkpoint of a run on its eval split.
+
+    Finds the checkpoints where the run's runtime.json says they are (Vertex AI
+    puts them outside the model dir), with the same fallback as a resume.
+    """
+    run_dir = RunDir.open(model_dir)
+    config = run_dir.read_config()
+    runtime = dataclasses.replace(config.runtime, strategy="default", cpu_replicas=1)
+    config = dataclasses.replace(config, runtime=runtime)
     cluster = cluster_lib.ClusterInfo(None, None, 0, 1, "none")
-    runtime = config.runtime
-    strategy = distribute.build_strategy(
-        config_lib.RuntimeConfig(**{**config_lib.to_dict(runtime), "strategy": "default",
-                                    "cpu_replicas": 1}), cluster)
-    precision.set_policy(runtime.precision)
-    task = registry.get(config.task.name)(config)
-    task.prepare()
-    _check_assets(model_dir, task.assets(), {"assets": True})
-    keras.utils.set_random_seed(runtime.seed)
-    model = task.build_model()
-    optimizer = build_optimizer(config)
-    optimizer.build(model.trainable_variables)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    latest = tf.train.latest_checkpoint(storage.join(model_dir, "checkpoints"))
-    if latest is None:
-        raise UserError(f"{model_dir} has no checkpoint to evaluate; train it first.")
-    ckpt.restore(latest).expect_partial()
-    fns = loop.StepFunctions(task=task, model=model, optimizer=optimizer, strategy=strategy,
-                             global_batch=config.train.batch_size, clipnorm=None, clipvalue=None,
-                             jit_compile=False)
-    eval_ds = loop.make_eval_dataset(task.dataset("eval"),
-                                     per_replica_batch=config.train.batch_size, replicas=1)
-    writers = summaries.Writers(None)
-    metrics = evaluate_model(fns, task, model, eval_ds, int(step_var.numpy()), model_dir,
-                             writers, is_chief=False)
-    return {"step": int(step_var.numpy()), "metrics": metrics, "checkpoint": latest}
+    run = build_run(config, run_dir, cluster, previous=run_dir.inspect(config), training=False)
+    if run.checkpointer.restore(with_iterator=False) is None:
+        raise UserError(f"{model_dir} has no checkpoint to evaluate in "
+                        f"{run_dir.checkpoint_dir}; train it first.")
+    step = int(run.step_var.numpy())
+    metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step, model_dir,
+                             summaries.Writers(None), is_chief=False)
+    return {"step": step, "metrics": metrics, "checkpoint": run.checkpointer.restored_path}
 
 
 def export(task, model, export_dir: str) -> None:
@@ -292,7 +436,7 @@ def build_optimizer(config):
     return optimizer
 
 
-def runtime_info(config, strategy, cluster, cudnn_report, jit: tuple[bool, str]) -> dict:
+def runtime_info(config, strategy, cluster, cudnn_report, xla: XlaDecision) -> dict:
     return {
         "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
@@ -301,8 +445,8 @@ def runtime_info(config, strategy, cluster, cudnn_report, jit: tuple[bool, str])
                     "task_index": cluster.task_index},
         "precision": config.runtime.precision,
         "all_reduce": config.runtime.all_reduce,
-        "jit_compile": jit[0],
-        "jit_compile_reason": jit[1],
+        "jit_compile": xla.enabled,
+        "jit_compile_reason": xla.reason,
         "deterministic": config.runtime.deterministic,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": platform.python_version()},
@@ -311,61 +455,15 @@ def runtime_info(config, strategy, cluster, cudnn_report, jit: tuple[bool, str])
         "cudnn": cudnn_report,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "argv": sys.argv,
+        "pid": os.getpid(),
     }
 
 
 def load_run_config(model_dir: str) -> config_lib.ExperimentConfig:
-    path = storage.join(model_dir, "config.yaml")
-    if not storage.exists(path):
-        raise UserError(
-            f"{model_dir} is not a seqtrain run (no config.yaml). Pass the --model-dir "
-            "of a run made by `seqtrain train`.")
-    return config_lib.load(config_file=path)
+    return RunDir.open(model_dir).read_config()
 
 
 # ----------------------------------------------------------------------------
-
-
-def _inspect_model_dir(model_dir: str, config) -> dict | None:
-    """Refuses a dir that is not a seqtrain run, or a resume that changes the model."""
-    if not storage.exists(model_dir):
-        return None
-    if not storage.isdir(model_dir):
-        raise UserError(f"--model-dir {model_dir} exists and is a file, not a directory.")
-    config_path = storage.join(model_dir, "config.yaml")
-    if not storage.exists(config_path):
-        if storage.listdir(model_dir):
-            raise UserError(
-                f"--model-dir {model_dir} exists, is not empty and is not a seqtrain run "
-                "(no config.yaml). Choose a new or empty directory.")
-        return None
-    old = yaml.safe_load(storage.read_text(config_path)) or {}
-    new = config.to_dict()
-    changed = [k for k in config_lib.diff(old, new)
-               if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
-               and not config_lib.resume_ok(config, k)]
-    if changed:
-        details = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in changed)
-        raise UserError(
-            f"--model-dir {model_dir} holds a run whose config differs in keys that define "
-            f"the model or its data ({details}). A resume must keep them; use a new "
-            "--model-dir for a different model, or restore those values.")
-    runtime_path = storage.join(model_dir, "runtime.json")
-    replicas = storage.read_json(runtime_path).get("replicas") if storage.exists(runtime_path) else None
-    return {"replicas": replicas, "batch_size": old.get("train", {}).get("batch_size"),
-            "assets": True}
-
-
-def _check_assets(model_dir: str, assets: dict, previous) -> None:
-    if previous is None:
-        return
-    for name, text in assets.items():
-        path = storage.join(model_dir, "assets", name)
-        if storage.exists(path) and storage.read_text(path) != text:
-            raise UserError(
-                f"the data changed since {model_dir} was trained: the fitted asset {name!r} "
-                "(for example the vocabulary) differs from the saved one. Resume with the "
-                "original data, or use a new --model-dir.")
 
 
 def _preflight(config, model_dir: str) -> None:
@@ -381,20 +479,13 @@ def _preflight(config, model_dir: str) -> None:
     gcs.preflight(remote, need_write=[model_dir] if storage.is_remote(model_dir) else [])
 
 
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(part)
-    return d
-
-
 def _strategy_name(strategy) -> str:
     name = type(strategy).__name__
     return "DefaultStrategy" if name == "_DefaultDistributionStrategy" else name
 
 
-def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack) -> str | None:
+def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack,
+              stop) -> str | None:
     """Where the summary writers write: log_dir, or a local dir synced to it."""
     if not is_chief:
         return None
@@ -402,24 +493,32 @@ def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack)
         return log_dir
     local = tempfile.mkdtemp(prefix="seqtrain-logs-")
     stack.callback(storage.rmtree, local)  # runs last: after LogSync's final upload
-    stack.enter_context(LogSync(local, log_dir, every_secs=config.runtime.log_sync_every_secs))
+    stack.enter_context(LogSync(local, log_dir, every_secs=config.runtime.log_sync_every_secs,
+                                stop_signal=stop))
     return local
 
 
-def _run_steps(fns, iterator, n: int, workers: int) -> float:
+def _run_steps(run: Run, n: int, first: bool) -> tuple[float, int, bool]:
+    """One compiled loop of up to n steps: (mean loss, steps run, stop requested)."""
     try:
-        return float(fns.train_steps(iterator, tf.constant(n, tf.int32)))
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError, tf.errors.AbortedError) as e:
-        if workers <= 1:
+        loss, done, stopped = run.steps.train_steps(run.train_iterator, tf.constant(n, tf.int32))
+    except tf.errors.ResourceExhaustedError as e:
+        if not first:
             raise
-        # A peer died mid-collective. Exiting retryably lets the cluster restart
-        # the job, which resumes from the last checkpoint.
-        raise WorkerLost(_first_line(e)) from None
+        raise UserError(
+            f"out of memory in the first training step with train.batch_size="
+            f"{run.config.train.batch_size} ({_first_line(e)}). Use a smaller "
+            "train.batch_size (or a smaller model / data.sequence_length), or more replicas."
+        ) from None
+    return float(loss), int(done), bool(stopped)
 
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def _to_boundary(step: int, every: int) -> int:
@@ -435,11 +534,6 @@ def _current_lr(optimizer):
     lr = inner.learning_rate
     # A constant rate is a (possibly mirrored) variable; a schedule gives a tensor.
     return tf.convert_to_tensor(getattr(lr, "value", lr))
-
-
-def _read_metrics(model_dir: str) -> dict:
-    path = storage.join(model_dir, "metrics.json")
-    return storage.read_json(path).get("metrics", {}) if storage.exists(path) else {}
 
 
 def _printer(enabled: bool):

@@ -1,0 +1,246 @@
+"""The run directory: its layout, its files, the resume check and the writer lease.
+
+This module is the one owner of a model dir's names. Everything else asks it:
+
+    MODEL_DIR/
+      config.yaml      the config the run uses (the base of a resume)
+      runtime.json     strategy, devices, versions, where checkpoints and logs are,
+                       and the last checkpoint saved
+      metrics.json     the latest eval metrics
+      assets/          fitted vocabularies, normalisation statistics
+      checkpoints/     ckpt-N.* (or AIP_CHECKPOINT_DIR on Vertex AI)
+      train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR)
+      export/          the SavedModel, written when the run finishes
+      lease.json       present while a trainer holds the run (see trainer/lease.py)
+
+Paths may be local (relative or absolute) or gs://.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+
+import yaml
+
+from trainer import config as config_lib, storage
+from trainer.errors import UserError
+from trainer.lease import Lease
+
+CONFIG = "config.yaml"
+RUNTIME = "runtime.json"
+METRICS = "metrics.json"
+ASSETS = "assets"
+CHECKPOINTS = "checkpoints"
+EXPORT = "export"
+LEASE = "lease.json"
+
+# Keys a resume may not change: they define the model, its data and its variables.
+FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "train.optimizer")
+
+# Files a killed writer can leave behind: storage.write_text's "NAME.tmp-XXXXXXXX",
+# the trainer's "export.tmp-XXXXXXXX", TF's "ckpt-N_temp/" and log sync's temp copies.
+_LEFTOVER = re.compile(r"(\.tmp-[0-9a-f]{8}$|_temp$|\.logsync-tmp$)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Previous:
+    """What an existing run says about itself."""
+
+    config: dict
+    replicas: int | None
+    batch_size: int | None
+    progress_step: int  # the furthest step the run recorded (a checkpoint or an eval)
+    progress_source: str  # the file that recorded it
+
+
+class RunDir:
+    """A model dir and where its checkpoints and TensorBoard logs go."""
+
+    def __init__(self, model_dir: str, *, checkpoint_dir: str | None = None,
+                 log_dir: str | None = None):
+        self.model_dir = model_dir
+        self.checkpoint_dir = checkpoint_dir or storage.join(model_dir, CHECKPOINTS)
+        self.log_dir = log_dir or model_dir
+
+    @classmethod
+    def open(cls, model_dir: str) -> "RunDir":
+        """An existing run, with the checkpoint and log dirs its runtime.json records."""
+        run = cls(model_dir)
+        if not storage.exists(run.file(CONFIG)):
+            raise UserError(
+                f"{model_dir} is not a seqtrain run (no {CONFIG}). Pass the --model-dir of a "
+                "run made by `seqtrain train`.")
+        dirs = run.read_runtime().get("dirs") or {}
+        return cls(model_dir, checkpoint_dir=run._from_record(dirs.get("checkpoints")),
+                   log_dir=run._from_record(dirs.get("logs")))
+
+    def file(self, *names: str) -> str:
+        return storage.join(self.model_dir, *names)
+
+    # ---------------------------------------------------------------- reading
+    def read_config_dict(self) -> dict:
+        path = self.file(CONFIG)
+        try:
+            data = yaml.safe_load(storage.read_text(path))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(
+                f"{path} is corrupt ({_first_line(e)}). It records the run's config; restore it "
+                "from a backup or the config you trained with (`seqtrain config` prints the "
+                "defaults), or use a new --model-dir.") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is corrupt: expected a YAML mapping, got "
+                            f"{type(data).__name__}. Restore it, or use a new --model-dir.")
+        return data
+
+    def read_config(self) -> config_lib.ExperimentConfig:
+        """The run's own config, validated (as `seqtrain train` wrote it)."""
+        return config_lib.load(config_file=self.file(CONFIG))
+
+    def read_runtime(self) -> dict:
+        return self._read_json(RUNTIME)
+
+    def read_metrics(self) -> dict:
+        return self._read_json(METRICS)
+
+    def _read_json(self, name: str) -> dict:
+        path = self.file(name)
+        if not storage.exists(path):
+            return {}
+        try:
+            data = json.loads(storage.read_text(path))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(
+                f"{path} is corrupt ({_first_line(e)}); seqtrain rewrites it, so delete that "
+                "one file and run the command again.") from None
+        return data if isinstance(data, dict) else {}
+
+    # ------------------------------------------------------------ the resume
+    def inspect(self, config) -> Previous | None:
+        """Refuses a dir that is not a seqtrain run, or a resume that changes the model.
+
+        Returns None for a new (missing or empty) run dir.
+        """
+        if not storage.exists(self.model_dir):
+            return None
+        if not storage.isdir(self.model_dir):
+            raise UserError(f"--model-dir {self.model_dir} exists and is a file, not a directory.")
+        if not storage.exists(self.file(CONFIG)):
+            if [n for n in storage.listdir(self.model_dir) if n != LEASE]:
+                raise UserError(
+                    f"--model-dir {self.model_dir} exists, is not empty and is not a seqtrain "
+                    f"run (no {CONFIG}). Choose a new or empty directory.")
+            return None
+        old = self.read_config_dict()
+        new = config.to_dict()
+        changed = [k for k in config_lib.diff(old, new)
+                   if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
+                   and not config_lib.resume_ok(config, k)]
+        if changed:
+            details = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in changed)
+            raise UserError(
+                f"--model-dir {self.model_dir} holds a run whose config differs in keys that "
+                f"define the model or its data ({details}). A resume must keep them; use a new "
+                "--model-dir for a different model, or restore those values.")
+        runtime = self.read_runtime()
+        metrics = self.read_metrics()
+        steps = [(int((runtime.get("last_checkpoint") or {}).get("step") or 0), RUNTIME),
+                 (int(metrics.get("step") or 0), METRICS)]
+        step, source = max(steps)
+        return Previous(config=old, replicas=runtime.get("replicas"),
+                        batch_size=(old.get("train") or {}).get("batch_size"),
+                        progress_step=step, progress_source=source)
+
+    def check_assets(self, assets: dict, previous: Previous | None) -> None:
+        """Refuses a resume whose fitted assets (vocabularies...) differ from the saved ones."""
+        if previous is None:
+            return
+        for name, text in assets.items():
+            path = self.file(ASSETS, name)
+            if storage.exists(path) and storage.read_text(path) != text:
+                raise UserError(
+                    f"the data changed since {self.model_dir} was trained: the fitted asset "
+                    f"{name!r} (for example the vocabulary) differs from the saved one. Resume "
+                    "with the original data, or use a new --model-dir.")
+
+    # ---------------------------------------------------------------- writing
+    def lease(self, timeout: float) -> Lease:
+        return Lease(self.file(LEASE), timeout=timeout)
+
+    def remove_leftovers(self) -> list[str]:
+        """Deletes temp files and dirs a killed writer left; returns their paths."""
+        removed = []
+        for d in dict.fromkeys([self.model_dir, self.checkpoint_dir]):
+            if not storage.isdir(d):
+                continue
+            for name in storage.listdir(d):
+                if _LEFTOVER.search(name):
+                    path = storage.join(d, name)
+                    if storage.isdir(path):
+                        storage.rmtree(path)
+                    else:
+                        storage.remove(path)
+                    removed.append(path)
+        return removed
+
+    def write_start(self, config, assets: dict, runtime: dict) -> None:
+        """Writes config.yaml, the assets and runtime.json at the start of a run."""
+        with storage.writing(self.model_dir):
+            storage.makedirs(self.model_dir)
+            storage.write_text(self.file(CONFIG), config.to_yaml())
+            if assets:
+                storage.makedirs(self.file(ASSETS))
+            for name, text in assets.items():
+                storage.write_text(self.file(ASSETS, name), text)
+            self.write_runtime({**runtime, "dirs": {
+                "checkpoints": self._to_record(self.checkpoint_dir),
+                "logs": self._to_record(self.log_dir)}})
+
+    def write_runtime(self, runtime: dict) -> None:
+        with storage.writing(self.model_dir):
+            storage.write_json(self.file(RUNTIME), runtime)
+
+    def record_checkpoint(self, step: int, path: str) -> None:
+        """Notes the last checkpoint in runtime.json: progress evidence for the next start."""
+        runtime = self.read_runtime()
+        runtime["last_checkpoint"] = {"step": step, "path": os.path.basename(path), "time": _utc()}
+        self.write_runtime(runtime)
+
+    def write_metrics(self, step: int, metrics: dict) -> None:
+        with storage.writing(self.model_dir):
+            storage.write_json(self.file(METRICS),
+                               {"step": step, "metrics": metrics, "time": _utc()})
+
+    # ------------------------------------------------------------- internals
+    def _to_record(self, path: str) -> str:
+        """A dir as runtime.json records it: relative to the model dir when inside it."""
+        if storage.is_remote(path) or storage.is_remote(self.model_dir):
+            return path
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.model_dir))
+        return path if rel.startswith("..") else rel
+
+    def _from_record(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        if storage.is_remote(value) or os.path.isabs(value):
+            return value
+        return os.path.normpath(storage.join(self.model_dir, value))
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(part)
+    return d
+
+
+def _utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
