@@ -92,7 +92,11 @@ def test_upload_errors_are_retried_and_never_raise(tmp_path):
 def test_sigterm_syncs_then_chains_to_the_previous_handler(tmp_path):
     local, remote = tmp_path / "local", tmp_path / "remote"
     calls = []
-    original = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+
+    def previous(signum, frame):
+        calls.append(signum)
+
+    original = signal.signal(signal.SIGTERM, previous)
     try:
         with LogSync(str(local), str(remote), every_secs=3600):
             (local / "ckpt-note").write_bytes(b"x")
@@ -100,9 +104,12 @@ def test_sigterm_syncs_then_chains_to_the_previous_handler(tmp_path):
             _wait_for(lambda: calls)
             assert _read(remote / "ckpt-note") == b"x"  # synced before chaining
         assert calls == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-        os.kill(os.getpid(), signal.SIGTERM)  # our handler is gone again
+        # Uninstalled: the handler in place before LogSync is back, exactly.
+        assert signal.getsignal(signal.SIGTERM) is previous
+        (local / "after-exit").write_bytes(b"y")
+        os.kill(os.getpid(), signal.SIGTERM)
         _wait_for(lambda: len(calls) == 2)
+        assert _read(remote / "after-exit") is None  # no sync ran on this SIGTERM
     finally:
         signal.signal(signal.SIGTERM, original)
 
