@@ -88,6 +88,16 @@ MUTANTS = [
            "return global_batch",
            ("tests/test_distribute.py", "-k", "batch_size"),
            "check_batch_size returns the global batch as the per-replica batch"),
+    Mutant("cosine-floor", "trainer/train_lib.py",
+           r"alpha=0\.0, warmup_target",
+           "alpha=0.1, warmup_target",
+           ("tests/test_optimizers.py", "-k", "schedules"),
+           "the cosine schedule decays to 10% of the learning rate instead of 0"),
+    Mutant("adamw-without-decay", "trainer/train_lib.py",
+           r"keras\.optimizers\.AdamW\(lr, weight_decay=t\.weight_decay\)",
+           "keras.optimizers.AdamW(lr)",
+           ("tests/test_optimizers.py", "-k", "formula"),
+           "train.weight_decay is not passed to AdamW"),
 ]
 
 
