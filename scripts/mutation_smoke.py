@@ -98,6 +98,11 @@ MUTANTS = [
            "keras.optimizers.AdamW(lr)",
            ("tests/test_optimizers.py", "-k", "formula"),
            "train.weight_decay is not passed to AdamW"),
+    Mutant("evaluator-trains", "trainer/cli.py",
+           r'(nothing to do here\."\)\n)(\s+)return\n',
+           r'\1\2pass\n',
+           ("tests/test_distribute.py", "-k", "evaluator"),
+           "the evaluator role goes on to train instead of exiting"),
 ]
 
 
@@ -119,7 +124,7 @@ def run_mutant(m: Mutant, timeout: int) -> tuple[str, str]:
         if hits != 1:
             return "STALE", f"pattern {m.pattern!r} matches {hits} times in {m.file}"
         with open(path, "w") as f:
-            f.write(re.sub(m.pattern, lambda _: m.replacement, source))
+            f.write(re.sub(m.pattern, m.replacement, source))
         env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider",
                *m.tests]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, cli_env, user_error
+from helpers import REPO, cli_env, seqtrain, user_error
 from trainer import cluster as cluster_lib, config as config_lib, distribute
 
 SINGLE = cluster_lib.from_environ({})
@@ -87,3 +87,15 @@ def test_tpu_name_from_environment_is_used_in_the_error(tmp_path):
     user_error("train", "--model-dir", "r", env={"TPU_NAME": "no-such-tpu-here"}, cwd=tmp_path,
                model_dir="r", expect=("runtime.strategy=tpu could not reach a TPU",
                                       "TPU_NAME='no-such-tpu-here'"))
+
+
+def test_evaluator_role_exits_0_without_writing(tmp_path):
+    """TF_CONFIG naming this process the evaluator: `train` says so, exits 0, writes nothing."""
+    tf_config = json.dumps({"cluster": {"chief": ["localhost:1"], "worker": ["localhost:2"],
+                                        "evaluator": ["localhost:3"]},
+                            "task": {"type": "evaluator", "index": 0}})
+    proc = seqtrain("train", "--model-dir", "run", "--set", "train.steps=2",
+                    env={"TF_CONFIG": tf_config}, cwd=tmp_path)
+    assert "this task has the evaluator role" in proc.stdout
+    assert "nothing to do here" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no model dir, nothing else
