@@ -138,7 +138,9 @@ def run_mutant(m: Mutant, timeout: int) -> tuple[str, str]:
             return "SURVIVED", summary
         if proc.returncode == 1:
             failed = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]
-            return "killed", (failed[0] if failed else summary)
+            why = [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("E  ")]
+            return "killed", "\n         ".join(
+                [failed[0] if failed else summary] + [w[:200] for w in why[:2]])
         return "ERROR", f"pytest exited {proc.returncode}: {summary}\n{proc.stderr[-1500:]}"
 
 

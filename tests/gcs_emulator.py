@@ -117,6 +117,7 @@ class GcsEmulator:
         self._bucket_names = itertools.count()
         self.stats = {"requests": 0, "faults": 0, "forbidden": 0, "connects": 0}
         self._faults_by_bucket: dict[str, int] = {}
+        self._requests_by_bucket: dict[str, int] = {}
         # Handler crashes (bugs in the emulator or a request it cannot parse).
         # Tests assert this stays empty; each entry is "METHOD path: error".
         self.server_errors: list[str] = []
@@ -286,6 +287,11 @@ class GcsEmulator:
                 return self.stats["faults"]
             return self._faults_by_bucket.get(bucket, 0)
 
+    def requests_seen(self, bucket: str) -> int:
+        """How many requests reached `bucket` so far (faulted ones included)."""
+        with self._lock:
+            return self._requests_by_bucket.get(bucket, 0)
+
     @contextlib.contextmanager
     def read_only(self, bucket: str):
         """`set_read_only(bucket, True)` for the block, then writable again."""
@@ -355,6 +361,8 @@ class GcsEmulator:
         bucket = _request_bucket(path)
         with self._lock:
             self.stats["requests"] += 1
+            if bucket:
+                self._requests_by_bucket[bucket] = self._requests_by_bucket.get(bucket, 0) + 1
             rule = self._fault_rules.get(bucket) or self._fault_rules.get(None)
             if rule is not None and rule.fires():
                 self.stats["faults"] += 1

@@ -399,18 +399,25 @@ def test_jit_compile_with_steps_per_loop(runs, job, precision, replicas, workers
 
 
 def test_clipnorm_under_mirrored_clips_the_global_norm_after_the_all_reduce(runs):
+    """Relative comparisons, no copied numbers.
+
+    Two replicas that all-reduce first and then clip differ from one device only
+    in the order of float32 summation: relative rounding ~1e-7 per operation over
+    12 steps, far below 1e-4 of the distance training moved the weights. Both
+    controls (no clipping; clipping each replica's partial gradient) must land
+    100 times farther away than that noise, so they are distinguishable from it.
+    """
     for job in ("float32", "clip-mirrored"):
         _get(runs, job)
     d = runs["dirs"]
     single = _weights(d["clip-default"])
-    # Clipping is active: without it the weights end up elsewhere (~0.16 here).
-    assert _dist(single, _weights(d["noclip-default"])) > 0.05
-    # Two replicas, all-reduce first, then clip: the single-device result up to
-    # the order of the summation (~1e-8 here).
-    assert _dist(single, _weights(d["clip-mirrored"])) < 1e-6
-    # Clipping each replica's partial gradient before summing (the control)
-    # gives another run (~0.05 here).
-    assert _dist(single, _weights(d["clip-per-replica"])) > 0.01
+    moved = _dist(single, _weights(d["clip-init"]))  # learning rate 0: the initial weights
+    noise = _dist(single, _weights(d["clip-mirrored"]))
+    assert noise < 1e-4 * moved, (noise, moved)
+    no_clip = _dist(single, _weights(d["noclip-default"]))
+    per_replica = _dist(single, _weights(d["clip-per-replica"]))
+    assert no_clip > 100 * noise and no_clip > 1e-3 * moved, (no_clip, noise, moved)
+    assert per_replica > 100 * noise and per_replica > 1e-3 * moved, (per_replica, noise, moved)
 
 
 def test_clipnorm_threshold_follows_the_loss_scale(runs):

