@@ -103,6 +103,18 @@ MUTANTS = [
            r'\1\2pass\n',
            ("tests/test_distribute.py", "-k", "evaluator"),
            "the evaluator role goes on to train instead of exiting"),
+    Mutant("credentials-principal-lost", "trainer/gcs.py",
+           r'principal = getattr\(credentials, "service_account_email", None\) or "these credentials"',
+           'principal = "these credentials"',
+           ("tests/test_gcs_tools.py", "-k", "service_account"),
+           "errors no longer name the service account the key file loaded"),
+    Mutant("credentials-skip-auth", "trainer/gcs.py",
+           r'return gcs_storage\.Client\(project=project, credentials=credentials\), principal',
+           "from google.auth.credentials import AnonymousCredentials\n"
+           "    return gcs_storage.Client(project=project, credentials=AnonymousCredentials()), "
+           "principal",
+           ("tests/test_gcs_tools.py", "-k", "service_account"),
+           "the loaded credentials are not used for GCS requests"),
 ]
 
 
