@@ -115,6 +115,22 @@ MUTANTS = [
            "principal",
            ("tests/test_gcs_tools.py", "-k", "service_account"),
            "the loaded credentials are not used for GCS requests"),
+    Mutant("logsync-own-sigterm-handler", "trainer/logsync.py",
+           r"(def __enter__\(self\) -> \"LogSync\":\n)",
+           r"\1        import signal; signal.signal(signal.SIGTERM, lambda *a: None)\n",
+           ("tests/test_logsync.py", "-k", "one_owner"),
+           "LogSync installs a SIGTERM handler of its own again"),
+    Mutant("logsync-not-registered", "trainer/logsync.py",
+           r"stop_signal\.on_forced_exit\(self\.final_sync\)",
+           "pass",
+           ("tests/test_logsync.py", "-k", "forced_exit"),
+           "LogSync no longer registers its final upload with the preemption watchdog"),
+    Mutant("predict-probabilities-misordered", "trainer/tasks/text_classification.py",
+           r'\[float\(p\) for p in out\["probability"\]\.numpy\(\)\]',
+           '[float(p) for p in out["probability"].numpy()][::-1]',
+           ("tests/test_train.py", "-k", "predict_and_evaluate"),
+           "`seqtrain predict` pairs each text with another text's probability (the old "
+           "0.5 <= p <= 1 range check could not see it)"),
 ]
 
 
