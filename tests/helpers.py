@@ -157,8 +157,24 @@ def read_scalars(log_dir: str | os.PathLike, tag: str) -> dict[int, float]:
 
 # --------------------------------------------------------------- user errors
 # TensorFlow's import logs these before absl is initialized; TF_CPP_MIN_LOG_LEVEL
-# cannot silence them (FACTS.md), so they are not part of our message.
+# cannot silence them (FACTS.md), so they are not part of our message. Nor are
+# Python warnings raised by libraries on import (google.api_core's FutureWarning
+# about Python 3.11's end of life): a `file:line: XWarning: ...` line and the
+# indented source line after it.
 _TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:)")
+_PY_WARNING = re.compile(r"^\S+:\d+: \w*Warning: ")
+
+
+def _our_lines(err: str) -> list[str]:
+    lines, skip_source = [], False
+    for line in err.splitlines():
+        if skip_source and line.startswith("  "):
+            skip_source = False
+            continue
+        skip_source = bool(_PY_WARNING.match(line))
+        if not skip_source and not _TF_NOISE.match(line):
+            lines.append(line)
+    return lines
 
 
 def tree_hash(path: str | os.PathLike) -> dict | None:
@@ -178,7 +194,7 @@ def assert_user_error(code: int, out: str, err: str, expect=()) -> str:
     fragment; no traceback anywhere. Returns the message."""
     assert code == EXIT_USER_ERROR, (code, out[-2000:], err[-3000:])
     assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
-    ours = [line for line in err.splitlines() if not _TF_NOISE.match(line)]
+    ours = _our_lines(err)
     while ours and not ours[-1].strip():
         ours.pop()
     assert ours and ours[0].startswith("Error: "), err[-3000:]
