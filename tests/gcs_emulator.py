@@ -117,6 +117,8 @@ class GcsEmulator:
         self._bucket_names = itertools.count()
         self.stats = {"requests": 0, "faults": 0, "forbidden": 0, "connects": 0}
         self._faults_by_bucket: dict[str, int] = {}
+        self._requests_by_bucket: dict[str, int] = {}
+        self._authorizations: list[str | None] = []
         # Handler crashes (bugs in the emulator or a request it cannot parse).
         # Tests assert this stays empty; each entry is "METHOD path: error".
         self.server_errors: list[str] = []
@@ -286,6 +288,20 @@ class GcsEmulator:
                 return self.stats["faults"]
             return self._faults_by_bucket.get(bucket, 0)
 
+    def _saw_authorization(self, value: str | None) -> None:
+        with self._lock:
+            self._authorizations.append(value)
+
+    def authorizations(self) -> list[str | None]:
+        """The Authorization header of every GCS request so far (None when absent)."""
+        with self._lock:
+            return list(self._authorizations)
+
+    def requests_seen(self, bucket: str) -> int:
+        """How many requests reached `bucket` so far (faulted ones included)."""
+        with self._lock:
+            return self._requests_by_bucket.get(bucket, 0)
+
     @contextlib.contextmanager
     def read_only(self, bucket: str):
         """`set_read_only(bucket, True)` for the block, then writable again."""
@@ -355,6 +371,8 @@ class GcsEmulator:
         bucket = _request_bucket(path)
         with self._lock:
             self.stats["requests"] += 1
+            if bucket:
+                self._requests_by_bucket[bucket] = self._requests_by_bucket.get(bucket, 0) + 1
             rule = self._fault_rules.get(bucket) or self._fault_rules.get(None)
             if rule is not None and rule.fires():
                 self.stats["faults"] += 1
@@ -544,6 +562,7 @@ class _GcsHandler(emu_server.RequestHandler):
             self._drain_and_error(HTTPStatus.BAD_REQUEST, "send CONNECT first")
             return
         body = self._read_body()
+        self.emulator._saw_authorization(self.headers.get("Authorization"))
         verdict = self.emulator._decide(method, self.path, body)
         if verdict is not None:
             self._send_gcs_error(verdict, method)

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY, run_cli_process
+from conftest import TINY
+from helpers import assert_user_error, run_cli_process, tree_hash
 from trainer import cli
-
-
-def _snapshot(path):
-    if not path.exists():
-        return None
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(path.rglob("*"))}
 
 
 def _fails(model_dir, *args, env=None, expect=(), subprocess=False):
@@ -24,7 +17,7 @@ def _fails(model_dir, *args, env=None, expect=(), subprocess=False):
     runner (fast); those that need their own TF runtime (logical devices,
     TF_CONFIG, TPU) run in a fresh process.
     """
-    before = _snapshot(model_dir)
+    before = tree_hash(model_dir)
     argv = ["train", "--model-dir", str(model_dir), *args]
     if subprocess:
         proc = run_cli_process(*argv, env=env, check=False)
@@ -33,14 +26,9 @@ def _fails(model_dir, *args, env=None, expect=(), subprocess=False):
         result = CliRunner().invoke(cli.main, argv, env=env)
         code, out, err = result.exit_code, result.stdout, result.stderr
         assert result.exc_info is None or result.exc_info[0] is SystemExit, result.exc_info
-    assert code == 2, (code, out[-2000:], err[-3000:])
-    assert "Traceback" not in err and "Traceback" not in out, err
-    message = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(message) == 1, err
-    for fragment in expect:
-        assert fragment in message[0], (fragment, message[0])
-    assert _snapshot(model_dir) == before, "the model dir was modified"
-    return message[0]
+    message = assert_user_error(code, out, err, expect)
+    assert tree_hash(model_dir) == before, "the model dir was modified"
+    return message
 
 
 def _csv(path, rows):

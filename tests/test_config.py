@@ -40,9 +40,18 @@ def test_exponent_floats_without_a_dot(tmp_path):
         config_lib.load(None, None, ["train.learning_rate=fast"])
 
 
-def test_task_flag_picks_the_task_sections():
-    cfg = config_lib.load("text_classification", None, [])
-    assert type(cfg.data).__name__ == "DataConfig" and hasattr(cfg.data, "vocab_size")
+@pytest.mark.parametrize("task,has,lacks", [
+    ("forecasting", "window", "vocab_size"),
+    ("translation", "max_source_length", "window"),
+    ("text_generation", "seq_len", "vocab_size"),
+])
+def test_task_flag_picks_the_task_sections(task, has, lacks):
+    """A task other than the default: its own data and model sections, not the default's."""
+    cfg = config_lib.load(task, None, [])
+    assert cfg.task.name == task
+    assert hasattr(cfg.data, has) and not hasattr(cfg.data, lacks)
+    assert cfg.to_dict()["data"] == config_lib.load(task, None, []).to_dict()["data"]
+    assert cfg.to_dict()["data"] != config_lib.load(None, None, []).to_dict()["data"]
 
 
 def test_frozen():

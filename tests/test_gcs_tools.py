@@ -5,15 +5,21 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import http.server
 import json
 import os
+import threading
 import time
+import urllib.parse
 
 import google_crc32c
 import pytest
 import tensorflow as tf
 import yaml
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import jwt as google_jwt
 
 from trainer import gcs as gcs_lib
 from trainer import storage
@@ -73,6 +79,96 @@ def test_preflight_without_credentials_says_how_to_log_in(monkeypatch, tmp_path)
     msg = str(e.value)
     assert "gcloud auth application-default login" in msg
     assert "GOOGLE_APPLICATION_CREDENTIALS" in msg and "gs://some-bucket/run" in msg
+
+
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+
+
+class _TokenEndpoint:
+    """A local OAuth 2.0 token endpoint for a service-account key (RFC 7523 JWT bearer).
+
+    It verifies each assertion's RS256 signature with the key's public half and
+    answers with a fresh access token, recording the verified claims.
+    """
+
+    def __init__(self, public_pem: bytes):
+        endpoint = self
+        self.public_pem, self.claims, self.tokens = public_pem, [], []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                form = urllib.parse.parse_qs(
+                    self.rfile.read(int(self.headers["Content-Length"])).decode())
+                assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+                # google-auth addresses the assertion to Google's token endpoint
+                # whatever token_uri says; the key file's token_uri is where it goes.
+                claims = google_jwt.decode(form["assertion"][0], certs=endpoint.public_pem,
+                                           audience=GOOGLE_TOKEN_AUDIENCE)
+                token = f"ya29.test-{len(endpoint.tokens)}-{os.urandom(4).hex()}"
+                endpoint.claims.append(claims)
+                endpoint.tokens.append(token)
+                body = json.dumps({"access_token": token, "expires_in": 3600,
+                                   "token_type": "Bearer"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_preflight_loads_a_service_account_key_file(gcs, tmp_path, monkeypatch):  # noqa: F811
+    """The real credential branch: GOOGLE_APPLICATION_CREDENTIALS names a generated
+    service-account key whose token_uri is a local endpoint; google.auth.default
+    loads it, signs a JWT, trades it for a token, and the storage client sends
+    that token to GCS (the emulator behind the TLS proxy, reached as
+    storage.googleapis.com, no STORAGE_EMULATOR_HOST). Errors name the account."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    tokens = _TokenEndpoint(public_pem)
+    email = "seqtrain-ci@seqtrain-test.iam.gserviceaccount.com"
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({
+        "type": "service_account", "project_id": "seqtrain-test", "private_key_id": "k1",
+        "private_key": pem, "client_email": email, "client_id": "1",
+        "token_uri": tokens.url}))
+    for name, value in gcs.env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_AUTH_TOKEN_FOR_TESTING"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", gcs.ca_path)  # the proxy's test CA
+    bucket, read_only = gcs.new_bucket(), gcs.new_bucket()
+    gcs.set_read_only(read_only)
+    seen = len(gcs.authorizations())
+    try:
+        gcs_lib.preflight([f"gs://{bucket}/run"], need_write=[f"gs://{bucket}/run"])
+        with pytest.raises(UserError) as e:
+            gcs_lib.preflight([f"gs://{read_only}/run"], need_write=[f"gs://{read_only}/run"])
+    finally:
+        gcs.set_read_only(read_only, False)
+        tokens.close()
+    assert tokens.claims, "the token endpoint was never asked"
+    for claims in tokens.claims:
+        assert claims["iss"] == email and claims["aud"] == GOOGLE_TOKEN_AUDIENCE
+        assert "https://www.googleapis.com/auth/devstorage.read_write" in claims["scope"].split()
+    sent = gcs.authorizations()[seen:]
+    assert sent and set(sent) <= {f"Bearer {t}" for t in tokens.tokens}, sent
+    assert f"{email} may not write gs://{read_only}/run" in str(e.value)
+    assert gcs.list_objects(bucket) == [] and gcs.list_objects(read_only) == []
 
 
 # ---------------------------------------------------------------- list_runs

@@ -89,50 +89,46 @@ def test_upload_errors_are_retried_and_never_raise(tmp_path):
     assert sync.last_error is not None
 
 
-def test_sigterm_syncs_then_chains_to_the_previous_handler(tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    calls = []
-    original = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
-    try:
-        with LogSync(str(local), str(remote), every_secs=3600):
-            (local / "ckpt-note").write_bytes(b"x")
-            os.kill(os.getpid(), signal.SIGTERM)
-            _wait_for(lambda: calls)
-            assert _read(remote / "ckpt-note") == b"x"  # synced before chaining
-        assert calls == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
-        os.kill(os.getpid(), signal.SIGTERM)  # our handler is gone again
-        _wait_for(lambda: len(calls) == 2)
-    finally:
-        signal.signal(signal.SIGTERM, original)
+def test_log_sync_leaves_signals_to_their_one_owner(tmp_path):
+    """LogSync installs no signal handler of its own (trainer.preemption owns SIGTERM)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with LogSync(str(tmp_path / "local"), str(tmp_path / "remote"), every_secs=3600):
+        assert {s: signal.getsignal(s) for s in before} == before
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 CHILD = r"""
 import os, sys, time
 from trainer.logsync import LogSync
+from trainer.preemption import StopSignal
 local, remote = sys.argv[1], sys.argv[2]
-with LogSync(local, remote, every_secs=3600):
+stop = StopSignal(grace_secs=2).install()
+with LogSync(local, remote, every_secs=3600, stop_signal=stop):
     with open(os.path.join(local, "events"), "wb") as f:
         f.write(b"from the child")
     print("ready", flush=True)
-    time.sleep(120)
-print("SIGTERM was swallowed", flush=True)
+    time.sleep(120)  # never saves: the watchdog must force the exit
+print("the stop was ignored", flush=True)
 """
 
 
-def test_sigterm_with_default_handler_still_kills_the_process(tmp_path):
+def test_a_forced_exit_uploads_the_logs_first(tmp_path):
+    """SIGTERM, and the loop never reaches its checkpoint: the preemption watchdog
+    exits retryably within the grace, running LogSync's final upload first."""
     local, remote = tmp_path / "local", tmp_path / "remote"
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(local), str(remote)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout.readline().strip() == "ready"
+        assert _read(remote / "events") is None  # every_secs=3600: nothing synced yet
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGTERM, out
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err[-2000:])
+    assert "the stop was ignored" not in out
     assert _read(remote / "events") == b"from the child"
 
 

@@ -1,0 +1,70 @@
+"""Every task's resume is exact: a run stopped with --stop-at and resumed equals an
+uninterrupted run bit for bit (model, optimizer slots, step, dropout RNG states),
+under the default strategy and Mirrored on 2 logical CPUs.
+
+The default-strategy runs use relative --model-dir values from a temporary working
+directory, as users type them; the Mirrored ones use absolute paths.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import (MIRRORED, assert_checkpoints_equal, assert_resume_is_exact,
+                     checkpoint_values, ckpt, seqtrain)
+
+STEPS, STOP = 8, 3  # the stop falls inside a 2-step compiled loop call
+LOOP = ["train.batch_size=8", "train.steps_per_loop=2", "train.log_every=2",
+        "train.checkpoint_every=100", "train.eval_every=100", "train.eval_batches=1",
+        f"train.steps={STEPS}", "model.dropout=0.1"]
+TINY = {
+    "text_classification": ["data.vocab_size=64", "data.sequence_length=8", "model.units=8",
+                            "model.embedding_dim=8"],
+    "forecasting": ["data.window=12", "data.synthetic_length=200", "model.units=8",
+                    "model.layers=1"],
+    "multistep_forecasting": ["data.window=12", "data.horizon=2", "data.synthetic_length=200",
+                              "model.units=8", "model.layers=1"],
+    "text_generation": ["data.seq_len=12", "data.sample_length=0", "model.layers=1",
+                        "model.units=8", "model.embedding_dim=8"],
+    "translation": ["data.toy_size=120", "model.units=8", "model.embedding_dim=8"],
+}
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+@pytest.mark.parametrize("task", sorted(TINY))
+def test_resume_equals_an_uninterrupted_run_bitwise(tmp_path, task, strategy):
+    args = ["train", "--task", task, *[a for s in LOOP + TINY[task] for a in ("--set", s)]]
+    if strategy == "mirrored":
+        args += MIRRORED
+        cut, straight = str(tmp_path / "cut"), str(tmp_path / "straight")
+    else:
+        cut, straight = "runs/cut", "straight"  # relative to the working directory
+    assert_resume_is_exact(args, steps=STEPS, stop_at=STOP, cut=cut, straight=straight,
+                           cwd=tmp_path, must_have=("optimizer", "rng"))
+
+
+@pytest.mark.parametrize("change", [["runtime.cpu_replicas=2"], ["train.batch_size=16"]],
+                         ids=["replicas", "batch_size"])
+def test_changed_replicas_or_batch_restores_model_and_optimizer_and_restarts_input(
+        tmp_path, change):
+    """The data position cannot carry over to another batch split: the model and the
+    optimizer are restored, the input restarts, and a warning says so. The resumed
+    leg trains at learning rate 0 (a changed rate takes effect on resume), so its
+    weights must still be the checkpoint's, bit for bit, and Adam's step count
+    continues from the checkpoint's."""
+    args = ["train", "--task", "text_classification",
+            *[a for s in LOOP + TINY["text_classification"] for a in ("--set", s)]]
+    seqtrain(*args, "--model-dir", "run", "--stop-at", "4", cwd=tmp_path)
+    resumed = seqtrain(*args, "--model-dir", "run", "--set", "train.learning_rate=0.0",
+                       *[a for s in change for a in ("--set", s)], cwd=tmp_path)
+    assert "resumed from run/checkpoints/ckpt-4 at step 4" in resumed.stdout, resumed.stdout
+    assert "replicas or batch size changed since the checkpoint" in resumed.stderr
+    assert "the input pipeline restarts" in resumed.stderr
+    before = checkpoint_values(ckpt(tmp_path / "run", 4))
+    after = checkpoint_values(ckpt(tmp_path / "run", STEPS))
+    model = lambda values: {k: v for k, v in values.items()  # noqa: E731
+                            if k.startswith("optimizer/_trainable_variables/")}
+    assert model(before)
+    assert_checkpoints_equal(model(before), model(after), must_have=())
+    iterations = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+    assert (before[iterations], after[iterations]) == (4, STEPS)
