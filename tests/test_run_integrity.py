@@ -229,3 +229,24 @@ def test_a_full_disk_is_exit_2_and_the_older_checkpoint_stays(tmp_path):
         tf.train.load_checkpoint(saved)  # readable
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_peer_that_never_starts_exits_144_after_cluster_wait_secs(tmp_path):
+    """MultiWorkerMirrored blocks holding the GIL until all workers join; the wait is
+    reported and bounded without Python threads (a reporter process and a C timer)."""
+    from trainer.launch import free_ports
+
+    ports = free_ports(2)
+    tf_config = {"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                 "task": {"type": "worker", "index": 0}}
+    env = cli_env({"TF_CONFIG": json.dumps(tf_config)})
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "train", "--model-dir", "runs/mw",
+                           "--set", "train.steps=4", "--set", "runtime.cluster_wait_secs=12"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    took = time.monotonic() - t0
+    assert proc.returncode == 144, proc.stderr[-3000:]
+    assert f"waiting for workers localhost:{ports[1]}" in proc.stderr
+    assert "gave up waiting for workers after 12 s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert took >= 12

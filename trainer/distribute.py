@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from trainer.cluster import ClusterInfo
 from trainer.config import RuntimeConfig
-from trainer.errors import ConfigError, UserError, WorkerLost
+from trainer.errors import EXIT_WORKER_LOST, ConfigError, UserError, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -158,37 +158,11 @@ def _multi_worker_strategy(runtime, cluster: ClusterInfo, num_gpus: int):
         "ring": tf.distribute.experimental.CommunicationImplementation.RING,
     }[runtime.all_reduce]
     options = tf.distribute.experimental.CommunicationOptions(implementation=impl)
-    _limit_cluster_wait(runtime.cluster_wait_secs)
-    try:
+    waiting = ClusterWait(cluster, runtime.cluster_wait_secs)
+    try:  # blocks until every worker has joined
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
-            tf.errors.InternalError, tf.errors.AbortedError) as e:
-        raise WorkerLost(
-            f"the workers did not all join within runtime.cluster_wait_secs="
-            f"{runtime.cluster_wait_secs} ({_first_line(e)})") from None
-
-
-def _limit_cluster_wait(timeout_secs: float) -> None:
-    """Bounds how long the strategy waits for every worker to register.
-
-    MultiWorkerMirrored configures TF's coordination service itself, with no
-    registration deadline, unless one is configured already; the strategy's
-    constructor then blocks (holding the GIL) until every worker is up. The
-    same service config with `cluster_register_timeout_in_ms` makes it fail
-    after `timeout_secs` instead, which becomes exit 144.
-    """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-
-    if context.context().coordination_service is not None:
-        return
-    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
-    jobs = [coordination_config_pb2.CoordinatedJob(name=j, num_tasks=spec.num_tasks(j))
-            for j in ("chief", "worker") if j in spec.jobs]
-    context.context().configure_coordination_service(
-        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
-        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(timeout_secs * 1000))
+    finally:
+        waiting.ready()
 
 
 def _tpu_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
@@ -229,14 +203,16 @@ def peer_errors_as_worker_lost(workers: int):
 
 
 class ClusterWait:
-    """Says which peers a multi-worker start is waiting for.
+    """Says which peers a multi-worker start is waiting for, and gives up in time.
 
-    The strategy's start blocks in C++ holding the GIL, so no Python thread of
-    this process can report. A small child process prints "waiting for workers
-    host:port ..." (the peers whose port does not answer yet) every
-    `every_secs` until `ready()` or until this process ends. The deadline
-    itself is TF's (see `_limit_cluster_wait`): exit 144 after
-    `runtime.cluster_wait_secs`.
+    MultiWorkerMirrored's start blocks in C++ *holding the GIL* until every
+    worker is up (no registration deadline), so no Python thread of this
+    process can act meanwhile. Two things that need no GIL do instead:
+    a small child process prints "waiting for workers host:port ..." (the
+    peers whose port does not answer) every min(30, timeout/4) s, and a POSIX
+    timer whose expiry runs `_exit(144)` on a C thread ends the process with
+    the retryable code after `timeout_secs`. `ready()` (once the strategy
+    exists) cancels both.
     """
 
     def __init__(self, cluster: ClusterInfo, timeout_secs: float, every_secs: float = 30.0):
@@ -245,23 +221,74 @@ class ClusterWait:
         mine = me[cluster.task_index] if cluster.task_index < len(me) else None
         self.peers = [a for role in ("chief", "worker") for a in spec.get(role, []) if a != mine]
         self._child = None
+        self._timer = None
         if cluster.is_multi_worker and self.peers:
             import subprocess
 
+            self._timer = _ExitTimer(timeout_secs, EXIT_WORKER_LOST)
             self._child = subprocess.Popen(
                 [sys.executable, "-c", _WAIT_REPORTER, str(os.getpid()), str(every_secs),
-                 str(timeout_secs), *self.peers], stdin=subprocess.DEVNULL)
+                 str(timeout_secs), str(EXIT_WORKER_LOST), *self.peers],
+                stdin=subprocess.DEVNULL)
 
     def ready(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._child is not None and self._child.poll() is None:
             self._child.kill()
             self._child.wait()
         self._child = None
 
 
+class _ExitTimer:
+    """`_exit(code)` after `secs`, run by a C thread (SIGEV_THREAD): works while the GIL is held.
+
+    Linux/glibc only; elsewhere it does nothing (the wait is then unbounded, as TF's).
+    """
+
+    def __init__(self, secs: float, code: int):
+        import ctypes
+
+        self._libc = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+
+            class SigEvent(ctypes.Structure):  # struct sigevent on 64-bit Linux (64 bytes)
+                _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int),
+                            ("notify", ctypes.c_int), ("function", ctypes.c_void_p),
+                            ("attribute", ctypes.c_void_p), ("pad", ctypes.c_int * 8)]
+
+            class TimeSpec(ctypes.Structure):
+                _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+            class ITimerSpec(ctypes.Structure):
+                _fields_ = [("interval", TimeSpec), ("value", TimeSpec)]
+
+            event = SigEvent(value=code, notify=2,  # SIGEV_THREAD: call function(value)
+                             function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
+            self._id = ctypes.c_void_p()
+            if libc.timer_create(1, ctypes.byref(event), ctypes.byref(self._id)) != 0:
+                return  # CLOCK_MONOTONIC
+            whole = int(secs)
+            spec = ITimerSpec(TimeSpec(0, 0), TimeSpec(whole, int((secs - whole) * 1e9)))
+            if libc.timer_settime(self._id, 0, ctypes.byref(spec), None) != 0:
+                libc.timer_delete(self._id)
+                return
+            self._libc = libc
+        except (OSError, AttributeError):
+            log.warning("no POSIX timer here: runtime.cluster_wait_secs is not enforced")
+
+    def cancel(self) -> None:
+        if self._libc is not None:
+            self._libc.timer_delete(self._id)
+            self._libc = None
+
+
 _WAIT_REPORTER = r"""
 import os, socket, sys, time
-parent, every, limit, peers = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+parent, every, limit, code = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+peers = sys.argv[5:]
 def answers(a):
     host, _, port = a.rpartition(":")
     try:
@@ -272,10 +299,17 @@ def answers(a):
 start = time.monotonic()
 every = min(every, max(1.0, limit / 4))
 while True:
-    time.sleep(every)
+    time.sleep(max(0.05, min(every, start + limit - 0.5 - time.monotonic())))
     if os.getppid() != parent:
         break
     missing = [a for a in peers if not answers(a)]
+    if time.monotonic() - start >= limit - 0.5:
+        sys.stderr.write("seqtrain: gave up waiting for workers after %.0f s "
+                         "(runtime.cluster_wait_secs=%g); not answering: %s. Exiting with the "
+                         "retryable code %s.\n" % (time.monotonic() - start, limit,
+                                                   ", ".join(missing) or "(none)", code))
+        sys.stderr.flush()
+        break
     sys.stderr.write("seqtrain: waiting for workers %s (%.0f s of runtime.cluster_wait_secs=%g)\n"
                      % (", ".join(missing) or "(all ports answer; the cluster is forming)",
                         time.monotonic() - start, limit))

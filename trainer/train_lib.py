@@ -163,13 +163,11 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         lease = None
         if cluster.is_chief:  # one writer per run: before anything is written
             lease = held.enter_context(_lease(run_dir, config))
-        waiting = distribute.ClusterWait(cluster, config.runtime.cluster_wait_secs)
-        held.callback(waiting.ready)
         run = build_run(config, run_dir, cluster, previous=previous)
         with distribute.peer_errors_as_worker_lost(run.workers), storage.writing(model_dir):
             restored = _restore(run, previous)
             _start_writing(run, restored)
-            return _train_loop(run, stop_at, verbose, waiting, restored, lease)
+            return _train_loop(run, stop_at, verbose, restored, lease)
 
 
 def _lease(run_dir: RunDir, config):
@@ -255,7 +253,7 @@ def _start_writing(run: Run, restored: str | None) -> None:
     run.run_dir.write_start(run.config, run.assets, info)
 
 
-def _train_loop(run: Run, stop_at: int | None, verbose: bool, waiting, restored, lease) -> dict:
+def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -> dict:
     """The outer loop: steps, summaries, evals and checkpoints, top to bottom."""
     config, cluster, task, run_dir = run.config, run.cluster, run.task, run.run_dir
     is_chief = cluster.is_chief
@@ -294,7 +292,6 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, waiting, restored,
             t0 = time.perf_counter()
             loss, done, stopped = _run_steps(run, n, first=first_loop)
             first_loop = False
-            waiting.ready()
             elapsed = time.perf_counter() - t0
             prev_step, step = step, step + done
             run.step_var.assign(step)
