@@ -438,6 +438,33 @@ def _storage_layout(response, storage, bucket: str) -> None:
                    "hierarchicalNamespace": {"enabled": False}})
 
 
+def _precondition_failed(request, method: str, storage, body: bytes) -> bool:
+    """Gap 6: the emulator ignores `ifGenerationMatch` (checked: a second create with
+    ifGenerationMatch=0 overwrote the first). Real GCS answers 412 when the object's
+    generation differs (0: the object must not exist). seqtrain's gs:// writer lease
+    depends on it."""
+    wanted = request.query.get("ifGenerationMatch")
+    if not wanted:
+        return False
+    path = urlparse(request.path).path if "://" in request.path else request.path.split("?")[0]
+    m = re.search(r"/b/([^/]+)/o(?:/(.+))?$", path)
+    if not m:
+        return False
+    bucket, name = m.group(1), m.group(2)
+    if name is None:  # an upload: the name is in the query or the multipart metadata
+        name = (request.query.get("name") or [None])[0]
+        if name is None:
+            found = re.search(rb'"name"\s*:\s*"([^"]+)"', body or b"")
+            name = found.group(1).decode() if found else None
+    if name is None:
+        return False
+    from urllib.parse import unquote
+
+    meta = storage.objects.get(bucket, {}).get(unquote(name))
+    current = int(meta.get("generation", 0)) if meta else 0
+    return int(wanted[0]) != current
+
+
 def _request_bucket(path: str) -> str | None:
     """The bucket a request is about (the source bucket for copies), if any."""
     path = urlparse(path).path
@@ -573,6 +600,7 @@ class _GcsHandler(emu_server.RequestHandler):
         del self.headers["Content-Length"]
         self.headers["Content-Length"] = str(len(body))
         socket_rfile, self.rfile = self.rfile, io.BytesIO(body)
+        self._body = body
         try:
             response = self._route(method)
         finally:
@@ -595,6 +623,12 @@ class _GcsHandler(emu_server.RequestHandler):
                 handler = self._find_handler(request, method)
                 if handler is None:
                     response.status = HTTPStatus.NOT_IMPLEMENTED
+                    return response
+                if _precondition_failed(request, method, storage, self._body):
+                    response.status = HTTPStatus.PRECONDITION_FAILED
+                    response.json({"error": {"code": 412, "message": "At least one of the "
+                                             "pre-conditions you specified did not hold.",
+                                             "errors": [{"reason": "conditionNotMet"}]}})
                     return response
                 handler(request, response, storage)
                 upload_id = request.query.get("upload_id")

@@ -9,6 +9,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import warnings  # noqa: E402
+
+# google.api_core warns on every import that it will stop supporting this Python in
+# 2027; a user error must stay one paragraph.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+
 import click  # noqa: E402
 
 from trainer.errors import (  # noqa: E402

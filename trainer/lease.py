@@ -260,19 +260,24 @@ class _GcsBackend:
         return True
 
     def _read(self) -> tuple[dict | None, int | None, float | None]:
+        """(content, generation, age in seconds) of the lease object; Nones if there is none."""
         from google.api_core import exceptions as gexc
 
-        blob = self._blob()
-        try:
-            data = blob.download_as_bytes()
-        except gexc.NotFound:
+        self._blob()  # makes the client
+        blob = self._client.bucket(self.bucket_name).get_blob(self.name)
+        if blob is None:
             return None, None, None
+        generation = int(blob.generation)
+        age = (_now() - blob.updated.timestamp()) if blob.updated else None
+        try:
+            data = blob.download_as_bytes(if_generation_match=generation)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return None, None, None  # changed under us: the caller tries again
         try:
             content = json.loads(data.decode() or "null")
         except (ValueError, UnicodeDecodeError):
             content = None
-        age = (_now() - blob.updated.timestamp()) if blob.updated else None
-        return (content if isinstance(content, dict) else None), blob.generation, age
+        return (content if isinstance(content, dict) else None), generation, age
 
     def try_take(self, holder: dict, is_stale) -> dict | None:
         for _ in range(5):
