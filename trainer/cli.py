@@ -154,6 +154,10 @@ def _print_result(cfg, result: dict) -> None:
     click.echo(f"  tensorboard : tensorboard --logdir {result['log_dir']}")
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
     click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
+    if result.get("best"):
+        b = result["best"]
+        click.echo(f"  best        : {b['metric']}={b['value']:.4f} at step {b['step']} "
+                   "(the export holds these weights)")
     if result["metrics"]:
         from trainer import registry, runs_table
 

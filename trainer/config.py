@@ -66,6 +66,17 @@ class TrainConfig:
         True, "Evaluate on the chief during training; false when a separate evaluator "
         "(`seqtrain evaluate --watch`) evaluates the checkpoints."
     )
+    best_metric: str = field(
+        "", "Eval metric that picks the best checkpoint (kept outside the rotation, exported at "
+        "the end). Empty: the task's headline metric (`seqtrain runs list` shows it first)."
+    )
+    best_goal: Literal["auto", "max", "min"] = field(
+        "auto", "Whether a higher or lower best_metric is better; auto: the task's direction "
+        "for its headline metric, min for names with loss/mse/mae/perplexity, else max."
+    )
+    early_stopping_patience: int = field(
+        0, "Stop after this many evaluations without a better best_metric (0: never).", min=0
+    )
     log_every: int = field(
         50, "Write train summaries / plain log lines every N steps.", min=1
     )

@@ -210,10 +210,13 @@ class RunDir:
         runtime["last_checkpoint"] = {"step": step, "path": os.path.basename(path), "time": _utc()}
         self.write_runtime(runtime)
 
-    def write_metrics(self, step: int, metrics: dict) -> None:
+    def write_metrics(self, step: int, metrics: dict, best: dict | None = None) -> None:
+        """The latest eval metrics, and the best so far (see trainer/best.py)."""
+        record = {"step": step, "metrics": metrics, "time": _utc()}
+        if best is not None:
+            record["best"] = best
         with storage.writing(self.model_dir):
-            storage.write_json(self.file(METRICS),
-                               {"step": step, "metrics": metrics, "time": _utc()})
+            storage.write_json(self.file(METRICS), record)
 
     # ------------------------------------------------------------- internals
     def _to_record(self, path: str) -> str:

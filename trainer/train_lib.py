@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, preemption, redact, registry, storage, summaries
+from trainer import loop, precision, preemption, redact, registry, storage, summaries, tuning
+from trainer.best import BestCheckpoint, BestTracker
 from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError
 from trainer.logsync import LogSync
@@ -274,13 +275,19 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         writers.write_config(config, step)
 
     progress = summaries.Progress(total, step, config.train.log_every, enabled=verbose and is_chief)
+    best = BestTracker.for_run(config, run_dir.read_metrics().get("best"))
+    best_ckpt = BestCheckpoint(run.model, run_dir.checkpoint_dir, is_chief)
+    early_stop = best.exhausted  # a resumed run that already stopped early stays stopped
+    if early_stop:
+        say(f"this run stopped early at step {step} (train.early_stopping_patience="
+            f"{best.patience}); raise the patience to train on")
     metrics: dict = {}
     last_saved = step if restored is not None else None
     ckpt = run.checkpointer
     first_loop = True
     run.stop.install()
     try:
-        while step < end:
+        while step < end and not early_stop:
             if run.stop.requested and run.workers <= 1:
                 break  # multi-worker: the next step's all-reduce carries the stop to all
             if lease is not None and lease.lost:
@@ -305,15 +312,26 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                 }, step)
             if stopped:
                 break
-            if step % config.train.eval_every == 0 or step == total:
+            if config.train.eval_in_loop and (step % config.train.eval_every == 0
+                                              or step == total):
                 evaluated = evaluate_model(run.steps, task, run.model, run.eval_ds, step,
-                                           run_dir.model_dir, writers, is_chief, stop=run.stop)
+                                           run_dir.model_dir, writers, is_chief, stop=run.stop,
+                                           best=best)
                 if evaluated is not None:
                     metrics = evaluated
                     progress.message(f"eval @ step {step}: {task.summary_line(metrics)}")
-            if step % config.train.checkpoint_every == 0 or step == end:
+                    if best.step == step:
+                        best_ckpt.save(step)
+                    early_stop = best.exhausted
+            if step % config.train.checkpoint_every == 0 or step == end or early_stop:
                 _save(run, step)
                 last_saved = step
+            if early_stop:
+                say(f"early stopping at step {step}: {best.metric} has not improved for "
+                    f"{best.evals_since} evaluations (train.early_stopping_patience="
+                    f"{best.patience}); the best, {best.metric}={best.value:.4f} at step "
+                    f"{best.step}, is in {best_ckpt.dir} and becomes the export")
+                break
         if run.stop.requested:
             if last_saved != step:
                 _save(run, step)
@@ -332,10 +350,12 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
     if not metrics and is_chief:
         metrics = run_dir.read_metrics().get("metrics", {})
     export_dir = run_dir.file("export")
-    if step >= total and is_chief:
+    if (step >= total or early_stop) and is_chief:
         with storage.writing(run_dir.model_dir):
-            export(task, run.model, export_dir)
+            export(task, run.model, export_dir, best_ckpt)
     return {
+        "best": best.record(),
+        "early_stopped": early_stop,
         "step": step,
         "metrics": metrics,
         "model_dir": run_dir.model_dir,
@@ -353,7 +373,8 @@ def _save(run: Run, step: int) -> None:
 
 
 def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers,
-                   is_chief: bool, stop: preemption.StopSignal | None = None) -> dict | None:
+                   is_chief: bool, stop: preemption.StopSignal | None = None,
+                   best: BestTracker | None = None) -> dict | None:
     """Runs the eval split on every replica and aggregates the metric sums.
 
     Returns None if a stop was requested mid-way in a single-worker run (the
@@ -372,8 +393,12 @@ def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers
     if is_chief:
         with writers.eval.as_default(step=step):
             metrics.update(task.on_eval_end(model, step, model_dir) or {})
+    if best is not None:
+        best.update(metrics, step)  # on every worker: the metrics are all-reduced
+    if is_chief:
         writers.scalars(writers.eval, metrics, step)
-        RunDir(model_dir).write_metrics(step, metrics)
+        RunDir(model_dir).write_metrics(step, metrics, best=best.record() if best else None)
+        tuning.report(metrics, step)
     return metrics
 
 
@@ -398,10 +423,15 @@ def evaluate(model_dir: str, verbose: bool = True) -> dict:
     return {"step": step, "metrics": metrics, "checkpoint": run.checkpointer.restored_path}
 
 
-def export(task, model, export_dir: str) -> None:
-    """Exports a copy of `model` built outside any strategy, atomically where possible."""
+def export(task, model, export_dir: str, best: BestCheckpoint | None = None) -> None:
+    """Exports a copy of `model` built outside any strategy, atomically where possible.
+
+    With a best checkpoint, the copy gets the best weights instead of the last.
+    """
     copy = task.build_model()
     copy.set_weights(model.get_weights())
+    if best is not None:
+        best.restore_into(copy)
     if storage.is_remote(export_dir):
         storage.rmtree(export_dir)
         task.export(copy, export_dir)
