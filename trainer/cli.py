@@ -167,11 +167,24 @@ def _print_result(cfg, result: dict) -> None:
 
 
 @main.command()
-@click.option("--model-dir", required=True, metavar="DIR")
-def evaluate(model_dir) -> None:
-    """Evaluate a run's latest checkpoint on its eval split."""
-    from trainer import train_lib
+@click.option("--model-dir", metavar="DIR",
+              help="The run (local or gs://). Default on Vertex AI: AIP_MODEL_DIR.")
+@click.option("--watch", is_flag=True,
+              help="Evaluate each new checkpoint once until the final step (a side-car "
+                   "evaluator; pair it with train.eval_in_loop=false).")
+@click.option("--poll-secs", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="With --watch: how often to look for a new checkpoint.")
+def evaluate(model_dir, watch, poll_secs) -> None:
+    """Evaluate a run's newest checkpoint on its eval split (or every new one with --watch)."""
+    from trainer import cluster, train_lib
 
+    model_dir = cluster.resolve_dirs(model_dir).model_dir
+    if watch:
+        result = train_lib.evaluate_watch(model_dir, poll_secs=poll_secs)
+        if result.get("best"):
+            b = result["best"]
+            click.echo(f"best {b['metric']}={b['value']:.4f} at step {b['step']}")
+        return
     result = train_lib.evaluate(model_dir)
     click.echo(f"step {result['step']} ({result['checkpoint']})")
     for k, v in sorted(result["metrics"].items()):

@@ -31,8 +31,12 @@ def read_scalars(log_dir: str, tag: str) -> dict[int, float]:
 class Writers:
     """The train and eval summary writers of a run."""
 
-    def __init__(self, log_root: str | None):
-        if log_root is None:
+    def __init__(self, log_root: str | None, *, eval_only: bool = False):
+        if log_root is not None and eval_only:  # a side-car evaluator: eval/ only
+            self.train = tf.summary.create_noop_writer()
+            self.eval = tf.summary.create_file_writer(f"{log_root.rstrip('/')}/eval")
+            self._session = tf.summary.create_noop_writer()
+        elif log_root is None:
             self.train = tf.summary.create_noop_writer()
             self.eval = tf.summary.create_noop_writer()
             self._session = tf.summary.create_noop_writer()

@@ -408,19 +408,79 @@ def evaluate(model_dir: str, verbose: bool = True) -> dict:
     Finds the checkpoints where the run's runtime.json says they are (Vertex AI
     puts them outside the model dir), with the same fallback as a resume.
     """
-    run_dir = RunDir.open(model_dir)
-    config = run_dir.read_config()
-    runtime = dataclasses.replace(config.runtime, strategy="default", cpu_replicas=1)
-    config = dataclasses.replace(config, runtime=runtime)
-    cluster = cluster_lib.ClusterInfo(None, None, 0, 1, "none")
-    run = build_run(config, run_dir, cluster, previous=run_dir.inspect(config), training=False)
+    run = _evaluation_run(RunDir.open(model_dir))
     if run.checkpointer.restore(with_iterator=False) is None:
         raise UserError(f"{model_dir} has no checkpoint to evaluate in "
-                        f"{run_dir.checkpoint_dir}; train it first.")
+                        f"{run.run_dir.checkpoint_dir}; train it first.")
     step = int(run.step_var.numpy())
     metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step, model_dir,
                              summaries.Writers(None), is_chief=False)
     return {"step": step, "metrics": metrics, "checkpoint": run.checkpointer.restored_path}
+
+
+def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = True) -> dict:
+    """A continuous evaluator (Keras' SidecarEvaluator, Model Garden's continuous_eval).
+
+    Evaluates each new checkpoint once, writing eval/ summaries, metrics.json and
+    the best checkpoint, until the run's final step (its config.yaml's
+    `train.steps`, re-read each time, so a trainer resumed with more steps is
+    followed) has been evaluated. Survives the trainer's restarts and its
+    checkpoint rotation: it always takes the newest readable checkpoint, and a
+    restarted evaluator skips steps metrics.json already has.
+    """
+    say = _printer(verbose)
+    run_dir = _wait_for_run(model_dir, poll_secs, say)
+    run = _evaluation_run(run_dir)
+    writers = summaries.Writers(run_dir.log_dir, eval_only=True)
+    best = BestTracker.for_run(run.config, run_dir.read_metrics().get("best"))
+    best_ckpt = BestCheckpoint(run.model, run_dir.checkpoint_dir, is_chief=True)
+    done = int(run_dir.read_metrics().get("step") or 0)
+    metrics: dict = {}
+    try:
+        while True:
+            total = int((run_dir.read_config_dict().get("train") or {}).get("steps") or 0)
+            newest = checkpoints.discover(run_dir.checkpoint_dir)
+            if newest and newest[0][0] > done:
+                run.checkpointer.skipped.clear()
+                step = run.checkpointer.restore(with_iterator=False)
+                if step is not None and step > done:
+                    metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step,
+                                             run_dir.model_dir, writers, True, best=best)
+                    if best.step == step:
+                        best_ckpt.save(step)
+                    done = step
+                    say(f"eval @ step {step} ({run.checkpointer.restored_path}): "
+                        f"{run.task.summary_line(metrics)}")
+                    continue
+            if total and done >= total:
+                break
+            time.sleep(poll_secs)
+    finally:
+        writers.close()
+    say(f"evaluated the final step {done} of {run_dir.model_dir}")
+    return {"step": done, "metrics": metrics, "best": best.record()}
+
+
+def _wait_for_run(model_dir: str, poll_secs: float, say) -> RunDir:
+    """The evaluator may start before the trainer has written config.yaml."""
+    said = False
+    while True:
+        try:
+            return RunDir.open(model_dir)
+        except UserError:
+            if not said:
+                say(f"waiting for a run in {model_dir} (config.yaml) ...")
+                said = True
+            time.sleep(poll_secs)
+
+
+def _evaluation_run(run_dir: RunDir) -> Run:
+    """The run of `run_dir` built for evaluation: one process, default strategy."""
+    config = run_dir.read_config()
+    runtime = dataclasses.replace(config.runtime, strategy="default", cpu_replicas=1)
+    config = dataclasses.replace(config, runtime=runtime)
+    cluster = cluster_lib.ClusterInfo(None, None, 0, 1, "none")
+    return build_run(config, run_dir, cluster, previous=run_dir.inspect(config), training=False)
 
 
 def export(task, model, export_dir: str, best: BestCheckpoint | None = None) -> None:
