@@ -250,3 +250,24 @@ def test_a_peer_that_never_starts_exits_144_after_cluster_wait_secs(tmp_path):
     assert "gave up waiting for workers after 12 s" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert took >= 12
+
+
+def test_a_vertex_split_run_is_found_by_every_command_from_its_model_dir(tmp_path):
+    """Vertex AI puts checkpoints and logs beside the model dir (AIP_*); runtime.json
+    records where, so evaluate, runs list and a manual resume find them."""
+    env = {"AIP_MODEL_DIR": "base/model", "AIP_CHECKPOINT_DIR": "base/checkpoints",
+           "AIP_TENSORBOARD_LOG_DIR": "base/logs"}
+    args = ["--set", "train.steps=8", *TINY]
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "train", *args, "--stop-at", "4"],
+                          cwd=tmp_path, env=cli_env(env), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "base/checkpoints/ckpt-4.index").exists()
+    assert not (tmp_path / "base/model/checkpoints").exists()
+    evaluated = seqtrain(tmp_path, "evaluate", "--model-dir", "base/model")
+    assert "step 4 (base/checkpoints/ckpt-4)" in evaluated.stdout
+    listed = seqtrain(tmp_path, "runs", "list", "base", "--json")
+    assert json.loads(listed.stdout.splitlines()[0])["step"] == 4
+    resumed = seqtrain(tmp_path, "train", "--model-dir", "base/model")
+    assert "resumed from base/checkpoints/ckpt-4 at step 4" in resumed.stdout
+    assert (tmp_path / "base/checkpoints/ckpt-8.index").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -132,6 +133,10 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         base = None
     if base:
         run_dir.RunDir(dirs.model_dir).read_config_dict()  # a clear error if it is damaged
+        if dirs.source == "flag":  # resuming by --model-dir: where the run keeps its files
+            recorded = run_dir.RunDir.open(dirs.model_dir)
+            dirs = dataclasses.replace(dirs, checkpoint_dir=recorded.checkpoint_dir,
+                                       log_dir=recorded.log_dir)
     cfg = config.load(task, config_file, overrides, base_file=base)
     if info.is_evaluator:
         click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "

@@ -290,6 +290,14 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
         out["task"] = (config.get("task") or {}).get("name")
     except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
         problems.append(f"config.yaml unreadable: {e}")
+    if out["step"] is None and run + "runtime.json" in files:
+        # Checkpoints kept outside the model dir (Vertex AI's AIP_CHECKPOINT_DIR): the
+        # run's runtime.json records its last checkpoint.
+        try:
+            last = (json.loads(read(run + "runtime.json")).get("last_checkpoint") or {})
+            out["step"] = last.get("step")
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"runtime.json unreadable: {e}")
     if run + "metrics.json" in files:
         try:
             metrics = json.loads(read(run + "metrics.json"))
@@ -308,7 +316,7 @@ def _is_named(rel: str, base: str) -> bool:
 
 def _relevant(rel: str) -> bool:
     return (_is_named(rel, "config.yaml") or _is_named(rel, "metrics.json")
-            or bool(_CKPT_INDEX.match(rel)))
+            or _is_named(rel, "runtime.json") or bool(_CKPT_INDEX.match(rel)))
 
 
 def _gcs_files(prefix: str):

@@ -223,8 +223,9 @@ class RunDir:
         """A dir as runtime.json records it: relative to the model dir when inside it."""
         if storage.is_remote(path) or storage.is_remote(self.model_dir):
             return path
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.model_dir))
-        return path if rel.startswith("..") else rel
+        # Relative to the model dir (e.g. "checkpoints", "../checkpoints"): right from any
+        # working directory, and after the whole tree is moved.
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(self.model_dir))
 
     def _from_record(self, value: str | None) -> str | None:
         if not value:
