@@ -66,6 +66,9 @@ class Run:
     cudnn: list
     xla: XlaDecision
     stop: preemption.StopSignal | None
+    # Time to first step, by phase (seconds): build (strategy, data, model), restore,
+    # first compiled loop (tracing, XLA compilation, its steps).
+    startup: dict = dataclasses.field(default_factory=dict)
 
     @property
     def workers(self) -> int:
@@ -164,9 +167,13 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         lease = None
         if cluster.is_chief:  # one writer per run: before anything is written
             lease = held.enter_context(_lease(run_dir, config))
+        t0 = time.perf_counter()
         run = build_run(config, run_dir, cluster, previous=previous)
+        run.startup["build_secs"] = time.perf_counter() - t0
         with distribute.peer_errors_as_worker_lost(run.workers), storage.writing(model_dir):
+            t0 = time.perf_counter()
             restored = _restore(run, previous)
+            run.startup["restore_secs"] = time.perf_counter() - t0
             _start_writing(run, restored)
             return _train_loop(run, stop_at, verbose, restored, lease)
 
@@ -298,6 +305,8 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                     _to_boundary(step, config.train.eval_every))
             t0 = time.perf_counter()
             loss, done, stopped = _run_steps(run, n, first=first_loop)
+            if first_loop:
+                _report_startup(run, time.perf_counter() - t0, done, writers, step + done, say)
             first_loop = False
             elapsed = time.perf_counter() - t0
             prev_step, step = step, step + done
@@ -363,6 +372,24 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         "export_dir": export_dir if storage.exists(export_dir) else None,
         "log_dir": run_dir.log_dir,
     }
+
+
+def _report_startup(run: Run, first_loop_secs: float, steps: int, writers, step: int,
+                    say) -> None:
+    """Time to first step: in the start output, runtime.json and TensorBoard."""
+    run.startup["first_loop_secs"] = first_loop_secs
+    run.startup["first_loop_steps"] = steps
+    total = run.startup.get("build_secs", 0) + run.startup.get("restore_secs", 0) + first_loop_secs
+    run.startup["time_to_first_step_secs"] = total
+    say(f"first step after {total:.1f} s: build {run.startup.get('build_secs', 0):.1f} s "
+        f"(strategy, data, model), restore {run.startup.get('restore_secs', 0):.1f} s, first "
+        f"compiled loop of {steps} step(s) {first_loop_secs:.1f} s (tracing"
+        f"{', XLA compilation' if run.xla.enabled else ''})")
+    if run.cluster.is_chief:
+        writers.scalars(writers.train, {f"startup/{k}": v for k, v in run.startup.items()}, step)
+        runtime = run.run_dir.read_runtime()
+        runtime["startup"] = dict(run.startup)
+        run.run_dir.write_runtime(runtime)
 
 
 def _save(run: Run, step: int) -> None:
