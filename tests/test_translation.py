@@ -166,6 +166,7 @@ def test_export_with_dropout_without_attention(tmp_path):
     task = registry.get("translation")(cfg)
     task.prepare()
     task.export(task.build_model(), str(tmp_path / "run" / "export"))
+    (tmp_path / "run" / "config.yaml").write_text(cfg.to_yaml())  # as `seqtrain train` writes
     from trainer.tasks import translation
 
     out = translation.translate(str(tmp_path / "run"), ["3 may 2001", "", "\u00e9\u00e9 unknown"])
