@@ -292,6 +292,7 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
     last_saved = step if restored is not None else None
     ckpt = run.checkpointer
     first_loop = True
+    stopped = False
     run.stop.install()
     try:
         while step < end and not early_stop:
@@ -319,7 +320,7 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                     "steps_per_sec": done / elapsed,
                     "examples_per_sec": done * config.train.batch_size / elapsed,
                 }, step)
-            if stopped:
+            if stopped:  # this process or another worker was signalled (all-reduced flag)
                 break
             if config.train.eval_in_loop and (step % config.train.eval_every == 0
                                               or step == total):
@@ -341,13 +342,17 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                     f"{best.patience}); the best, {best.metric}={best.value:.4f} at step "
                     f"{best.step}, is in {best_ckpt.dir} and becomes the export")
                 break
-        if run.stop.requested:
+        if stopped or run.stop.requested:
+            # Every worker gets here at the same step (the flag is all-reduced with the
+            # loss), so the save below, a collective, is made by all of them.
             if last_saved != step:
                 _save(run, step)
             run.stop.saved()
-            name = signal.Signals(run.stop.signum).name
-            progress.message(f"{name}: checkpoint saved at step {step}; exiting to resume")
-            raise Preempted(step, run.stop.signum)
+            signum = run.stop.signum or signal.SIGTERM  # a peer was signalled: preempted too
+            name = signal.Signals(signum).name
+            who = "" if run.stop.signum else " (received by another worker)"
+            progress.message(f"{name}{who}: checkpoint saved at step {step}; exiting to resume")
+            raise Preempted(step, signum)
     finally:
         run.stop.uninstall()
         progress.done()
