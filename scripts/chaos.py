@@ -40,6 +40,8 @@ SKIP = ("save_counter", "_CHECKPOINTABLE", "iterator")
 TC = ["--task", "text_classification", "--set", "train.steps=40", "--set", "train.steps_per_loop=5",
       "--set", "train.checkpoint_every=10", "--set", "train.eval_every=20",
       "--set", "train.log_every=5", "--set", "train.eval_batches=2"]
+TC_TINY = [*TC, "--set", "model.units=8", "--set", "model.embedding_dim=8",
+           "--set", "model.dense_units=8"]  # the --quick form of scenario a
 TINY = ["--task", "text_classification", "--set", "train.batch_size=8",
         "--set", "model.units=8", "--set", "model.embedding_dim=8", "--set", "model.dense_units=8",
         "--set", "data.vocab_size=64", "--set", "data.sequence_length=12"]
@@ -142,10 +144,26 @@ def compare_run(ref_dir, dir_, step, export=True) -> str | None:
     why = bitwise(os.path.join(ref_dir, "checkpoints", f"ckpt-{step}"),
                   os.path.join(dir_, "checkpoints", f"ckpt-{step}"))
     if why is None and export:
-        why = bitwise(os.path.join(ref_dir, "export", "variables", "variables"),
-                      os.path.join(dir_, "export", "variables", "variables"))
+        why = same_tensors(os.path.join(ref_dir, "export", "variables", "variables"),
+                           os.path.join(dir_, "export", "variables", "variables"))
         why = why and f"export: {why}"
     return why
+
+
+def same_tensors(a, b) -> str | None:
+    """None when two SavedModels' variables hold the same tensors. An export names its
+    variables `_all_variables/N` in an order that differs from process to process, so the
+    tensors are compared as a multiset of (dtype, shape, bytes)."""
+    try:
+        va, vb = variables(a), variables(b)
+    except Exception as e:  # noqa: BLE001
+        return f"unreadable: {type(e).__name__}: {str(e)[:200]}"
+
+    def digests(v):
+        return sorted(hashlib.sha256(f"{t.dtype}{t.shape}".encode() + t.tobytes()).hexdigest()
+                      for t in v.values())
+    da, db = digests(va), digests(vb)
+    return None if da == db else f"{len(set(da) ^ set(db))} tensors differ of {len(da)}"
 
 
 def latest_step(ckpt_dir) -> int | None:
@@ -227,11 +245,12 @@ def out_phase(proc, model_dir, total=40, every_eval=20, every_ckpt=10) -> str:
     return "export" if n == total else "train"
 
 
-def scenario_a(work, trials, seed, targeted):
+def scenario_a(work, trials, seed, targeted, quick):
     rng = random.Random(seed)
+    args = TC_TINY if quick else TC
     results = []
     t = time.monotonic()
-    rc, ref = run(work, ["train", "--model-dir", os.path.join(work, "ref"), *TC])
+    rc, ref = run(work, ["train", "--model-dir", os.path.join(work, "ref"), *args])
     wall = time.monotonic() - t
     if rc != 0:
         return [{"trial": "reference", "ok": False, "outcome": f"reference exit {rc}",
@@ -244,7 +263,7 @@ def scenario_a(work, trials, seed, targeted):
         model_dir = rel_forms[(i // 2) % 3].format(i) if i % 2 else os.path.join(work, f"t{i}", "abs")
         mdir = os.path.join(cwd, model_dir)
         kill_at = rng.uniform(0.0, wall) if kind == "uniform" else None
-        p = Proc(cwd, ["train", "--model-dir", model_dir, *TC])
+        p = Proc(cwd, ["train", "--model-dir", model_dir, *args])
         phase_fs = None
         while p.p.poll() is None:
             el = time.monotonic() - p.t0
@@ -258,7 +277,7 @@ def scenario_a(work, trials, seed, targeted):
             p.p.kill()
         rc = p.wait()
         at = p.exit_time
-        rcs, res, only_dir = resume_until_done(cwd, model_dir, TC)
+        rcs, res, only_dir = resume_until_done(cwd, model_dir, args)
         why = compare_run(os.path.join(work, "ref"), mdir, 40) if rcs[-1] == 0 else "resume failed"
         leftovers = [n for n in os.listdir(mdir) if ".tmp-" in n] if os.path.isdir(mdir) else []
         resumed = res.find("resumed from")
@@ -647,7 +666,7 @@ def main(argv=None) -> int:
             print(f"scenario {s} ...", flush=True)
             t = time.monotonic()
             results[s] = {
-                "a": lambda: scenario_a(work, trials, a.seed, 0 if a.quick else 2),
+                "a": lambda: scenario_a(work, trials, a.seed, 0 if a.quick else 2, a.quick),
                 "b": lambda: scenario_b(work, a.quick),
                 "c": lambda: scenario_c(work, a.quick),
                 "d": lambda: scenario_d(work, max(1, trials // 10), a.seed),
