@@ -403,9 +403,12 @@ def scenario_c(work, quick):
 
 # ---------------------------------------------------------------- d/e. signals
 
-def signal_trial(work, name, sig, base_args, rng, window, compare, grace=25.0):
+def signal_trial(work, name, sig, base_args, rng, window, compare, grace=25.0,
+                 during_compile=False):
     p = Proc(work, ["train", "--model-dir", f"runs/{name}", *base_args])
-    if not p.wait_for(" in runs/", timeout=600):
+    # "first step after": training started (the first compiled loop, traced and compiled,
+    # is done). A signal during that first compile is a separate case: see --during-compile.
+    if not p.wait_for(" in runs/" if during_compile else "first step after", timeout=600):
         return {"trial": name, "ok": False, "outcome": "did not start", "detail": p.tail()}
     time.sleep(rng.uniform(*window))
     last = [l for _, n, l in list(p.lines) if n == "out" and l.startswith("step ")]
@@ -415,7 +418,8 @@ def signal_trial(work, name, sig, base_args, rng, window, compare, grace=25.0):
     took = time.monotonic() - sent
     k = latest_step(os.path.join(work, f"runs/{name}", "checkpoints"))
     code = 128 + sig
-    r = {"trial": name, "signal": signal.Signals(sig).name, "rc": rc, "exit_after_signal_s":
+    r = {"trial": name, "signal": signal.Signals(sig).name, "during_first_compile": during_compile,
+         "rc": rc, "exit_after_signal_s":
          round(took, 2), "last_step_line_before": last[-1] if last else None,
          "checkpoint_step": k, "traceback": "Traceback" in p.text("err"),
          "message": (p.find("checkpoint saved at step") or (0, None))[1]}
@@ -438,17 +442,18 @@ def signal_trial(work, name, sig, base_args, rng, window, compare, grace=25.0):
     return r
 
 
-def scenario_d(work, trials, seed):
+def scenario_d(work, trials, seed, during_compile):
     rng = random.Random(seed)
     return [signal_trial(work, f"term{i}", signal.SIGTERM, ["--task", "text_generation"], rng,
-                         (1.0, 12.0), compare=True) for i in range(trials)]
+                         (1.0, 12.0) if during_compile else (0.0, 20.0), compare=True,
+                         during_compile=during_compile) for i in range(trials)]
 
 
 def scenario_e(work, trials, seed):
     rng = random.Random(seed + 1)
     args = [*TC, "--set", "train.steps=100000", "--set", "train.steps_per_loop=1000",
             "--set", "train.checkpoint_every=100000", "--set", "train.eval_every=100000"]
-    return [signal_trial(work, f"int{i}", signal.SIGINT, args, rng, (1.0, 8.0), compare=False)
+    return [signal_trial(work, f"int{i}", signal.SIGINT, args, rng, (0.0, 8.0), compare=False)
             for i in range(trials)]
 
 
@@ -492,8 +497,8 @@ def launch_trial(work, name, when):
     p = Proc(work, ["launch", "--workers", "2", "--", "train", "--model-dir", f"runs/{name}", *F_ARGS])
     workers = {}
     deadline = time.monotonic() + 600
-    while len(workers) < 2 and time.monotonic() < deadline and p.p.poll() is None:
-        workers = {worker_index(c): c for c in children(p.pid)}
+    while not {0, 1} <= set(workers) and time.monotonic() < deadline and p.p.poll() is None:
+        workers = {worker_index(c): c for c in children(p.pid)}  # also a log filter: None
         time.sleep(0.2)
     victim = workers.get(1 if when != "save" else 0)
     hit = None
@@ -503,10 +508,8 @@ def launch_trial(work, name, when):
         evals = [l for l in outs if "eval @ step" in l]
         if when == "step" and len(steps) >= 3:
             hit = f"after {steps[-1][11:40]!r}"
-        elif when == "eval" and any(l.startswith("[worker-0] step 40/") for l in steps) and not evals:
-            time.sleep(0.3)
-            hit = "eval at step 40" if not [l for _, _, l in list(p.lines) if "eval @ step" in l] \
-                else "eval finished before the kill"
+        elif when == "eval" and any(l.startswith("[worker-0] step 40/") for l in steps):
+            hit = "eval at step 40" if not evals else "eval finished before the kill"
         elif when == "save" and fs_phase(mdir) == "save":
             hit = "chief writing ckpt temp files"
         if hit:
@@ -530,14 +533,15 @@ def launch_trial(work, name, when):
         rcs.append(rcr)
         if rcr == 0:
             break
+    rerun_errors = [l for _, _, l in res.lines if "Error" in l or "Traceback" in l][-3:]
     why = compare_run(os.path.join(work, "runs/f-ref"), mdir, 60) if rcs[-1] == 0 else "rerun failed"
     ok = rc == 144 and all_s <= 30 and why is None
     out = {"trial": name, "killed": f"worker-{1 if when != 'save' else 0}", "during": hit,
            "launch_rc": rc, "launch_exit_s": round(launch_s, 1), "all_exited_s": round(all_s, 1),
-           "launch_lines": survivor, "rerun_rcs": rcs, "bitwise": why is None, "ok": ok,
+           "launch_lines": survivor, "rerun_rcs": rcs, "rerun_errors": rerun_errors, "bitwise": why is None, "ok": ok,
            "outcome": f"launch {rc} in {launch_s:.1f} s, all gone in {all_s:.1f} s; rerun "
                       + ("bitwise" if why is None else why),
-           "detail": None if ok else p.tail(15)}
+           "detail": None if ok else p.tail(15) + "\n--- rerun ---\n" + res.tail(8)}
     print(f"  f {name} ({hit}): {out['outcome']}", flush=True)
     return out
 
@@ -650,6 +654,9 @@ def main(argv=None) -> int:
                          "SIGTERM/SIGINT trials for d/e are max(1, trials // 10)")
     ap.add_argument("--seed", type=int, default=11, help="seed of the kill moments")
     ap.add_argument("--out", required=True, help="JSON results file")
+    ap.add_argument("--during-compile", action="store_true",
+                    help="d: send SIGTERM during the first compiled loop's tracing (a step that "
+                         "may not fit in the grace) instead of after training started")
     ap.add_argument("--keep", action="store_true", help="keep the temporary working dirs")
     a = ap.parse_args(argv)
     wanted = [s.strip() for s in a.scenarios.split(",") if s.strip()]
@@ -669,7 +676,7 @@ def main(argv=None) -> int:
                 "a": lambda: scenario_a(work, trials, a.seed, 0 if a.quick else 2, a.quick),
                 "b": lambda: scenario_b(work, a.quick),
                 "c": lambda: scenario_c(work, a.quick),
-                "d": lambda: scenario_d(work, max(1, trials // 10), a.seed),
+                "d": lambda: scenario_d(work, max(1, trials // 7), a.seed, a.during_compile),
                 "e": lambda: scenario_e(work, max(1, trials // 10), a.seed),
                 "f": lambda: scenario_f(work, a.quick),
                 "g": lambda: scenario_g(work),
