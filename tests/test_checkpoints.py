@@ -185,3 +185,15 @@ def test_a_relative_checkpoint_dir_restores(tmp_path, monkeypatch):
     assert again.restored_path == os.path.join(rel, "ckpt-3")
     for a, b in zip(model.weights, fresh.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_save_killed_before_its_rename_is_not_a_checkpoint(tmp_path):
+    """kill -9 during the first save leaves only TF's staging dir: nothing was saved, so the
+    run may start from step 0 (found by scripts/chaos.py; it used to be refused forever)."""
+    staging = tmp_path / "ckpt" / "ckpt-10_temp"
+    staging.mkdir(parents=True)
+    (staging / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"partial")
+    assert checkpoints.discover(str(tmp_path / "ckpt")) == []
+    assert not checkpoints.has_checkpoint_files(str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt" / "ckpt-20.data-00000-of-00001").write_bytes(b"orphan")
+    assert checkpoints.has_checkpoint_files(str(tmp_path / "ckpt"))  # this one is refused

@@ -174,10 +174,16 @@ def discover(ckpt_dir: str) -> list[tuple[int, str]]:
 
 
 def has_checkpoint_files(ckpt_dir: str) -> bool:
-    """Whether anything checkpoint-like is in `ckpt_dir` (even unreadable)."""
+    """Whether anything checkpoint-like is in `ckpt_dir` (even unreadable).
+
+    TF's `ckpt-N_temp/` staging dirs do not count: a kill during a save leaves
+    one, and until it is renamed into place nothing was saved (it is removed
+    as a leftover at the next start).
+    """
     if not storage.isdir(ckpt_dir):
         return False
-    return any(n == "checkpoint" or n.startswith("ckpt-") for n in storage.listdir(ckpt_dir))
+    return any(n == "checkpoint" or (n.startswith("ckpt-") and not n.endswith("_temp"))
+               for n in storage.listdir(ckpt_dir))
 
 
 def _state_names(ckpt_dir: str) -> list[str]:
