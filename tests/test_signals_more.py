@@ -27,7 +27,7 @@ def test_the_watchdog_exits_within_the_grace_when_a_step_outlasts_it(tmp_path):
     """A step that takes longer than runtime.preemption_grace_secs: the process says so and
     exits 143 before the node's SIGKILL would; the earlier checkpoint stays readable."""
     args = ["train", "--task", "text_generation", "--model-dir", "runs/slow",
-            "--set", "data.seq_len=400", "--set", "train.batch_size=256",
+            "--set", "data.seq_len=600", "--set", "train.batch_size=512",
             "--set", "train.steps=1000", "--set", "train.steps_per_loop=1",
             "--set", "train.checkpoint_every=1", "--set", "train.eval_every=1000",
             "--set", "runtime.preemption_grace_secs=1", "--set", "runtime.jit_compile=false"]
@@ -37,7 +37,11 @@ def test_the_watchdog_exits_within_the_grace_when_a_step_outlasts_it(tmp_path):
     for line in proc.stdout:
         if line.startswith("first step after"):
             break
-    time.sleep(0.2)  # inside the next (multi-second) step
+    # Step 1 is saved (checkpoint_every=1); then step 2, seconds long, runs.
+    index = tmp_path / "runs/slow/checkpoints/ckpt-1.index"
+    while not index.exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -46,7 +50,8 @@ def test_the_watchdog_exits_within_the_grace_when_a_step_outlasts_it(tmp_path):
     assert took < 3, f"exited {took:.1f} s after SIGTERM with a 1 s grace"
     assert "could not stop and save within runtime.preemption_grace_secs=1 s" in err
     saved = tf.train.latest_checkpoint(str(tmp_path / "runs/slow/checkpoints"))
-    assert saved is not None and saved in err  # the message names what a restart resumes
+    assert saved is not None and saved.endswith("ckpt-1")
+    assert "resumes from runs/slow/checkpoints/ckpt-1" in err  # names what a restart resumes
     tf.train.load_checkpoint(saved)
 
 
