@@ -22,6 +22,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -71,8 +72,10 @@ def shorten(line: str) -> str:
 
 def run(line: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    seqtrain = shutil.which("seqtrain")
-    assert seqtrain, "the seqtrain console script must be on PATH"
+    # The console script installed beside this interpreter (the venv's bin, active or not).
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    seqtrain = shutil.which("seqtrain", path=env["PATH"])
+    assert seqtrain, "the seqtrain console script must be installed beside this Python"
     proc = subprocess.run(["bash", "-c", "set -o pipefail; " + shorten(line)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (f"README command failed (exit {proc.returncode}): {line}\n"
