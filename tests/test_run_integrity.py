@@ -6,7 +6,6 @@ Every comparison of a resumed run is bitwise against an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cli_env
+from helpers import assert_checkpoints_equal, checkpoint_values, cli_env, tree_hash
 
 TINY = [
     "--set", "train.batch_size=8", "--set", "train.steps_per_loop=2",
@@ -53,28 +52,11 @@ def wait_for_line(proc, prefix, timeout=180):
 
 
 def weights(ckpt_prefix) -> dict:
-    reader = tf.train.load_checkpoint(str(ckpt_prefix))
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if not n.startswith(("save_counter", "_CHECKPOINTABLE", "iterator"))}
+    return checkpoint_values(ckpt_prefix)
 
 
 def assert_bitwise(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        np.testing.assert_array_equal(wa[name], wb[name], err_msg=name)
-
-
-def tree_hash(root) -> str:
-    h = hashlib.sha256()
-    for dirpath, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(dirpath, name)
-            h.update(os.path.relpath(path, root).encode())
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
+    assert_checkpoints_equal(a, b, must_have=("optimizer", "rng"))
 
 
 def clean_error(proc):
