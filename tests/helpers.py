@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -54,14 +55,20 @@ def cli_env(extra: dict | None = None) -> dict:
 
 
 def seqtrain(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600,
-             cwd: str | os.PathLike | None = None,
-             input_text: str | None = None) -> subprocess.CompletedProcess:
+             cwd: str | os.PathLike | None = None, input_text: str | None = None,
+             memory_gib: int | None = None) -> subprocess.CompletedProcess:
     """Runs `seqtrain ARGS` in a fresh Python process from `cwd` (default: the repo),
-    with `input_text` on its standard input."""
+    with `input_text` on its standard input and, if given, its address space capped at
+    `memory_gib` (RLIMIT_AS: a real allocation failure, without loading the machine)."""
+    def cap_memory():
+        limit = memory_gib * 2**30
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
     proc = subprocess.run(
         [sys.executable, "-m", "trainer.cli", *map(str, args)],
         env=cli_env(env), capture_output=True, text=True, timeout=timeout,
         cwd=str(cwd) if cwd else REPO, input=input_text,
+        preexec_fn=cap_memory if memory_gib else None,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -207,12 +214,13 @@ def assert_user_error(code: int, out: str, err: str, expect=()) -> str:
     return message
 
 
-def user_error(*args: str, model_dir=None, expect=(), cwd=None, env=None) -> str:
+def user_error(*args: str, model_dir=None, expect=(), cwd=None, env=None,
+               memory_gib: int | None = None) -> str:
     """Runs `seqtrain ARGS` expecting a user error; `model_dir` (if given) must be left
     exactly as it was (absent stays absent). Returns the message."""
     where = Path(cwd or REPO) / model_dir if model_dir is not None else None
     before = tree_hash(where) if where is not None else None
-    proc = seqtrain(*args, cwd=cwd, env=env, check=False)
+    proc = seqtrain(*args, cwd=cwd, env=env, check=False, memory_gib=memory_gib)
     message = assert_user_error(proc.returncode, proc.stdout, proc.stderr, expect)
     if where is not None:
         assert tree_hash(where) == before, f"{where} was modified by a failed start"

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from conftest import REPO, cli_env, run_cli_process
+from helpers import assert_user_error, tree_hash, user_error
 
 TC = ["--set", "train.steps=2", "--set", "train.batch_size=2"]  # text_classification, tiny
 FC = ["--task", "forecasting", "--set", "train.steps=2", "--set", "train.batch_size=2"]
@@ -315,3 +316,39 @@ def test_yaml_config_round_trip_is_not_a_bad_input(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"train": {"steps": 2}}))
     proc = run_cli_process("check", "--config", "c.yaml", cwd=str(tmp_path), check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# Out of memory is produced for real: the CLI process's address space is capped at 8 GiB
+# (a tiny run maps far less), and the first activation of the first step, the embedded
+# batch (65536 windows x 100 characters x 2048 floats = 50 GiB), cannot be allocated, so
+# TensorFlow's allocator itself refuses it (no smaller allocation can fail first).
+OOM = ["--task", "text_generation", "--set", "runtime.jit_compile=false",
+       "--set", "model.embedding_dim=2048"]
+
+
+def test_out_of_memory_at_the_first_step_names_the_batch_size_and_leaves_no_trace(tmp_path):
+    message = user_error("train", *OOM, "--model-dir", "runs/oom", "--set", "train.steps=2",
+                         "--set", "train.batch_size=65536",
+                         cwd=tmp_path, model_dir="runs/oom", memory_gib=8,
+                         expect=("out of memory in the first training step",
+                                 "train.batch_size=65536", "--set train.batch_size=32768"))
+    assert "OOM when allocating" in message, message  # TensorFlow's own reason is kept
+    assert not (tmp_path / "runs" / "oom").exists()
+
+
+def test_out_of_memory_on_resume_puts_the_run_back_as_it_was(tmp_path):
+    """A run resumed with a batch that does not fit: runtime.json, config.yaml and the logs
+    written at the start are undone, so the run resumes later exactly as before."""
+    run_cli_process("train", *OOM, "--model-dir", "runs/r", "--set", "train.steps=2",
+                    "--set", "train.batch_size=4", cwd=tmp_path)
+    before = tree_hash(tmp_path / "runs" / "r")
+    proc = run_cli_process("train", *OOM, "--model-dir", "runs/r", "--set", "train.steps=4",
+                           "--set", "train.batch_size=65536", cwd=tmp_path, memory_gib=8,
+                           check=False)
+    # The resume first warns (rightly) that the batch size changed; the error follows.
+    warning, _, rest = proc.stderr.partition("\n")
+    assert warning.startswith("WARNING trainer.train_lib: replicas or batch size changed"), warning
+    assert_user_error(proc.returncode, proc.stdout, rest,
+                      expect=("out of memory in the first training step",
+                              "train.batch_size=65536"))
+    assert tree_hash(tmp_path / "runs" / "r") == before

@@ -57,6 +57,13 @@ class Previous:
     progress_source: str  # the file that recorded it
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """See RunDir.snapshot: the paths under each dir, and the bytes of the run's own files."""
+    trees: dict[str, set[str]]
+    files: dict[str, bytes]
+
+
 class RunDir:
     """A model dir and where its checkpoints and TensorBoard logs go."""
 
@@ -186,6 +193,27 @@ class RunDir:
                         storage.remove(path)
                     removed.append(path)
         return removed
+
+    def snapshot(self) -> "Snapshot":
+        """What the run's dirs hold before a start writes anything, so that a start that
+        fails in its first step (out of memory) can leave them as they were."""
+        roots = dict.fromkeys([self.model_dir, self.log_dir, self.checkpoint_dir])
+        kept = {name: storage.read_bytes(self.file(name)) for name in (CONFIG, RUNTIME, METRICS)
+                if storage.exists(self.file(name))}
+        return Snapshot({root: storage.tree(root) for root in roots}, kept)
+
+    def roll_back(self, snapshot: "Snapshot") -> None:
+        """Removes what was written since `snapshot` and puts back the files it rewrote."""
+        with storage.writing(self.model_dir):
+            for root, before in snapshot.trees.items():
+                for rel in sorted(storage.tree(root) - before):  # a dir before its contents
+                    path = storage.join(root, rel)
+                    if storage.isdir(path):
+                        storage.rmtree(path)
+                    else:
+                        storage.remove(path)
+            for name, data in snapshot.files.items():
+                storage.write_bytes(self.file(name), data)
 
     def write_start(self, config, assets: dict, runtime: dict) -> None:
         """Writes config.yaml, the assets and runtime.json at the start of a run."""

@@ -63,6 +63,10 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
     """Writes a whole file atomically where the filesystem allows it.
 
     Local paths are written to a temp name and renamed, so a killed process
@@ -70,13 +74,25 @@ def write_text(path: str, text: str) -> None:
     once its upload completes, so a direct write is already atomic.
     """
     if is_remote(path):
-        with _gfile().GFile(path, "w") as f:
-            f.write(text)
+        with _gfile().GFile(path, "wb") as f:
+            f.write(data)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with _gfile().GFile(tmp, "w") as f:
-        f.write(text)
+    with _gfile().GFile(tmp, "wb") as f:
+        f.write(data)
     _gfile().rename(tmp, path, overwrite=True)
+
+
+def tree(root: str) -> set[str]:
+    """Every file and dir below `root`, as paths relative to it (empty if it is missing)."""
+    if not exists(root):
+        return set()
+    found = set()
+    for top, dirs, files in _gfile().walk(root):
+        rel = os.path.relpath(top, root) if not is_remote(root) else top[len(root):].strip("/")
+        for name in [*dirs, *files]:
+            found.add(name.rstrip("/") if rel in ("", ".") else f"{rel}/{name.rstrip('/')}")
+    return found
 
 
 def write_json(path: str, obj) -> None:

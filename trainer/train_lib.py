@@ -174,8 +174,14 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
             t0 = time.perf_counter()
             restored = _restore(run, previous)
             run.startup["restore_secs"] = time.perf_counter() - t0
+            before = run.run_dir.snapshot() if cluster.is_chief else None
             _start_writing(run, restored)
-            return _train_loop(run, stop_at, verbose, restored, lease)
+            try:
+                return _train_loop(run, stop_at, verbose, restored, lease)
+            except FirstStepOutOfMemory:
+                if before is not None:  # nothing trained: leave the dirs as they were
+                    run.run_dir.roll_back(before)
+                raise
 
 
 def _lease(run_dir: RunDir, config):
@@ -628,12 +634,26 @@ def _run_steps(run: Run, n: int, first: bool) -> tuple[float, int, bool]:
     except tf.errors.ResourceExhaustedError as e:
         if not first:
             raise
-        raise UserError(
-            f"out of memory in the first training step with train.batch_size="
-            f"{run.config.train.batch_size} ({_first_line(e)}). Use a smaller "
-            "train.batch_size (or a smaller model / data.sequence_length), or more replicas."
-        ) from None
+        batch = run.config.train.batch_size
+        raise FirstStepOutOfMemory(
+            f"out of memory in the first training step with train.batch_size={batch} "
+            f"({_oom_line(e)}). Nothing was trained and the model dir is as it was. Use a "
+            f"smaller train.batch_size (for example --set train.batch_size={max(1, batch // 2)}"
+            "), a smaller model or shorter sequences, or more replicas.") from None
     return float(loss), int(done), bool(stopped)
+
+
+class FirstStepOutOfMemory(UserError):
+    """The first compiled loop ran out of memory: a start to undo, not a run to resume."""
+
+
+def _oom_line(e: Exception) -> str:
+    """TF's own line: "OOM when allocating tensor with shape[...]" (a kernel) or "Out of
+    memory while trying to allocate N GiB" (XLA), else the first line."""
+    for line in str(e).splitlines():
+        if "OOM when allocating" in line or "Out of memory while" in line:
+            return line.strip().split(" on /")[0].rstrip(".")[:300]
+    return _first_line(e)
 
 
 def _first_line(e: Exception) -> str:
