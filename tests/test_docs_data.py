@@ -7,11 +7,13 @@ overrides are appended to `train` commands to keep the runs short.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from conftest import REPO, run_cli_process
 
@@ -72,3 +74,11 @@ def test_every_command_in_the_doc_runs(tmp_path):
     translated = dict(by_dir["runs/fr"])["translate"].strip().splitlines()
     assert [line.split("\t")[0] for line in translated] == ["Hello!", "Thanks."]
     assert dict(by_dir["runs/sonnet"])["generate"].startswith("Shall I")
+    # what was read is kept with the run: runtime.json and TensorBoard's Text tab
+    runtime = json.loads((tmp_path / "runs/airline/runtime.json").read_text())
+    assert runtime["data"]["files"][0]["rows"] == 36, runtime["data"]
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "runs/airline/train"))
+    acc.Reload()
+    shown = acc.Tensors("data")[0].tensor_proto.string_val[0].decode()
+    assert "read airline.csv" in shown and "only 23 training windows" in shown, shown
+    assert '"rows": 36' in shown, shown  # the whole report, not only the printed lines

@@ -49,12 +49,16 @@ class Writers:
             self._session = tf.summary.create_file_writer(log_root)
 
     def write_config(self, config, step: int) -> None:
-        with self.train.as_default(step=step):
-            tf.summary.text("config", "```\n" + redact(config.to_yaml()) + "\n```")
-        self.train.flush()
+        self.text("config", "```\n" + config.to_yaml() + "\n```", step)
         with self._session.as_default(step=step):
             hp.hparams(_flat_hparams(config.to_dict()), trial_id=None)
         self._session.flush()
+
+    def text(self, name: str, markdown: str, step: int) -> None:
+        """A Markdown text in the train run (TensorBoard's Text tab)."""
+        with self.train.as_default(step=step):
+            tf.summary.text(name, redact(markdown))
+        self.train.flush()
 
     def scalars(self, writer, values: dict, step: int) -> None:
         with writer.as_default(step=step):

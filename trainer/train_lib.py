@@ -286,6 +286,8 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         say(f"resumed from {restored} at step {step}")
     if is_chief:
         writers.write_config(config, step)
+        if task.data_report():
+            writers.text("data", data_report.markdown(task.data_report()), step)
 
     progress = summaries.Progress(total, step, config.train.log_every, enabled=verbose and is_chief)
     best = BestTracker.for_run(config, run_dir.read_metrics().get("best"))
