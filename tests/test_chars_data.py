@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import shutil
 import socket
 import threading
 
@@ -16,6 +17,8 @@ import pytest
 
 from trainer.data import chars
 from trainer.errors import DataError
+
+from helpers import seqtrain, user_error
 
 # ----------------------------------------------------------------------------
 # Vocabulary and encoding.
@@ -289,3 +292,35 @@ def test_plain_http_needs_allow_http_and_messages_hide_the_query(server, tmp_pat
         chars.download(url, cache_dir=str(tmp_path / "cache"))
     assert "secret123" not in str(e.value) and "REDACTED" in str(e.value)
     assert server.requests == 0
+
+
+def test_a_signed_url_never_reaches_the_run_and_a_resume_finds_the_download(server, tmp_path):
+    """Through the CLI from a working dir: the signature is in no file of the run (config.yaml,
+    runtime.json, event files); a resume with no flags reuses the cached download; with the
+    cache gone it asks for the URL again (exit 2, run unchanged); given it, it resumes."""
+    secret = "X-Goog-Signature=s3cr3tt0ken"
+    tiny = ["--set", "data.seq_len=16", "--set", "model.units=8", "--set", "model.layers=1",
+            "--set", "model.embedding_dim=4", "--set", "train.batch_size=4",
+            "--set", "train.steps=4", "--set", "train.eval_every=2",
+            "--set", "train.checkpoint_every=2", "--set", "train.steps_per_loop=2"]
+    args = ["train", "--task", "text_generation", "--model-dir", "runs/u",
+            "--set", f"data.url={server.url}?{secret}", "--set", "data.allow_http=true",
+            "--set", "data.cache_dir=cache", *tiny]
+    seqtrain(*args, "--stop-at", "2", cwd=tmp_path)
+    assert _files_holding(tmp_path / "runs", b"s3cr3tt0ken") == []
+    assert "?REDACTED" in (tmp_path / "runs/u/config.yaml").read_text()
+
+    seqtrain("train", "--model-dir", "runs/u", "--stop-at", "3", cwd=tmp_path)  # cache reused
+    assert server.requests == 1
+    shutil.rmtree(tmp_path / "cache")
+    user_error("train", "--model-dir", "runs/u", cwd=tmp_path, model_dir="runs/u",
+               expect=("recorded without its query string", "--set data.url="))
+    done = seqtrain("train", "--model-dir", "runs/u", "--set",
+                    f"data.url={server.url}?X-Goog-Signature=anewtoken", cwd=tmp_path)
+    assert "resumed from" in done.stdout and server.requests == 2
+    assert (tmp_path / "runs/u/export").is_dir()
+    assert _files_holding(tmp_path / "runs", b"anewtoken") == []
+
+
+def _files_holding(root, secret: bytes) -> list:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]

@@ -232,7 +232,9 @@ def test_url_source_downloads_into_cache(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     assert len(task.train_ids) + len(task.eval_ids) == 3000
-    assert len(os.listdir(tmp_path / "c")) == 2  # the file and its recorded SHA-256
+    # the file, its recorded SHA-256 and its URL without query (how a resume finds it)
+    body, *sidecars = sorted(os.listdir(tmp_path / "c"))
+    assert sidecars == [body + ".sha256", body + ".url"]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

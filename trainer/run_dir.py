@@ -29,6 +29,7 @@ import yaml
 from trainer import config as config_lib, storage
 from trainer.errors import UserError
 from trainer.lease import Lease
+from trainer.redact import redact
 
 CONFIG = "config.yaml"
 RUNTIME = "runtime.json"
@@ -144,7 +145,7 @@ class RunDir:
             return None
         old = self.read_config_dict()
         new = config.to_dict()
-        changed = [k for k in config_lib.diff(old, new)
+        changed = [k for k in config_lib.diff(redact(old), redact(new))  # as config.yaml has it
                    if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
                    and not config_lib.resume_ok(config, k)]
         if changed:
@@ -219,7 +220,9 @@ class RunDir:
         """Writes config.yaml, the assets and runtime.json at the start of a run."""
         with storage.writing(self.model_dir):
             storage.makedirs(self.model_dir)
-            storage.write_text(self.file(CONFIG), config.to_yaml())
+            # URL credentials (a signed URL's query) are never written: a resume finds the
+            # download in the cache by the redacted URL, or asks for the URL again.
+            storage.write_text(self.file(CONFIG), redact(config.to_yaml()))
             if assets:
                 storage.makedirs(self.file(ASSETS))
             for name, text in assets.items():

@@ -51,7 +51,7 @@ class Writers:
     def write_config(self, config, step: int) -> None:
         self.text("config", "```\n" + config.to_yaml() + "\n```", step)
         with self._session.as_default(step=step):
-            hp.hparams(_flat_hparams(config.to_dict()), trial_id=None)
+            hp.hparams(_flat_hparams(redact(config.to_dict())), trial_id=None)
         self._session.flush()
 
     def text(self, name: str, markdown: str, step: int) -> None:

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from trainer import storage
 from trainer.errors import DataError
-from trainer.redact import redact
+from trainer.redact import REDACTED, redact
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ def download(
                         "data.allow_http=true (the download is then not authenticated).")
     cache_dir = cache_dir or default_cache_dir()
     sha256 = sha256.lower()
+    if _redacted(url):
+        return _cached_by_redacted_url(url, cache_dir, sha256)
     base = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(url.split("?")[0])) or "corpus"
     path = storage.join(cache_dir, f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{base}")
     record = f"{path}.sha256"
@@ -169,6 +171,9 @@ def download(
             digest = _fetch(requests, url, path, sha256=sha256, max_bytes=max_bytes,
                             timeout=timeout, allow_http=allow_http)
             storage.write_text(record, digest + "\n")
+            # The URL without its secrets: how a run whose config.yaml holds the redacted
+            # URL finds this download again (see _cached_by_redacted_url).
+            storage.write_text(f"{path}.url", shown + "\n")
             return path, digest
         except _Retryable as e:
             errors.append(str(e))
@@ -178,6 +183,37 @@ def download(
         "raise data.download_retries, or download the file yourself and use "
         "data.source=file with data.path."
     )
+
+
+def _redacted(url: str) -> bool:
+    """A URL whose credentials were replaced by REDACTED (a resumed run's config.yaml)."""
+    return REDACTED in url and redact(url) == url
+
+
+def _cached_by_redacted_url(url: str, cache_dir: str, sha256: str) -> tuple[str, str]:
+    """The cached download of a URL that config.yaml keeps only without its query string:
+    a resume or an evaluation uses it when it is still in the cache and intact."""
+    found = {}
+    if storage.isdir(cache_dir):
+        for name in storage.listdir(cache_dir):
+            if not name.endswith(".url"):
+                continue
+            path = storage.join(cache_dir, name[:-len(".url")])
+            if (storage.read_text(storage.join(cache_dir, name)).strip() != url
+                    or not storage.exists(path) or not storage.exists(f"{path}.sha256")):
+                continue
+            actual = _file_sha256(path)
+            if actual == storage.read_text(f"{path}.sha256").strip() and actual == (sha256 or actual):
+                found[actual] = path
+    if len(found) == 1:
+        ((digest, path),) = found.items()
+        return path, digest
+    why = ("no intact download of it is left in data.cache_dir=" + repr(cache_dir) if not found
+           else f"{len(found)} different downloads of it are cached")
+    raise DataError(
+        f"data.url={url!r} was recorded without its query string, which can hold a credential "
+        f"(seqtrain never writes it to the run), and {why}. Pass the URL again: "
+        "--set data.url='https://...' (with data.sha256 to pin the content).")
 
 
 def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeout: float,
