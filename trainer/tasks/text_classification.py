@@ -111,7 +111,8 @@ class TextClassificationTask(Task):
     def build_model(self) -> keras.Model:
         m = self.config.model
         vocab = len(self.vectorizer.get_vocabulary())
-        ids = keras.Input(shape=(self.config.data.sequence_length,), dtype="int32", name="ids")
+        # Any length: training trims each batch's trailing padding (see _trim_padding).
+        ids = keras.Input(shape=(None,), dtype="int32", name="ids")
         x = keras.layers.Embedding(vocab, m.embedding_dim, mask_zero=True, name="embedding")(ids)
         x = recurrent_stack(x, m, return_sequences=False, name="encoder")
         x = keras.layers.Dense(m.dense_units, activation="relu", name="dense")(x)
@@ -120,11 +121,11 @@ class TextClassificationTask(Task):
         return keras.Model(ids, logits, name="text_classifier")
 
     def loss(self, model, features, labels):
-        logits = model(features, training=True)
+        logits = model(_trim_padding(features), training=True)
         return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
     def eval_metrics(self, model, features, labels, weights):
-        logits = model(features, training=False)
+        logits = model(_trim_padding(features), training=False)
         per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
         n = tf.reduce_sum(weights)
@@ -170,6 +171,18 @@ def predict_lines(model_dir: str, texts: list[str]) -> list[str]:
     """`seqtrain predict` output: label, probability and the text, tab-separated."""
     return [f"{label}\t{prob:.4f}\t{text}"
             for text, (label, prob) in zip(texts, predict(model_dir, texts))]
+
+
+def _trim_padding(ids):
+    """The batch without the timesteps that are padding in every row.
+
+    Texts are right-padded with id 0 to data.sequence_length, and the recurrent layers
+    skip masked steps (the state is carried through them, in both directions), so
+    cutting the all-padding tail changes no output or gradient, only the loop length.
+    """
+    positions = tf.range(1, tf.shape(ids)[1] + 1)
+    used = tf.reduce_max(tf.where(ids != 0, positions[tf.newaxis, :], 0))
+    return ids[:, :tf.maximum(used, 1)]
 
 
 def _label_sort_key(label: str):
