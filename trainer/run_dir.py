@@ -5,11 +5,12 @@ This module is the one owner of a model dir's names. Everything else asks it:
     MODEL_DIR/
       config.yaml      the config the run uses (the base of a resume)
       runtime.json     strategy, devices, versions, where checkpoints and logs are,
-                       and the last checkpoint saved
+                       the last checkpoint saved and the profiler traces taken
       metrics.json     the latest eval metrics
       assets/          fitted vocabularies, normalisation statistics
       checkpoints/     ckpt-N.* (or AIP_CHECKPOINT_DIR on Vertex AI)
-      train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR)
+      train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR); profiler
+                       traces in train/plugins/profile/
       export/          the SavedModel, written when the run finishes
       lease.json       present while a trainer holds the run (see trainer/lease.py)
 
@@ -208,6 +209,13 @@ class RunDir:
         """Notes the last checkpoint in runtime.json: progress evidence for the next start."""
         runtime = self.read_runtime()
         runtime["last_checkpoint"] = {"step": step, "path": os.path.basename(path), "time": _utc()}
+        self.write_runtime(runtime)
+
+    def record_profile(self, steps: list[int], trace_dir: str) -> None:
+        """Notes a profiler trace (`runtime.profile_steps`) in runtime.json's "profiles"."""
+        runtime = self.read_runtime()
+        runtime.setdefault("profiles", []).append(
+            {"steps": steps, "dir": self._to_record(trace_dir), "time": _utc()})
         self.write_runtime(runtime)
 
     def write_metrics(self, step: int, metrics: dict, best: dict | None = None) -> None:
