@@ -42,6 +42,9 @@ LEASE = "lease.json"
 # Keys a resume may not change: they define the model, its data and its variables.
 FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "train.optimizer")
 
+# runtime.json keys that are the run's history, not this start's: a restart keeps them.
+_KEPT_ON_RESTART = ("profiles",)
+
 # Files a killed writer can leave behind: storage.write_text's "NAME.tmp-XXXXXXXX",
 # the trainer's "export.tmp-XXXXXXXX", TF's "ckpt-N_temp/" and log sync's temp copies.
 _LEFTOVER = re.compile(r"(\.tmp-[0-9a-f]{8}$|_temp$|\.logsync-tmp$)")
@@ -197,7 +200,8 @@ class RunDir:
                 storage.makedirs(self.file(ASSETS))
             for name, text in assets.items():
                 storage.write_text(self.file(ASSETS, name), text)
-            self.write_runtime({**runtime, "dirs": {
+            kept = {k: v for k, v in self.read_runtime().items() if k in _KEPT_ON_RESTART}
+            self.write_runtime({**kept, **runtime, "dirs": {
                 "checkpoints": self._to_record(self.checkpoint_dir),
                 "logs": self._to_record(self.log_dir)}})
 
