@@ -64,7 +64,8 @@ def test_trace_covers_exactly_the_window_and_a_resume_past_it_adds_none(tmp_path
     out = seqtrain(*args, cwd=tmp_path).stdout
     (session,) = _sessions(str(tmp_path / "run"))
     name = os.path.basename(session)
-    assert f"profiler: steps 2..3 traced into {os.path.join('run', 'train', 'plugins', 'profile', name)}" in out, out
+    shown = os.path.join("run", "train", "plugins", "profile", name)  # as the user typed it
+    assert f"profiler: steps 2..3 traced into {shown}" in out, out
     events, markers = _trace(session)
     assert events > 100
     assert markers == [3]  # one loop, steps 2..3: split after step 1, stopped after step 3

@@ -119,9 +119,12 @@ def _step_window(value, path: str) -> tuple:
     if len(steps) != 2:
         raise ConfigError(f"config key {path!r} got {value!r}, which is not two steps. {accepted}")
     first, last = steps
-    if first < 1 or last < first:
-        raise ConfigError(f"config key {path!r} got {value!r}: the first step must be >= 1 and "
-                          f"the last >= the first. {accepted}")
+    if first < 1:
+        raise ConfigError(f"config key {path!r} got {value!r}: the first step must be >= 1 "
+                          f"(steps count from 1). {accepted}")
+    if last < first:
+        raise ConfigError(f"config key {path!r} got {value!r}: the last step ({last}) comes "
+                          f"before the first ({first}). {accepted}")
     return (first, last)
 
 
@@ -475,9 +478,9 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     window = cfg.runtime.profile_steps
     if window and window[1] > t.steps:
         raise ConfigError(
-            f"config key 'runtime.profile_steps' got {list(window)}: its last step {window[1]} is "
-            f"past train.steps ({t.steps}). Accepted: two steps A,B with 1 <= A <= B <= "
-            "train.steps, or empty/none to profile nothing.")
+            f"config key 'runtime.profile_steps' got {window[0]},{window[1]}: its last step "
+            f"{window[1]} is past train.steps ({t.steps}). Accepted: two steps A,B with "
+            "1 <= A <= B <= train.steps, or empty/none to profile nothing.")
     if t.weight_decay and t.optimizer != "adamw":
         raise ConfigError(
             f"train.weight_decay={t.weight_decay} needs train.optimizer=adamw, "
