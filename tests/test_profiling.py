@@ -117,3 +117,16 @@ def test_trace_lands_in_a_gs_log_dir_written_directly_and_through_log_sync(gcs, 
         assert events > 100 and markers == [3], (mode, markers)
         runtime = json.loads(gcs.read_object(bucket, f"{mode}/runtime.json"))
         assert runtime["profiles"][0]["dir"] == f"gs://{bucket}/{session}"
+
+
+def test_two_workers_trace_on_the_chief_only(tmp_path):
+    """MultiWorkerMirrored on two local processes: both split their loops at the window's
+    edges (or a collective would hang), and only worker 0 traces."""
+    proc = seqtrain("launch", "--workers", "2", "--", "train", *TINY, "--set", "train.steps=4",
+                    "--set", "train.steps_per_loop=4", "--set", "runtime.profile_steps=2,3",
+                    "--model-dir", "mw", cwd=tmp_path)
+    lines = [line for line in proc.stdout.splitlines() if "profiler: steps 2..3" in line]
+    assert len(lines) == 1 and lines[0].startswith("[worker-0]"), proc.stdout[-3000:]
+    (session,) = _sessions(str(tmp_path / "mw"))
+    assert _trace(session)[1] == [3]
+    assert "step 4/4" in proc.stdout
