@@ -69,8 +69,8 @@ class ProfileWindow:
     @contextlib.contextmanager
     def loop(self, step: int, n: int):
         """Around one compiled loop of `n` steps after `step`: starts the trace when the
-        loop is inside the window, and marks the loop as one step of the trace (its
-        `step_num` is the loop's last step) for the Profile tab's step-time view."""
+        loop is inside the window, and marks the loop as one `train` event of the trace
+        (its `step_num` is the loop's last step), as Keras marks its train steps."""
         self._start(step)
         if self._active_from is None:
             yield
@@ -104,11 +104,17 @@ class ProfileWindow:
         if self._active_from is None:
             return
         first, self._active_from = self._active_from, None
-        tf.profiler.experimental.stop()  # writes the .xplane.pb
-        new = sorted(set(_sessions(self._write_dir)) - self._before)
+        write_dir, self._write_dir = self._write_dir, None  # one trace per process
+        try:
+            tf.profiler.experimental.stop()  # writes the .xplane.pb
+            new = sorted(set(_sessions(write_dir)) - self._before)
+        except Exception as e:  # noqa: BLE001 - a lost trace must not fail the training run
+            log.warning("runtime.profile_steps: writing the trace of steps %d..%d to %s failed "
+                        "(%s: %s); training goes on", first, step, write_dir, type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+            return
         session = new[-1] if new else ""
         where = storage.join(self._shown_root, "train", "plugins", "profile", session)
-        self._write_dir = None  # one trace per process
         if step < first:
             self._say(f"profiler: stopped before step {first} ran; the trace in {where} "
                       "holds no training step")
