@@ -34,6 +34,10 @@ setup(
     ],
     extras_require={
         "gpu": [TF.replace("tensorflow", "tensorflow[and-cuda]", 1)],
+        # TensorBoard's Profile tab for `runtime.profile_steps` traces. The 2.21 line matches
+        # TF/TensorBoard 2.21; it pulls in xprof, gcsfs and aiohttp, so it is not in `test`
+        # (the tests read the traces with TF's own XPlane proto).
+        "profile": ["tensorboard-plugin-profile>=2.21.6,<2.22"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",

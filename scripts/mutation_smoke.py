@@ -125,6 +125,12 @@ MUTANTS = [
            "pass",
            ("tests/test_logsync.py", "-k", "forced_exit"),
            "LogSync no longer registers its final upload with the preemption watchdog"),
+    Mutant("profile-window-not-split", "trainer/profiling.py",
+           r"for edge in \(self\.first - 1, self\.last\)",
+           "for edge in (self.last,)",
+           ("tests/test_profiling.py", "-k", "exactly_the_window"),
+           "the outer loop no longer splits after step A-1, so the trace misses step A (or "
+           "holds steps before it)"),
     Mutant("predict-probabilities-misordered", "trainer/tasks/text_classification.py",
            r'\[float\(p\) for p in out\["probability"\]\.numpy\(\)\]',
            '[float(p) for p in out["probability"].numpy()][::-1]',

@@ -24,15 +24,20 @@ from trainer.errors import ConfigError
 
 
 def field(default, help: str, *, min: float | None = None,  # noqa: A002
-          resume_ok: bool = False):
+          resume_ok: bool = False, parse=None):
     """A dataclass field with a one-line help string and an optional minimum.
 
     `resume_ok=True` marks a `data`/`model` key that a resume may change because
     it does not change the data or the model (a cache dir, a retry count...).
+    `parse(value, key_path)` turns a raw YAML/--set value into the field's typed
+    value (or raises ConfigError) before the type check, for fields with a
+    shorthand such as `--set runtime.profile_steps=5,8`.
     """
     meta = {"help": help, "resume_ok": resume_ok}
     if min is not None:
         meta["min"] = min
+    if parse is not None:
+        meta["parse"] = parse
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -94,6 +99,35 @@ class TrainConfig:
     shuffle_buffer: int = field(10000, "tf.data shuffle buffer size (examples).", min=1)
 
 
+def _step_window(value, path: str) -> tuple:
+    """`"A,B"`, `[A, B]`, or empty/none (off) -> `(A, B)` or `()`; 1 <= A <= B."""
+    accepted = ("Accepted: two steps A,B with 1 <= A <= B <= train.steps (--set "
+                f"{path}=5,8 or, in YAML, [5, 8]), or empty/none to profile nothing.")
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+        return ()
+    parts = value.split(",") if isinstance(value, str) else value
+    if isinstance(parts, (list, tuple)) and len(parts) == 0:
+        return ()
+    steps = []
+    if isinstance(parts, (list, tuple)) and len(parts) == 2:
+        for part in parts:
+            if isinstance(part, str) and re.fullmatch(r"\s*\d+\s*", part):
+                part = int(part)
+            if isinstance(part, bool) or not isinstance(part, int):
+                break
+            steps.append(part)
+    if len(steps) != 2:
+        raise ConfigError(f"config key {path!r} got {value!r}, which is not two steps. {accepted}")
+    first, last = steps
+    if first < 1:
+        raise ConfigError(f"config key {path!r} got {value!r}: the first step must be >= 1 "
+                          f"(steps count from 1). {accepted}")
+    if last < first:
+        raise ConfigError(f"config key {path!r} got {value!r}: the last step ({last}) comes "
+                          f"before the first ({first}). {accepted}")
+    return (first, last)
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = field(
@@ -133,6 +167,11 @@ class RuntimeConfig:
     )
     cluster_wait_secs: int = field(
         900, "Multi-worker: how long to wait for all workers to join before exiting 144.", min=1
+    )
+    profile_steps: tuple[int, ...] = field(
+        (), "Steps A,B (1-based, inclusive) to trace with the TensorFlow profiler on the chief, "
+        "into the train/ TensorBoard logs (Profile tab); empty: off. Keep the window short.",
+        parse=_step_window,
     )
 
 
@@ -339,7 +378,10 @@ def _build(cls: type, d: Any, path: str):
     for name, f in fields.items():
         key_path = f"{path}.{name}"
         if name in d:
-            value = _coerce(d[name], hints[name], key_path)
+            raw = d[name]
+            if "parse" in f.metadata:
+                raw = f.metadata["parse"](raw, key_path)
+            value = _coerce(raw, hints[name], key_path)
             lo = f.metadata.get("min")
             if lo is not None and value is not None and value < lo:
                 raise ConfigError(f"config key {key_path!r} must be >= {lo}, got {value!r}.")
@@ -433,6 +475,12 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"train.warmup_steps ({t.warmup_steps}) must be smaller than train.steps ({t.steps})."
         )
+    window = cfg.runtime.profile_steps
+    if window and window[1] > t.steps:
+        raise ConfigError(
+            f"config key 'runtime.profile_steps' got {window[0]},{window[1]}: its last step "
+            f"{window[1]} is past train.steps ({t.steps}). Accepted: two steps A,B with "
+            "1 <= A <= B <= train.steps, or empty/none to profile nothing.")
     if t.weight_decay and t.optimizer != "adamw":
         raise ConfigError(
             f"train.weight_decay={t.weight_decay} needs train.optimizer=adamw, "

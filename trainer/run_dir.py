@@ -5,11 +5,12 @@ This module is the one owner of a model dir's names. Everything else asks it:
     MODEL_DIR/
       config.yaml      the config the run uses (the base of a resume)
       runtime.json     strategy, devices, versions, where checkpoints and logs are,
-                       and the last checkpoint saved
+                       the last checkpoint saved and the profiler traces taken
       metrics.json     the latest eval metrics
       assets/          fitted vocabularies, normalisation statistics
       checkpoints/     ckpt-N.* (or AIP_CHECKPOINT_DIR on Vertex AI)
-      train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR)
+      train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR); profiler
+                       traces in train/plugins/profile/
       export/          the SavedModel, written when the run finishes
       lease.json       present while a trainer holds the run (see trainer/lease.py)
 
@@ -41,6 +42,9 @@ LEASE = "lease.json"
 
 # Keys a resume may not change: they define the model, its data and its variables.
 FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "train.optimizer")
+
+# runtime.json keys that are the run's history, not this start's: a restart keeps them.
+_KEPT_ON_RESTART = ("profiles",)
 
 # Files a killed writer can leave behind: storage.write_text's "NAME.tmp-XXXXXXXX",
 # the trainer's "export.tmp-XXXXXXXX", TF's "ckpt-N_temp/" and log sync's temp copies.
@@ -227,7 +231,8 @@ class RunDir:
                 storage.makedirs(self.file(ASSETS))
             for name, text in assets.items():
                 storage.write_text(self.file(ASSETS, name), text)
-            self.write_runtime({**runtime, "dirs": {
+            kept = {k: v for k, v in self.read_runtime().items() if k in _KEPT_ON_RESTART}
+            self.write_runtime({**kept, **runtime, "dirs": {
                 "checkpoints": self._to_record(self.checkpoint_dir),
                 "logs": self._to_record(self.log_dir)}})
 
@@ -239,6 +244,13 @@ class RunDir:
         """Notes the last checkpoint in runtime.json: progress evidence for the next start."""
         runtime = self.read_runtime()
         runtime["last_checkpoint"] = {"step": step, "path": os.path.basename(path), "time": _utc()}
+        self.write_runtime(runtime)
+
+    def record_profile(self, steps: list[int], trace_dir: str) -> None:
+        """Notes a profiler trace (`runtime.profile_steps`) in runtime.json's "profiles"."""
+        runtime = self.read_runtime()
+        runtime.setdefault("profiles", []).append(
+            {"steps": steps, "dir": self._to_record(trace_dir), "time": _utc()})
         self.write_runtime(runtime)
 
     def write_metrics(self, step: int, metrics: dict, best: dict | None = None) -> None:

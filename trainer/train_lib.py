@@ -24,7 +24,8 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, preemption, redact, registry, storage, summaries, tuning
+from trainer import loop, precision, preemption, profiling, redact, registry, storage, summaries
+from trainer import tuning
 from trainer.best import BestCheckpoint, BestTracker
 from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError
@@ -278,7 +279,8 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
           f"worker {cluster.worker_id} ({role})", flush=True)
 
     stack = contextlib.ExitStack()
-    writers = summaries.Writers(_log_root(config, run_dir.log_dir, is_chief, stack, run.stop))
+    log_root = _log_root(config, run_dir.log_dir, is_chief, stack, run.stop)
+    writers = summaries.Writers(log_root)
     step = int(run.step_var.numpy())
     total = config.train.steps
     end = min(total, stop_at) if stop_at else total
@@ -290,6 +292,9 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
             writers.text("data", data_report.markdown(task.data_report()), step)
 
     progress = summaries.Progress(total, step, config.train.log_every, enabled=verbose and is_chief)
+    profile = profiling.ProfileWindow(  # every worker splits its loops at the window's edges
+        config.runtime.profile_steps, write_root=log_root, shown_root=run_dir.log_dir,
+        start_step=step, say=progress.message, record=run_dir.record_profile)
     best = BestTracker.for_run(config, run_dir.read_metrics().get("best"))
     best_ckpt = BestCheckpoint(run.model, run_dir.checkpoint_dir, is_chief)
     early_stop = best.exhausted  # a resumed run that already stopped early stays stopped
@@ -311,15 +316,17 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                                 "the other writer's checkpoints.")
             n = min(config.train.steps_per_loop, end - step,
                     _to_boundary(step, config.train.checkpoint_every),
-                    _to_boundary(step, config.train.eval_every))
-            t0 = time.perf_counter()
-            loss, done, stopped = _run_steps(run, n, first=first_loop)
+                    _to_boundary(step, config.train.eval_every), profile.to_edge(step))
+            with profile.loop(step, n):  # starts the trace before step A
+                t0 = time.perf_counter()
+                loss, done, stopped = _run_steps(run, n, first=first_loop)
             if first_loop:
                 _report_startup(run, time.perf_counter() - t0, done, writers, step + done, say)
             first_loop = False
             elapsed = time.perf_counter() - t0
             prev_step, step = step, step + done
             run.step_var.assign(step)
+            profile.after_steps(step)  # stops it after step B
             progress.update(step, loss, done / elapsed)
             if _crossed(prev_step, step, config.train.log_every) or step == end:
                 writers.scalars(writers.train, {
@@ -362,6 +369,7 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
             progress.message(f"{name}{who}: checkpoint saved at step {step}; exiting to resume")
             raise Preempted(step, signum)
     finally:
+        profile.stop(step)  # a run that ends or fails inside the window
         run.stop.uninstall()
         progress.done()
         writers.close()
