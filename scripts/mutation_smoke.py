@@ -137,6 +137,12 @@ MUTANTS = [
            ("tests/test_train.py", "-k", "predict_and_evaluate"),
            "`seqtrain predict` pairs each text with another text's probability (the old "
            "0.5 <= p <= 1 range check could not see it)"),
+    Mutant("lost-peer-not-retryable", "trainer/distribute.py",
+           r"except PEER_ERRORS as e:",
+           "except () as e:",
+           ("tests/test_lost_peer.py", "-k", "worker-1"),
+           "a killed peer ends the survivor with a traceback and exit 1 instead of the "
+           "retryable 144"),
 ]
 
 

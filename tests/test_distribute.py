@@ -103,3 +103,31 @@ def test_evaluator_role_exits_0_without_writing(tmp_path):
     assert not [ln for ln in proc.stderr.splitlines()
                 if ln.startswith(("WARNING tensorflow", "ERROR tensorflow"))], proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no model dir, nothing else
+
+
+# TF's texts of a lost peer: a failed collective RPC (measured on loopback) and the
+# coordination service's heartbeat check (scripts/chaos.py f).
+RPC_LOST = """Graph execution error:
+
+Detected at node while/adam/CollectiveReduceV2 defined at (most recent call last):
+  File "trainer/loop.py", line 109, in _train_steps
+
+Collective ops is aborted by: recvmsg:Connection reset by peer
+Additional GRPC error information from remote target /job:worker/replica:0/task:1 while \
+calling /tensorflow.WorkerService/RecvBuf:
+The error could be from a previous operation. Restart your program to reset."""
+HEARTBEAT_LOST = ("Graph execution error:\n\nThe following tasks are unhealthy (stopped sending "
+                  "heartbeats):\n/job:worker/replica:0/task:0\nThe tasks have crashed.")
+
+
+@pytest.mark.parametrize("text,me,expected", [
+    (RPC_LOST, 0, "worker 1 (localhost:2): recvmsg:Connection reset by peer"),
+    (HEARTBEAT_LOST, 1, "worker 0 (localhost:1): The following tasks are unhealthy "
+                        "(stopped sending heartbeats):"),
+    ("Graph execution error:\n\nsocket closed", 0, "socket closed"),  # no task named
+])
+def test_a_lost_peer_is_named_with_its_address_and_cause(text, me, expected):
+    spec = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker",
+                                                                          "index": me}}
+    me_cluster = cluster_lib.from_environ({"TF_CONFIG": json.dumps(spec)})
+    assert distribute.lost_peer(text, me_cluster) == expected

@@ -1,8 +1,10 @@
 """docs/data.md: every file it shows is written, every command it shows runs, verbatim.
 
 Commands run as users type them: `seqtrain ...` in a fresh process from a temporary
-working directory holding the doc's files, relative paths. Only `--set train.*`
-overrides are appended to `train` commands to keep the runs short.
+working directory holding the doc's files, relative paths. Only `--set` overrides of
+the run's length and size (`train.*`, `model.units`, `model.layers`) and
+`runtime.jit_compile=false` are appended to `train` commands to keep the runs short:
+what the doc shows (reading the files, the commands' outputs) does not depend on them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from conftest import REPO, run_cli_process
 DOC = os.path.join(REPO, "docs", "data.md")
 SHORT = ["--set", "train.steps=4", "--set", "train.batch_size=4", "--set",
          "train.steps_per_loop=2", "--set", "train.eval_every=4", "--set",
-         "train.checkpoint_every=4", "--set", "train.log_every=2", "--set", "train.eval_batches=1"]
+         "train.checkpoint_every=4", "--set", "train.log_every=2", "--set", "train.eval_batches=1",
+         # Tiny models, no XLA compile (jit_compile=auto turns it on for some tasks on CPU).
+         "--set", "model.units=8", "--set", "model.layers=1", "--set", "runtime.jit_compile=false"]
 
 
 def _doc():

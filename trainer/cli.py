@@ -48,7 +48,8 @@ class _Group(click.Group):
             ctx.exit(130)
         except WorkerLost as e:
             click.echo(f"seqtrain: lost another worker ({e}); exiting with retryable code "
-                       f"{EXIT_WORKER_LOST} to restart from the last checkpoint", err=True)
+                       f"{EXIT_WORKER_LOST}: start every worker again (the same commands) to "
+                       "resume from the last checkpoint", err=True)
             ctx.exit(EXIT_WORKER_LOST)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -190,16 +191,40 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 
 
 @contextlib.contextmanager
-def peer_errors_as_worker_lost(workers: int):
+def peer_errors_as_worker_lost(workers: int, cluster: ClusterInfo | None = None):
     """In a multi-worker run, a lost peer anywhere inside (a step, an eval, the
     stop agreement, a save or a restore) becomes `WorkerLost`: exit 144, which
-    `restartPolicy: ExitCode` retries, instead of a traceback and exit 1."""
+    `restartPolicy: ExitCode` retries, instead of a traceback and exit 1. Its
+    message names the peer (from `cluster`) and the cause."""
     try:
         yield
     except PEER_ERRORS as e:
         if workers <= 1:
             raise
-        raise WorkerLost(_first_line(e)) from None
+        raise WorkerLost(lost_peer(str(e), cluster)) from None
+
+
+def lost_peer(error: str, cluster: ClusterInfo | None) -> str:
+    """"worker 1 (localhost:2223): <cause>" from a collective's error text.
+
+    TF's first line is only "Graph execution error:"; the peer is the task it
+    names (`/job:worker/replica:0/task:1`, from a failed RPC or the coordination
+    service's heartbeat check) other than this one, the cause the abort reason.
+    """
+    spec = ((cluster.tf_config if cluster else None) or {}).get("cluster", {})
+    me = (cluster.task_type, cluster.task_index) if cluster else None
+    peer = next((f"{job} {int(i)}" + _address(spec, job, int(i))
+                 for job, i in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", error)
+                 if (job, int(i)) != me), None)
+    cause = re.search(r"aborted by: (.+)", error) or re.search(
+        r"(The following tasks are unhealthy[^\n]*)", error)
+    cause = cause.group(1).strip() if cause else _first_line_of(error)
+    return f"{peer}: {cause}" if peer else cause
+
+
+def _address(spec: dict, job: str, index: int) -> str:
+    addresses = spec.get(job, [])
+    return f" ({addresses[index]})" if index < len(addresses) else ""
 
 
 class ClusterWait:
@@ -331,5 +356,7 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+def _first_line_of(text: str) -> str:
+    lines = [line for line in text.strip().splitlines()
+             if line.strip() and line.strip() != "Graph execution error:"]
+    return (lines or ["(no message)"])[0][:300]

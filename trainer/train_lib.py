@@ -171,7 +171,8 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         t0 = time.perf_counter()
         run = build_run(config, run_dir, cluster, previous=previous)
         run.startup["build_secs"] = time.perf_counter() - t0
-        with distribute.peer_errors_as_worker_lost(run.workers), storage.writing(model_dir):
+        with (distribute.peer_errors_as_worker_lost(run.workers, cluster),
+              storage.writing(model_dir)):
             t0 = time.perf_counter()
             restored = _restore(run, previous)
             run.startup["restore_secs"] = time.perf_counter() - t0
