@@ -37,7 +37,7 @@ HEAVY_FIRST = [
     "test_resume.py", "test_run_integrity.py", "test_readme.py", "test_mixed_precision.py",
     "test_gcs_e2e.py", "test_translation.py", "test_train.py", "test_forecasting.py",
     "test_text_generation.py", "test_chaos_quick.py", "test_signals_more.py",
-    "test_lost_peer.py", "test_bad_inputs.py", "test_best.py", "test_evaluator.py",
+    "test_lost_peer.py", "test_profiling.py", "test_bad_inputs.py", "test_best.py", "test_evaluator.py",
     "test_preemption.py", "test_docs_data.py", "test_launch.py",
 ]
 
