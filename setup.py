@@ -41,7 +41,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
-            "pytest-xdist>=3.6",  # 2 test processes: TF import and tracing are single-threaded
+            "pytest-xdist>=3.8",  # 2 test processes: TF import and tracing are single-threaded
             "gcp-storage-emulator>=2026.7.19",  # GCS emulator for gs:// tests
             "trustme>=1.1",  # test CA for the TLS proxy in front of the emulator
             "kubernetes-validate>=1.30",  # offline Kubernetes schema validation
