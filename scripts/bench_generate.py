@@ -252,7 +252,7 @@ def w_train_onehot_fit(cfg: dict) -> dict:
 def w_sample_stateful(cfg: dict) -> dict:
     import tensorflow as tf
 
-    from trainer.tasks.text_generation import generate
+    from trainer.serving.char_sampler import generate
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
     t0 = time.perf_counter()

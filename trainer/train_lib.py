@@ -30,6 +30,7 @@ from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError
 from trainer.logsync import LogSync
 from trainer.run_dir import RunDir
+from trainer.serving import metadata
 
 log = logging.getLogger(__name__)
 
@@ -526,12 +527,18 @@ def export(task, model, export_dir: str, best: BestCheckpoint | None = None) -> 
         best.restore_into(copy)
     if storage.is_remote(export_dir):
         storage.rmtree(export_dir)
-        task.export(copy, export_dir)
+        _export_with_metadata(task, copy, export_dir)
         return
     tmp = f"{export_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    task.export(copy, tmp)
+    _export_with_metadata(task, copy, tmp)
     storage.rmtree(export_dir)
     tf.io.gfile.rename(tmp, export_dir)
+
+
+def _export_with_metadata(task, model, export_dir: str) -> None:
+    task.export(model, export_dir)
+    commands = [c.name for c in registry.spec(task.name).commands]
+    metadata.write(export_dir, task.name, commands, task.export_metadata())
 
 
 def build_optimizer(config):

@@ -1,10 +1,13 @@
-"""Shared plumbing of the inference commands (predict, generate, translate).
+"""Shared plumbing of the inference commands (predict, generate, translate, a task's own).
 
-* `require`: the run in --model-dir exists, has an export, and its task is served
-  by the command; otherwise a UserError naming the run's task and the command
-  that serves it.
+TF-free: the CLI uses it to find the task that serves a command.
+
+* `command_for`: the run in --model-dir exists and its task declares the command;
+  otherwise a UserError naming the run's task and the command that serves it.
+* `require`: that, and the run has an export.
 * `expand_inputs`: command-line inputs where `-` reads stdin and `@FILE` reads a
-  file (local or gs://), one input a line.
+  file (local or gs://), one input a line; `inputs_argument` is the click
+  argument that expands them as the command line is parsed.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import sys
 from typing import Iterable
 
+import click
 import yaml
 
-from trainer import registry, storage
+from trainer import registry, run_dir, storage
 from trainer.errors import UserError
 
 # Generation is O(length) cell steps, and the whole text is held in memory.
@@ -32,7 +36,7 @@ def run_task(model_dir: str) -> str:
                         "run made by `seqtrain train`.")
     if not storage.isdir(model_dir):
         raise UserError(f"--model-dir {model_dir!r} is a file, not a run directory.")
-    config_path = storage.join(model_dir, "config.yaml")
+    config_path = storage.join(model_dir, run_dir.CONFIG)
     if storage.exists(config_path):
         try:
             data = yaml.safe_load(storage.read_text(config_path))
@@ -50,30 +54,50 @@ def run_task(model_dir: str) -> str:
                     "the --model-dir of a run made by `seqtrain train`.")
 
 
-def require(model_dir: str, command: str, expected: str | None = None) -> type:
-    """Checks that `seqtrain COMMAND` can serve the run in `model_dir`; returns its Task class.
+def command_for(model_dir: str, command: str, expected: str | None = None) -> registry.Command:
+    """The declaration of `seqtrain COMMAND` by the task of the run in `model_dir`.
 
     Args:
-      expected: a task name the caller needs exactly (None: any task served by `command`).
+      expected: a task name the caller needs exactly (None: any task serving `command`).
+
+    Raises:
+      UserError: no such run, an unknown task, or a task that `command` does not serve.
     """
     task = run_task(model_dir)
     try:
-        cls = registry.get(task)
+        spec = registry.spec(task)
     except UserError:
         raise UserError(f"--model-dir {model_dir!r} is a run of task {task!r}, which this "
                         f"seqtrain does not know (registered: {', '.join(registry.names())})."
                         ) from None
-    served = getattr(cls, "inference_command", None)
-    if served != command or (expected and task != expected):
-        use = f"`seqtrain {served} --model-dir {model_dir} ...`" if served else "none"
+    served = {c.name: c for c in spec.commands}
+    if command not in served or (expected and task != expected):
+        use = " or ".join(f"`seqtrain {name} --model-dir {model_dir} ...`" for name in served)
         raise UserError(f"--model-dir {model_dir!r} holds a {task!r} run; `seqtrain {command}` "
-                        f"does not serve that task. Use {use}.")
-    if not storage.exists(storage.join(model_dir, "export", "saved_model.pb")):
+                        f"does not serve that task. Use {use or 'none'}.")
+    return served[command]
+
+
+def require(model_dir: str, command: str, expected: str | None = None) -> str:
+    """Checks that `seqtrain COMMAND` can serve the run in `model_dir`; returns its export dir.
+
+    Raises:
+      UserError: as `command_for`, or the run has no export yet.
+    """
+    command_for(model_dir, command, expected)
+    export_dir = storage.join(model_dir, run_dir.EXPORT)
+    if not storage.exists(storage.join(export_dir, "saved_model.pb")):
         raise UserError(
-            f"--model-dir {model_dir!r} has no export/saved_model.pb yet: the export is written "
-            f"when training reaches train.steps. Finish it with `seqtrain train --model-dir "
-            f"{model_dir}`.")
-    return cls
+            f"--model-dir {model_dir!r} has no {run_dir.EXPORT}/saved_model.pb yet: the export "
+            "is written when training reaches train.steps. Finish it with `seqtrain train "
+            f"--model-dir {model_dir}`.")
+    return export_dir
+
+
+def inputs_argument(name: str = "inputs") -> click.Argument:
+    """The INPUTS argument of an inference command: `-` and @FILE expanded while parsing."""
+    return click.Argument([name], nargs=-1, required=True,
+                          callback=lambda ctx, param, value: expand_inputs(value))
 
 
 def expand_inputs(args: Iterable[str], stdin=None) -> list[str]:
@@ -118,3 +142,15 @@ def _read_input_file(path: str) -> str:
 def _lines(text: str) -> list[str]:
     return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")
             if line.strip()]
+
+
+def predict_command(handler: str) -> registry.Command:
+    """`seqtrain predict`, shared by the tasks whose inputs are one line each."""
+    return registry.Command(
+        "predict",
+        help="""Run a text_classification or forecasting export on INPUTS.
+
+    Each input is a text (classification) or a window of numbers (forecasting).
+    `-` reads standard input and @FILE a file, one input a line.
+    """,
+        handler=handler, params=(inputs_argument(),))
