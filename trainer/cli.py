@@ -197,12 +197,14 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
 
 
 def _print_result(cfg, result: dict) -> None:
+    from trainer.run_dir import CONFIG, RUNTIME
+
     d = result["model_dir"]
     click.echo(f"\nRun {cfg.task.name} finished at step {result['step']} in {d}")
     click.echo(f"  checkpoints : {result['checkpoint']}")
     click.echo(f"  tensorboard : tensorboard --logdir {result['log_dir']}")
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
-    click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
+    click.echo(f"  config      : {d}/{CONFIG}, runtime: {d}/{RUNTIME}")
     if result.get("best"):
         b = result["best"]
         click.echo(f"  best        : {b['metric']}={b['value']:.4f} at step {b['step']} "

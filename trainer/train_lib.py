@@ -29,7 +29,7 @@ from trainer.best import BestCheckpoint, BestTracker
 from trainer.data import report as data_report
 from trainer.errors import Preempted, UserError
 from trainer.logsync import LogSync
-from trainer.run_dir import RunDir
+from trainer.run_dir import EXPORT, RunDir
 from trainer.serving import metadata
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         say(f"stopped at step {step} of {total} (--stop-at); run again to continue")
     if not metrics and is_chief:
         metrics = run_dir.read_metrics().get("metrics", {})
-    export_dir = run_dir.file("export")
+    export_dir = run_dir.file(EXPORT)
     if (step >= total or early_stop) and is_chief:
         with storage.writing(run_dir.model_dir):
             export(task, run.model, export_dir, best_ckpt)

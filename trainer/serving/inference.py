@@ -16,7 +16,6 @@ import sys
 from typing import Iterable
 
 import click
-import yaml
 
 from trainer import registry, run_dir, storage
 from trainer.errors import UserError
@@ -26,7 +25,7 @@ MAX_GENERATE_LENGTH = 1_000_000
 
 
 def run_task(model_dir: str) -> str:
-    """The task name of the run in `model_dir`, from its config.yaml or export metadata.
+    """The task name of the run in `model_dir`, from its config.yaml.
 
     Raises:
       UserError: not a directory, not a seqtrain run, unreadable config.yaml.
@@ -36,22 +35,16 @@ def run_task(model_dir: str) -> str:
                         "run made by `seqtrain train`.")
     if not storage.isdir(model_dir):
         raise UserError(f"--model-dir {model_dir!r} is a file, not a run directory.")
-    config_path = storage.join(model_dir, run_dir.CONFIG)
-    if storage.exists(config_path):
-        try:
-            data = yaml.safe_load(storage.read_text(config_path))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UserError(
-                f"{config_path!r} is not readable YAML ({type(e).__name__}); the run's config "
-                "was damaged. Restore it from a copy, or retrain into a new --model-dir."
-            ) from None
-        task = ((data or {}).get("task") or {}).get("name") if isinstance(data, dict) else None
-        if isinstance(task, str):
-            return task
-        raise UserError(f"{config_path!r} names no task (task.name); the run's config was "
-                        "damaged. Restore it, or retrain into a new --model-dir.")
-    raise UserError(f"--model-dir {model_dir!r} is not a seqtrain run (no config.yaml). Pass "
-                    "the --model-dir of a run made by `seqtrain train`.")
+    run = run_dir.RunDir(model_dir)
+    if not storage.exists(run.file(run_dir.CONFIG)):
+        raise UserError(f"--model-dir {model_dir!r} is not a seqtrain run (no {run_dir.CONFIG}). "
+                        "Pass the --model-dir of a run made by `seqtrain train`.")
+    section = run.read_config_dict().get("task")
+    task = section.get("name") if isinstance(section, dict) else None
+    if not isinstance(task, str):
+        raise UserError(f"{run.file(run_dir.CONFIG)!r} names no task (task.name); the run's "
+                        "config was damaged. Restore it, or retrain into a new --model-dir.")
+    return task
 
 
 def command_for(model_dir: str, command: str, expected: str | None = None) -> registry.Command:
@@ -68,8 +61,9 @@ def command_for(model_dir: str, command: str, expected: str | None = None) -> re
         spec = registry.spec(task)
     except UserError:
         raise UserError(f"--model-dir {model_dir!r} is a run of task {task!r}, which this "
-                        f"seqtrain does not know (registered: {', '.join(registry.names())})."
-                        ) from None
+                        f"seqtrain does not know (registered: {', '.join(registry.names())}). "
+                        "A task from outside seqtrain needs its config module in "
+                        f"{registry.MODULES_ENV}.") from None
     served = {c.name: c for c in spec.commands}
     if command not in served or (expected and task != expected):
         use = " or ".join(f"`seqtrain {name} --model-dir {model_dir} ...`" for name in served)
