@@ -40,7 +40,7 @@ class Command:
 
     name: str
     help: str  # the command's --help text (first line: the summary)
-    handler: str  # "module:function", called as function(model_dir, **params) -> lines
+    handler: str  # "module:function", called as function(model_dir, **params) -> iterable of lines
     params: tuple = ()  # click.Parameter objects after --model-dir
 
     def load_handler(self):

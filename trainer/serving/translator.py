@@ -154,9 +154,10 @@ def _load_export(model_dir: str):
     return loaded
 
 
-def translate_lines(model_dir: str, texts: list[str], attention_png: str | None) -> list[str]:
-    """`seqtrain translate` output: source and translation, tab-separated, one pair a line."""
-    lines = [f"{src}\t{out}" for src, out in zip(texts, translate(model_dir, texts))]
+def translate_lines(model_dir: str, texts: list[str], attention_png: str | None):
+    """`seqtrain translate` output: source and translation, tab-separated, one pair a line;
+    then, with `attention_png`, where the heatmap was written (after the translations)."""
+    for src, out in zip(texts, translate(model_dir, texts)):
+        yield f"{src}\t{out}"
     if attention_png:
-        lines.append(f"attention heatmap: {attention_heatmap(model_dir, texts[0], attention_png)}")
-    return lines
+        yield f"attention heatmap: {attention_heatmap(model_dir, texts[0], attention_png)}"
