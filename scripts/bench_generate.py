@@ -295,10 +295,10 @@ def w_sample_textbook(cfg: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from trainer import registry, train_lib
+    from trainer import registry, runner
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
-    config = train_lib.load_run_config(run_dir)
+    config = runner.load_run_config(run_dir)
     task = registry.get("text_generation")(config)
     task.prepare()
     model = task.build_model()

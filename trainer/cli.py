@@ -166,7 +166,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         raise UserError(f"--stop-at must be a step >= 1, got {stop_at}: it checkpoints and exits "
                         "once training reaches that global step. Omit it to train to "
                         "train.steps.")
-    from trainer import cluster, config, run_dir, storage, train_lib
+    from trainer import cluster, config, run_dir, runner, storage, train_lib
 
     info = cluster.from_environ()
     # An existing run's own config.yaml is the base layer: a resume needs only --model-dir.
@@ -188,7 +188,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         return
     if dirs is None:
         # A default dir is only safe for one process: workers must share one dir.
-        default = None if info.is_multi_worker else train_lib.default_model_dir(cfg.task.name)
+        default = None if info.is_multi_worker else runner.default_model_dir(cfg.task.name)
         dirs = cluster.resolve_dirs(model_dir, default=default)
     result = train_lib.train(cfg, dirs.model_dir, checkpoint_dir=dirs.checkpoint_dir,
                              log_dir=dirs.log_dir, stop_at=stop_at)
@@ -227,16 +227,16 @@ def _print_result(cfg, result: dict) -> None:
               help="With --watch: how often to look for a new checkpoint.")
 def evaluate(model_dir, watch, poll_secs) -> None:
     """Evaluate a run's newest checkpoint on its eval split (or every new one with --watch)."""
-    from trainer import cluster, train_lib
+    from trainer import cluster, evaluator
 
     model_dir = cluster.resolve_dirs(model_dir).model_dir
     if watch:
-        result = train_lib.evaluate_watch(model_dir, poll_secs=poll_secs)
+        result = evaluator.evaluate_watch(model_dir, poll_secs=poll_secs)
         if result.get("best"):
             b = result["best"]
             click.echo(f"best {b['metric']}={b['value']:.4f} at step {b['step']}")
         return
-    result = train_lib.evaluate(model_dir)
+    result = evaluator.evaluate(model_dir)
     click.echo(f"step {result['step']} ({result['checkpoint']})")
     for k, v in sorted(result["metrics"].items()):
         click.echo(f"  {k}: {v:.4f}")

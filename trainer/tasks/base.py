@@ -5,7 +5,7 @@ never creates or inspects a strategy: the loop builds the model inside
 `strategy.scope()` and calls `loss`/`eval_metrics` on each replica. Task code
 may read `tf.distribute.get_strategy().num_replicas_in_sync` and nothing more.
 
-Lifecycle (see trainer/train_lib.py):
+Lifecycle (see trainer/runner.py and trainer/train_lib.py):
 
     task = TaskCls(config)
     task.prepare()                  # host: read data, fit vocab / statistics
