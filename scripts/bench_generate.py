@@ -252,7 +252,7 @@ def w_train_onehot_fit(cfg: dict) -> dict:
 def w_sample_stateful(cfg: dict) -> dict:
     import tensorflow as tf
 
-    from trainer.tasks.text_generation import generate
+    from trainer.serving.char_sampler import generate
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
     t0 = time.perf_counter()
@@ -295,10 +295,10 @@ def w_sample_textbook(cfg: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from trainer import registry, train_lib
+    from trainer import registry, runner
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
-    config = train_lib.load_run_config(run_dir)
+    config = runner.load_run_config(run_dir)
     task = registry.get("text_generation")(config)
     task.prepare()
     model = task.build_model()

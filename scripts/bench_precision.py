@@ -231,14 +231,14 @@ def time_task(name: str, precision: str, args) -> dict:
     import keras
     import tensorflow as tf
 
-    from trainer import config as config_lib, loop, registry, train_lib
+    from trainer import config as config_lib, loop, registry, runner
 
     config = config_lib.load(task=name, overrides=[f"runtime.precision={precision}"])
     task = registry.get(name)(config)
     task.prepare()
     keras.utils.set_random_seed(config.runtime.seed)
     model = task.build_model()
-    optimizer = train_lib.build_optimizer(config)
+    optimizer = runner.build_optimizer(config)
     optimizer.build(model.trainable_variables)
     t = config.train
     fns = loop.StepFunctions(task=task, model=model, optimizer=optimizer,

@@ -250,14 +250,14 @@ def _metrics(task, model, model_dir: str) -> dict:
     """The loop's own eval on the whole eval split (plus exact match and BLEU for translation)."""
     import tensorflow as tf
 
-    from trainer import loop, train_lib
+    from trainer import evaluator, loop
 
     batch = task.config.train.batch_size
     fns = loop.StepFunctions(task=task, model=model, optimizer=None,
                              strategy=tf.distribute.get_strategy(), global_batch=batch,
                              clipnorm=None, clipvalue=None, jit_compile=False)
     eval_ds = loop.make_eval_dataset(task.dataset("eval"), per_replica_batch=batch, replicas=1)
-    out = train_lib.evaluate_model(fns, task, model, eval_ds, 0, model_dir, None, is_chief=False)
+    out = evaluator.evaluate_model(fns, task, model, eval_ds, 0, model_dir, None, is_chief=False)
     if task.name == "translation":  # greedy decoding: exact match and BLEU
         out.update(task.on_eval_end(model, 0, os.path.join(model_dir, "bench-eval")))
     return out

@@ -30,8 +30,8 @@ main()
 """
 
 
-def seqtrain(args, cwd, probe=True, env=None):
-    env = {**os.environ, **(env or {}), "PYTHONPATH": ROOT}
+def seqtrain(args, cwd, probe=True, env=None, path=ROOT):
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     entry = os.path.join(os.path.dirname(sys.executable), "seqtrain")  # the console script
     cmd = [sys.executable, "-c", PROBE, *args] if probe else [entry, *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -89,6 +89,18 @@ def test_command_answers_without_importing_tensorflow(workdir, args, code):
     assert "Traceback" not in result.stderr
     if code:
         assert result.stderr.startswith(("Error:", "error:")), result.stderr
+
+
+def test_a_user_task_and_its_command_answer_without_importing_tensorflow(workdir):
+    """A task registered through SEQTRAIN_TASK_MODULES (tests/tasks_extra/, docs/tasks.md)."""
+    env = {"SEQTRAIN_TASK_MODULES": "tasks_extra.echo_config"}
+    listed = seqtrain(["tasks"], cwd=workdir, env=env,
+                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    helped = seqtrain(["echo", "--help"], cwd=workdir, env=env,
+                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    assert listed.stdout.startswith("echo ") and "--digits" in helped.stdout, helped.stderr
+    for result in (listed, helped):
+        assert result.returncode == 0 and "TF_IMPORTED=False" in result.stderr, result.stderr
 
 
 def test_stage_and_runs_list_on_gcs_without_tensorflow(workdir, gcs):  # noqa: F811

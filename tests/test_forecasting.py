@@ -182,7 +182,7 @@ def test_csv_and_model_dir_on_gcs(run_cli, gcs, tmp_path):  # noqa: F811
             "--model-dir", f"gs://{bucket}/run", env=gcs.env)
     objects = gcs.list_objects(bucket, "run/")
     for name in ("run/assets/normalization.json", "run/plots/forecast-step6.png",
-                 "run/export/saved_model.pb", "run/export/assets.extra/normalization.json"):
+                 "run/export/saved_model.pb", "run/export/assets.extra/seqtrain.json"):
         assert name in objects, (name, objects)
     assert gcs.read_object(bucket, "run/plots/forecast-step6.png").startswith(b"\x89PNG")
     assert json.loads(gcs.read_object(bucket, "run/metrics.json"))["step"] == 6

@@ -75,7 +75,7 @@ HELPER = r'''
 import json, sys
 spec = json.loads(sys.argv[1])
 import keras, numpy as np, tensorflow as tf
-from trainer import config as config_lib, loop, precision, registry, train_lib
+from trainer import config as config_lib, loop, precision, registry, runner, train_lib
 
 # The control of the clipping test (runs with "per_replica_clip"): clip each
 # replica's partial gradient and let the Keras optimizer sum them, which is
@@ -112,7 +112,7 @@ for task_name, sets in spec.get("probe", {}).items():
     task.prepare()
     keras.utils.set_random_seed(0)
     model = task.build_model()
-    optimizer = train_lib.build_optimizer(cfg)
+    optimizer = runner.build_optimizer(cfg)
     optimizer.build(model.trainable_variables)
     fns = loop.StepFunctions(task=task, model=model, optimizer=optimizer,
                              strategy=tf.distribute.get_strategy(), global_batch=4,

@@ -1,4 +1,4 @@
-"""train_lib.build_optimizer: learning-rate schedules and optimizers against their formulas.
+"""runner.build_optimizer: learning-rate schedules and optimizers against their formulas.
 
 The formulas are written out here in numpy, independently of Keras:
 cosine decay (Loshchilov & Hutter 2017) after a linear warmup, Adam with
@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import config as config_lib
-from trainer.train_lib import build_optimizer
+from trainer.runner import build_optimizer
 
 LR, STEPS = 0.1, 20
 

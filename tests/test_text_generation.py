@@ -25,6 +25,7 @@ from helpers import run_without_trainer, user_error
 from trainer import config as config_lib
 from trainer.data import chars
 from trainer.errors import ConfigError, DataError, UserError
+from trainer.serving import char_sampler
 from trainer.tasks import text_generation as tg
 
 SMALL = ["--set", "data.seq_len=16", "--set", "model.layers=2", "--set", "data.sample_length=20"]
@@ -244,13 +245,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def test_generate_library_errors(tmp_path):
     with pytest.raises(UserError, match="not a seqtrain run"):
-        tg.generate(str(tmp_path), "a", 5, 1.0, 0)
+        char_sampler.generate(str(tmp_path), "a", 5, 1.0, 0)
     other = tmp_path / "other"
     (other / "export").mkdir(parents=True)
     (other / "export" / "saved_model.pb").write_bytes(b"")
     (other / "config.yaml").write_text("task: {name: forecasting}\n")
     with pytest.raises(UserError, match="holds a 'forecasting' run.*seqtrain predict"):
-        tg.generate(str(other), "a", 5, 1.0, 0)
+        char_sampler.generate(str(other), "a", 5, 1.0, 0)
 
 
 # ----------------------------------------------------------------------------

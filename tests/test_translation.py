@@ -167,13 +167,13 @@ def test_export_with_dropout_without_attention(tmp_path):
     task.prepare()
     task.export(task.build_model(), str(tmp_path / "run" / "export"))
     (tmp_path / "run" / "config.yaml").write_text(cfg.to_yaml())  # as `seqtrain train` writes
-    from trainer.tasks import translation
+    from trainer.serving import translator
 
-    out = translation.translate(str(tmp_path / "run"), ["3 may 2001", "", "\u00e9\u00e9 unknown"])
+    out = translator.translate(str(tmp_path / "run"), ["3 may 2001", "", "\u00e9\u00e9 unknown"])
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
-    assert translation.translate(str(tmp_path / "run"), []) == []
+    assert translator.translate(str(tmp_path / "run"), []) == []
     with pytest.raises(UserError, match="model.attention=none"):
-        translation.attention_heatmap(str(tmp_path / "run"), "3 may 2001", str(tmp_path / "a.png"))
+        translator.attention_heatmap(str(tmp_path / "run"), "3 may 2001", str(tmp_path / "a.png"))
 
 
 # ---- end to end through the CLI --------------------------------------------------------
@@ -225,7 +225,7 @@ def test_train_resume_export_translate(run_cli, tmp_path, strategy):
     run_cli("train", "--task", "translation", *TINY, *extra, "--model-dir", str(run))
     assert _metrics(run)["step"] == 6
     for name in ("config.yaml", "runtime.json", "assets/translation_vocab.json",
-                 "export/saved_model.pb", "export/assets.extra/translation.json"):
+                 "export/saved_model.pb", "export/assets.extra/seqtrain.json"):
         assert (run / name).exists(), name
     info = json.loads((run / "runtime.json").read_text())
     assert info["replicas"] == (2 if strategy == "mirrored" else 1)
@@ -344,7 +344,7 @@ def test_corpus_model_dir_and_heatmap_on_gcs(run_cli, gcs, tmp_path):  # noqa: F
             pairs[0][0], env=gcs.env)
     objects = gcs.list_objects(bucket)
     for name in ("run/assets/translation_vocab.json", "run/export/saved_model.pb",
-                 "run/export/assets.extra/translation.json", "plots/a.png"):
+                 "run/export/assets.extra/seqtrain.json", "plots/a.png"):
         assert name in objects, (name, objects)
     assert gcs.read_object(bucket, "plots/a.png").startswith(b"\x89PNG")
     assert not [o for o in objects if o.startswith("bad/")]

@@ -1,4 +1,8 @@
-"""The `seqtrain` command line. Click commands only: parse, build config, call a library function."""
+"""The `seqtrain` command line. Click commands only: parse, build config, call a library function.
+
+The inference commands (`predict`, `generate`, `translate`, a user task's own) are not
+here: each task declares them in its spec (trainer/registry.py) and `_Group` adds them.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,14 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
-    """Turns user mistakes into one clean paragraph and a permanent exit code."""
+    """Turns user mistakes into one clean paragraph and a permanent exit code, and adds the
+    inference commands the registered tasks declare."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *_registry_call(lambda r: r.commands())})
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or _task_command(name)
 
     def invoke(self, ctx):
         try:
@@ -51,6 +62,39 @@ class _Group(click.Group):
                        f"{EXIT_WORKER_LOST}: start every worker again (the same commands) to "
                        "resume from the last checkpoint", err=True)
             ctx.exit(EXIT_WORKER_LOST)
+
+
+class _UserClickError(click.ClickException):
+    """A UserError raised while click parses (before `_Group.invoke` can catch it)."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+def _registry_call(fn):
+    from trainer import registry
+
+    try:
+        return fn(registry)
+    except UserError as e:
+        raise _UserClickError(str(e)) from None
+
+
+def _task_command(name: str) -> click.Command | None:
+    """`seqtrain NAME --model-dir DIR ...` as the registered tasks declare it, or None."""
+    decls = _registry_call(lambda r: r.commands()).get(name)
+    if not decls:
+        return None
+
+    def serve(model_dir, **params):
+        from trainer.serving import inference
+
+        handler = inference.command_for(model_dir, name).load_handler()
+        for line in handler(model_dir, **params):
+            click.echo(line)
+
+    declared = decls[0][1]
+    return click.Command(name, callback=serve, help=declared.help, params=[
+        click.Option(["--model-dir"], required=True, metavar="DIR"), *declared.params])
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -123,7 +167,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         raise UserError(f"--stop-at must be a step >= 1, got {stop_at}: it checkpoints and exits "
                         "once training reaches that global step. Omit it to train to "
                         "train.steps.")
-    from trainer import cluster, config, run_dir, storage, train_lib
+    from trainer import cluster, config, run_dir, runner, storage, train_lib
 
     info = cluster.from_environ()
     # An existing run's own config.yaml is the base layer: a resume needs only --model-dir.
@@ -145,7 +189,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         return
     if dirs is None:
         # A default dir is only safe for one process: workers must share one dir.
-        default = None if info.is_multi_worker else train_lib.default_model_dir(cfg.task.name)
+        default = None if info.is_multi_worker else runner.default_model_dir(cfg.task.name)
         dirs = cluster.resolve_dirs(model_dir, default=default)
     result = train_lib.train(cfg, dirs.model_dir, checkpoint_dir=dirs.checkpoint_dir,
                              log_dir=dirs.log_dir, stop_at=stop_at)
@@ -154,12 +198,14 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
 
 
 def _print_result(cfg, result: dict) -> None:
+    from trainer.run_dir import CONFIG, RUNTIME
+
     d = result["model_dir"]
     click.echo(f"\nRun {cfg.task.name} finished at step {result['step']} in {d}")
     click.echo(f"  checkpoints : {result['checkpoint']}")
     click.echo(f"  tensorboard : tensorboard --logdir {result['log_dir']}")
     click.echo(f"  export      : {result['export_dir'] or '(not yet: train to train.steps)'}")
-    click.echo(f"  config      : {d}/config.yaml, runtime: {d}/runtime.json")
+    click.echo(f"  config      : {d}/{CONFIG}, runtime: {d}/{RUNTIME}")
     if result.get("best"):
         b = result["best"]
         click.echo(f"  best        : {b['metric']}={b['value']:.4f} at step {b['step']} "
@@ -182,84 +228,19 @@ def _print_result(cfg, result: dict) -> None:
               help="With --watch: how often to look for a new checkpoint.")
 def evaluate(model_dir, watch, poll_secs) -> None:
     """Evaluate a run's newest checkpoint on its eval split (or every new one with --watch)."""
-    from trainer import cluster, train_lib
+    from trainer import cluster, evaluator
 
     model_dir = cluster.resolve_dirs(model_dir).model_dir
     if watch:
-        result = train_lib.evaluate_watch(model_dir, poll_secs=poll_secs)
+        result = evaluator.evaluate_watch(model_dir, poll_secs=poll_secs)
         if result.get("best"):
             b = result["best"]
             click.echo(f"best {b['metric']}={b['value']:.4f} at step {b['step']}")
         return
-    result = train_lib.evaluate(model_dir)
+    result = evaluator.evaluate(model_dir)
     click.echo(f"step {result['step']} ({result['checkpoint']})")
     for k, v in sorted(result["metrics"].items()):
         click.echo(f"  {k}: {v:.4f}")
-
-
-@main.command()
-@click.option("--model-dir", required=True, metavar="DIR")
-@click.argument("inputs", nargs=-1, required=True)
-def predict(model_dir, inputs) -> None:
-    """Run a text_classification or forecasting export on INPUTS.
-
-    Each input is a text (classification) or a window of numbers (forecasting).
-    `-` reads standard input and @FILE a file, one input a line.
-    """
-    from trainer.tasks import inference
-
-    inputs = inference.expand_inputs(inputs)
-    task_cls = inference.require(model_dir, "predict")
-    for line in task_cls.predict_lines(model_dir, inputs):
-        click.echo(line)
-
-
-@main.command()
-@click.option("--model-dir", required=True, metavar="DIR")
-@click.option("--prompt", "prompts", multiple=True,
-              help="Text to start from (default: empty). Repeat for several prompts.")
-@click.option("--length", default=200, show_default=True, type=int,
-              help="Characters to generate (0 to 1,000,000).")
-@click.option("--temperature", default=1.0, show_default=True, type=float)
-@click.option("--seed", type=int, default=None, help="Sampling seed (same seed, same text).")
-@click.option("--num-samples", default=1, show_default=True, type=int,
-              help="Samples per prompt, all drawn in one batched call of the sampler.")
-def generate(model_dir, prompts, length, temperature, seed, num_samples) -> None:
-    """Sample text from a text_generation export.
-
-    With one prompt and one sample the text is printed as is; otherwise each
-    sample follows a `==> prompt P, sample S <==` line.
-    """
-    from trainer.tasks.text_generation import generate_batch
-
-    prompts = list(prompts) or [""]
-    texts = generate_batch(model_dir, prompts, length, temperature, seed, num_samples)
-    if len(texts) == 1:
-        click.echo(texts[0])
-        return
-    for i, text in enumerate(texts):
-        p, s = divmod(i, num_samples)
-        click.echo(f"==> prompt {p + 1}, sample {s + 1} <==\n{text}")
-
-
-@main.command()
-@click.option("--model-dir", required=True, metavar="DIR")
-@click.option("--attention-png", metavar="FILE.png",
-              help="Also write the first input's attention weights as a heatmap.")
-@click.argument("texts", nargs=-1, required=True)
-def translate(model_dir, attention_png, texts) -> None:
-    """Translate raw strings with a translation export.
-
-    `-` reads standard input and @FILE a file, one sentence a line.
-    """
-    from trainer.tasks import inference, translation
-
-    texts = inference.expand_inputs(texts)
-    inference.require(model_dir, "translate")
-    for src, out in zip(texts, translation.translate(model_dir, texts)):
-        click.echo(f"{src}\t{out}")
-    if attention_png:
-        click.echo(f"attention heatmap: {translation.attention_heatmap(model_dir, texts[0], attention_png)}")
 
 
 @main.command()

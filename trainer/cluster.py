@@ -43,6 +43,7 @@ import posixpath
 from typing import Mapping
 
 from trainer.errors import UserError
+from trainer.run_dir import CHECKPOINTS
 
 ROLES = ("chief", "worker", "ps", "evaluator")
 TRAINING_ROLES = ("chief", "worker")
@@ -365,7 +366,7 @@ def resolve_dirs(
     environ = os.environ if environ is None else environ
     if model_dir_flag:
         model_dir = _strip(model_dir_flag)
-        return Dirs(model_dir, _join(model_dir, "checkpoints"), model_dir, "flag")
+        return Dirs(model_dir, _join(model_dir, CHECKPOINTS), model_dir, "flag")
     aip_model_dir = environ.get("AIP_MODEL_DIR", "").strip()
     if aip_model_dir:
         model_dir = _strip(aip_model_dir)
@@ -373,13 +374,13 @@ def resolve_dirs(
         log_dir = environ.get("AIP_TENSORBOARD_LOG_DIR", "").strip()
         return Dirs(
             model_dir,
-            _strip(checkpoint_dir) if checkpoint_dir else _join(model_dir, "checkpoints"),
+            _strip(checkpoint_dir) if checkpoint_dir else _join(model_dir, CHECKPOINTS),
             _strip(log_dir) if log_dir else model_dir,
             "AIP_MODEL_DIR",
         )
     if default:
         model_dir = _strip(default)
-        return Dirs(model_dir, _join(model_dir, "checkpoints"), model_dir, "default")
+        return Dirs(model_dir, _join(model_dir, CHECKPOINTS), model_dir, "default")
     raise UserError(
         "no model dir: pass --model-dir DIR (a local path or gs://bucket/path), or run on "
         "Vertex AI with baseOutputDirectory set so that AIP_MODEL_DIR is defined."

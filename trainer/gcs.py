@@ -29,6 +29,7 @@ import yaml
 
 from trainer import storage
 from trainer.errors import UserError
+from trainer.run_dir import CHECKPOINTS, CONFIG, METRICS, RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ REQUEST_TIMEOUT = (3.05, 10.0)
 # Preflight's total time per call, retries included.
 PREFLIGHT_DEADLINE_SECS = 12.0
 _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
-_CKPT_INDEX = re.compile(r"^(.*?)checkpoints/ckpt-(\d+)\.index$")
+_CKPT_INDEX = re.compile(rf"^(.*?){CHECKPOINTS}/ckpt-(\d+)\.index$")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -256,16 +257,16 @@ def list_runs(prefix: str) -> list[dict]:
         files, read = _local_files(prefix)
     runs = {}
     for rel in files:
-        if _is_named(rel, "config.yaml"):
-            run = rel[: -len("config.yaml")]
+        if _is_named(rel, CONFIG):
+            run = rel[: -len(CONFIG)]
             runs[run] = {"steps": [], "mtimes": [files[rel]]}
     for rel, mtime in files.items():
         m = _CKPT_INDEX.match(rel)
         if m and m.group(1) in runs:
             runs[m.group(1)]["steps"].append(int(m.group(2)))
             runs[m.group(1)]["mtimes"].append(mtime)
-        elif _is_named(rel, "metrics.json") and rel[: -len("metrics.json")] in runs:
-            runs[rel[: -len("metrics.json")]]["mtimes"].append(mtime)
+        elif _is_named(rel, METRICS) and rel[: -len(METRICS)] in runs:
+            runs[rel[: -len(METRICS)]]["mtimes"].append(mtime)
     return [_describe(prefix, run, info, files, read) for run, info in sorted(runs.items())]
 
 
@@ -285,27 +286,27 @@ def _describe(prefix: str, run: str, info: dict, files: dict, read) -> dict:
     }
     problems = []
     try:
-        config = yaml.safe_load(read(run + "config.yaml")) or {}
+        config = yaml.safe_load(read(run + CONFIG)) or {}
         out["config"] = config if isinstance(config, dict) else {}
         out["task"] = (config.get("task") or {}).get("name")
     except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
-        problems.append(f"config.yaml unreadable: {e}")
-    if out["step"] is None and run + "runtime.json" in files:
+        problems.append(f"{CONFIG} unreadable: {e}")
+    if out["step"] is None and run + RUNTIME in files:
         # Checkpoints kept outside the model dir (Vertex AI's AIP_CHECKPOINT_DIR): the
         # run's runtime.json records its last checkpoint.
         try:
-            last = (json.loads(read(run + "runtime.json")).get("last_checkpoint") or {})
+            last = (json.loads(read(run + RUNTIME)).get("last_checkpoint") or {})
             out["step"] = last.get("step")
         except Exception as e:  # noqa: BLE001
-            problems.append(f"runtime.json unreadable: {e}")
-    if run + "metrics.json" in files:
+            problems.append(f"{RUNTIME} unreadable: {e}")
+    if run + METRICS in files:
         try:
-            metrics = json.loads(read(run + "metrics.json"))
+            metrics = json.loads(read(run + METRICS))
             out["metrics"] = dict(metrics.get("metrics") or {})
             out["metrics_step"] = metrics.get("step")
             out["best"] = metrics.get("best") if isinstance(metrics.get("best"), dict) else None
         except Exception as e:  # noqa: BLE001
-            problems.append(f"metrics.json unreadable: {e}")
+            problems.append(f"{METRICS} unreadable: {e}")
     out["error"] = "; ".join(problems) or None
     return out
 
@@ -315,8 +316,8 @@ def _is_named(rel: str, base: str) -> bool:
 
 
 def _relevant(rel: str) -> bool:
-    return (_is_named(rel, "config.yaml") or _is_named(rel, "metrics.json")
-            or _is_named(rel, "runtime.json") or bool(_CKPT_INDEX.match(rel)))
+    return (_is_named(rel, CONFIG) or _is_named(rel, METRICS) or _is_named(rel, RUNTIME)
+            or bool(_CKPT_INDEX.match(rel)))
 
 
 def _gcs_files(prefix: str):

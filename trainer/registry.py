@@ -2,11 +2,14 @@
 
 A task is two modules and one line:
 
-* `trainer/tasks/configs/<name>.py`: its `data`/`model` config dataclasses and a
-  `SPEC = TaskSpec(...)` (name, description, train defaults). No TensorFlow, so
-  `seqtrain tasks`, `config` and `job render` answer without importing it.
-* `trainer/tasks/<name>.py`: the Task class, bound to the spec with `@register(name)`.
-* its config module's name in `trainer/tasks/__init__.py` (`SPECS`).
+* a config module (seqtrain's own: `trainer/tasks/configs/<name>.py`): its
+  `data`/`model` config dataclasses and a `SPEC = TaskSpec(...)` (name,
+  description, train defaults, inference commands). No TensorFlow, so
+  `seqtrain tasks`, `config`, `--help` and `job render` answer without importing it.
+* a Task module: the Task class, bound to the spec with `@register(name)`.
+* the config module's name in `trainer/tasks/__init__.py` (`SPECS`), or, for a
+  task outside seqtrain, in the environment variable `SEQTRAIN_TASK_MODULES`
+  (comma-separated module names; see docs/tasks.md).
 
 `spec(name)` reads only config modules; `get(name)` imports the Task module.
 """
@@ -15,11 +18,34 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 
 from trainer.errors import ConfigError
 
+# Config modules of tasks defined outside seqtrain, comma-separated.
+MODULES_ENV = "SEQTRAIN_TASK_MODULES"
+
 _SPECS: dict[str, "TaskSpec"] = {}
 _TASKS: dict[str, type] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A `seqtrain NAME --model-dir DIR ...` command that serves a task's export.
+
+    Declared in the task's config module, so `seqtrain --help` lists it without
+    importing TensorFlow; the handler's module is imported when the command runs.
+    Tasks may share a command (`predict`) if they declare the same params.
+    """
+
+    name: str
+    help: str  # the command's --help text (first line: the summary)
+    handler: str  # "module:function", called as function(model_dir, **params) -> iterable of lines
+    params: tuple = ()  # click.Parameter objects after --model-dir
+
+    def load_handler(self):
+        module, _, function = self.handler.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +62,8 @@ class TaskSpec:
     # and whether higher ("max") or lower ("min") is better.
     headline_metric: str = ""
     headline_goal: str = "max"
+    # The commands that serve this task's export (`seqtrain predict`, `generate`, ...).
+    commands: tuple[Command, ...] = ()
 
 
 def spec(name: str) -> TaskSpec:
@@ -54,6 +82,23 @@ def spec(name: str) -> TaskSpec:
 
 def names() -> list[str]:
     return sorted(_load_specs())
+
+
+def commands() -> dict[str, list[tuple[str, Command]]]:
+    """Command name -> [(task name, its declaration)] over the registered tasks.
+
+    Raises:
+      ValueError: two tasks declare one command name with different params.
+    """
+    out: dict[str, list[tuple[str, Command]]] = {}
+    for task in names():
+        for cmd in spec(task).commands:
+            out.setdefault(cmd.name, []).append((task, cmd))
+    for name, decls in out.items():
+        params = {t: [p.name for p in c.params] for t, c in decls}
+        if len({tuple(p) for p in params.values()}) > 1:
+            raise ValueError(f"tasks declare `seqtrain {name}` with different params: {params}")
+    return out
 
 
 def get(name: str) -> type:
@@ -95,8 +140,33 @@ def _load_specs() -> dict[str, TaskSpec]:
         from trainer.tasks import SPECS
 
         for module in SPECS:
-            s = importlib.import_module(module).SPEC
-            if s.name in _SPECS:
-                raise ValueError(f"task {s.name!r} is declared twice ({module})")
-            _SPECS[s.name] = s
+            _add(importlib.import_module(module).SPEC, module)
+        for module in _extra_modules():
+            _add(_import_spec_module(module).SPEC, module)
     return _SPECS
+
+
+def _add(s: TaskSpec, module: str) -> None:
+    if s.name in _SPECS:
+        raise ConfigError(f"task {s.name!r} is declared twice (again in {module}); give the "
+                          "task in that module another name.")
+    _SPECS[s.name] = s
+
+
+def _extra_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]
+
+
+def _import_spec_module(module: str):
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(
+            f"{MODULES_ENV} names {module!r}, which cannot be imported ({e}). It takes "
+            "comma-separated module names importable from PYTHONPATH, each defining a task's "
+            "`SPEC = registry.TaskSpec(...)`.") from None
+    if not isinstance(getattr(mod, "SPEC", None), TaskSpec):
+        raise ConfigError(
+            f"{MODULES_ENV} names {module!r}, which defines no `SPEC = registry.TaskSpec(...)`; "
+            "name the task's config module there, not its Task module.")
+    return mod

@@ -1,139 +1,32 @@
-"""`train` and `evaluate`: one run of a task, from config to export.
+"""`train`: one run of a task, from config to export.
 
-Everything a user can get wrong (config, cluster env, data, a resume that
-changes the model) is checked before the model dir is touched, so a failed
-start leaves nothing half-written.
+The run is built by trainer/runner.py before the model dir is touched, so a
+failed start leaves nothing half-written; `_train_loop` is the outer loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import logging
 import os
-import platform
 import signal
-import sys
 import tempfile
 import time
-import uuid
-from typing import Any, NamedTuple
 
-import keras
 import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, preemption, profiling, redact, registry, storage, summaries
-from trainer import tuning
-from trainer.best import BestCheckpoint, BestTracker
+from trainer import profiling, storage, summaries
 from trainer.data import report as data_report
+from trainer.best import BestCheckpoint, BestTracker
 from trainer.errors import Preempted, UserError
+from trainer.evaluator import evaluate_model
 from trainer.logsync import LogSync
-from trainer.run_dir import RunDir
+from trainer.run_dir import EXPORT, RunDir
+from trainer.runner import Run, build_run, export, printer, runtime_info, strategy_name
 
 log = logging.getLogger(__name__)
-
-
-def default_model_dir(task: str) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{task}-{stamp}")
-
-
-class XlaDecision(NamedTuple):
-    """Whether each replica's loss and gradients are XLA-compiled, and why."""
-
-    enabled: bool
-    reason: str
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything a mode needs, built once by `build_run` (train, evaluate, export)."""
-
-    config: config_lib.ExperimentConfig
-    run_dir: RunDir
-    cluster: cluster_lib.ClusterInfo
-    strategy: tf.distribute.Strategy
-    task: Any
-    model: keras.Model
-    optimizer: Any
-    steps: loop.StepFunctions
-    checkpointer: checkpoints.Checkpointer
-    step_var: tf.Variable
-    train_iterator: Any  # None when not training
-    eval_ds: tf.data.Dataset
-    assets: dict
-    cudnn: list
-    xla: XlaDecision
-    stop: preemption.StopSignal | None
-    # Time to first step, by phase (seconds): build (strategy, data, model), restore,
-    # first compiled loop (tracing, XLA compilation, its steps).
-    startup: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def workers(self) -> int:
-        return distribute.num_workers(self.strategy)
-
-    @property
-    def replicas(self) -> int:
-        return self.strategy.num_replicas_in_sync
-
-
-def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool = True) -> Run:
-    """Builds the strategy, task, model, optimizer, step functions, checkpointer and data.
-
-    Writes nothing. Raises UserError for anything the user can fix.
-    """
-    strategy = distribute.build_strategy(config.runtime, cluster)
-    per_replica_batch = distribute.check_batch_size(config.train.batch_size, strategy)
-    precision.check_compatible(config)
-    precision.set_policy(config.runtime.precision)
-    if config.runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-    task = registry.get(config.task.name)(config)
-    task.prepare()
-    if training and cluster.is_chief and task.data_report():  # say what was read
-        print(data_report.text(task.data_report()), flush=True)
-    assets = task.assets()
-    run_dir.check_assets(assets, previous)
-
-    keras.utils.set_random_seed(config.runtime.seed)
-    with strategy.scope():
-        model = task.build_model()
-        optimizer = build_optimizer(config)
-        optimizer.build(model.trainable_variables)
-    report = precision.cudnn_report(model, task.padding)
-    precision.check_forced_cudnn(report, config.model)
-    xla = XlaDecision(*precision.resolve_jit_compile(
-        config.runtime.jit_compile, report, xla_on_cpu=task.xla_on_cpu,
-        on_tpu=isinstance(strategy, tf.distribute.TPUStrategy)))
-
-    replicas = strategy.num_replicas_in_sync
-    iterator = None
-    if training:
-        iterator = iter(loop.make_train_dataset(
-            task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
-            shuffle_buffer=config.train.shuffle_buffer, seed=config.runtime.seed))
-    stop = preemption.StopSignal(config.runtime.preemption_grace_secs) if training else None
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    ckpt = checkpoints.Checkpointer(
-        model=model, optimizer=optimizer, step=step_var, iterator=iterator,
-        ckpt_dir=run_dir.checkpoint_dir, keep=config.train.keep_checkpoints,
-        is_chief=cluster.is_chief)
-    steps = loop.StepFunctions(
-        task=task, model=model, optimizer=optimizer, strategy=strategy,
-        global_batch=config.train.batch_size, clipnorm=config.train.clipnorm,
-        clipvalue=config.train.clipvalue, jit_compile=xla.enabled,
-        stop_variable=stop.variable if stop else None)
-    eval_ds = loop.make_eval_dataset(
-        task.dataset("eval"), per_replica_batch=per_replica_batch, replicas=replicas,
-        max_batches=config.train.eval_batches if training else 0)
-    return Run(config=config, run_dir=run_dir, cluster=cluster, strategy=strategy, task=task,
-               model=model, optimizer=optimizer, steps=steps, checkpointer=ckpt, step_var=step_var,
-               train_iterator=iterator, eval_ds=eval_ds, assets=assets, cudnn=report, xla=xla,
-               stop=stop)
 
 
 def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir: str | None = None,
@@ -273,9 +166,9 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
     """The outer loop: steps, summaries, evals and checkpoints, top to bottom."""
     config, cluster, task, run_dir = run.config, run.cluster, run.task, run.run_dir
     is_chief = cluster.is_chief
-    say = _printer(verbose and is_chief)
+    say = printer(verbose and is_chief)
     role = "chief" if is_chief else "non-chief, writes nothing to the model dir"
-    print(f"seqtrain: {config.task.name} in {run_dir.model_dir}: {_strategy_name(run.strategy)}, "
+    print(f"seqtrain: {config.task.name} in {run_dir.model_dir}: {strategy_name(run.strategy)}, "
           f"{run.replicas} replica(s), XLA {'on' if run.xla.enabled else 'off'}, "
           f"worker {cluster.worker_id} ({role})", flush=True)
 
@@ -380,7 +273,7 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         say(f"stopped at step {step} of {total} (--stop-at); run again to continue")
     if not metrics and is_chief:
         metrics = run_dir.read_metrics().get("metrics", {})
-    export_dir = run_dir.file("export")
+    export_dir = run_dir.file(EXPORT)
     if (step >= total or early_stop) and is_chief:
         with storage.writing(run_dir.model_dir):
             export(task, run.model, export_dir, best_ckpt)
@@ -421,191 +314,6 @@ def _save(run: Run, step: int) -> None:
         run.run_dir.record_checkpoint(step, path)
 
 
-def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers,
-                   is_chief: bool, stop: preemption.StopSignal | None = None,
-                   best: BestTracker | None = None) -> dict | None:
-    """Runs the eval split on every replica and aggregates the metric sums.
-
-    Returns None if a stop was requested mid-way in a single-worker run (the
-    partial metrics are dropped; the stop checkpoint matters more).
-    """
-    sums: dict[str, list[float]] = {}
-    single_worker = distribute.num_workers(fns.strategy) <= 1
-    for batch in eval_ds:
-        if stop is not None and stop.requested and single_worker:
-            return None
-        for name, (num, den) in fns.eval_batch(batch).items():
-            acc = sums.setdefault(name, [0.0, 0.0])
-            acc[0] += float(num)
-            acc[1] += float(den)
-    metrics = {k: (n / d if d else float("nan")) for k, (n, d) in sums.items()}
-    if is_chief:
-        with writers.eval.as_default(step=step):
-            metrics.update(task.on_eval_end(model, step, model_dir) or {})
-    if best is not None:
-        best.update(metrics, step)  # on every worker: the metrics are all-reduced
-    if is_chief:
-        writers.scalars(writers.eval, metrics, step)
-        RunDir(model_dir).write_metrics(step, metrics, best=best.record() if best else None)
-        tuning.report(metrics, step)
-    return metrics
-
-
-def evaluate(model_dir: str, verbose: bool = True) -> dict:
-    """Evaluates the newest readable checkpoint of a run on its eval split.
-
-    Finds the checkpoints where the run's runtime.json says they are (Vertex AI
-    puts them outside the model dir), with the same fallback as a resume.
-    """
-    run = _evaluation_run(RunDir.open(model_dir))
-    if run.checkpointer.restore(with_iterator=False) is None:
-        raise UserError(f"{model_dir} has no checkpoint to evaluate in "
-                        f"{run.run_dir.checkpoint_dir}; train it first.")
-    step = int(run.step_var.numpy())
-    metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step, model_dir,
-                             summaries.Writers(None), is_chief=False)
-    return {"step": step, "metrics": metrics, "checkpoint": run.checkpointer.restored_path}
-
-
-def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = True) -> dict:
-    """A continuous evaluator (Keras' SidecarEvaluator, Model Garden's continuous_eval).
-
-    Evaluates each new checkpoint once, writing eval/ summaries, metrics.json and
-    the best checkpoint, until the run's final step (its config.yaml's
-    `train.steps`, re-read each time, so a trainer resumed with more steps is
-    followed) has been evaluated. Survives the trainer's restarts and its
-    checkpoint rotation: it always takes the newest readable checkpoint, and a
-    restarted evaluator skips steps metrics.json already has.
-    """
-    say = _printer(verbose)
-    run_dir = _wait_for_run(model_dir, poll_secs, say)
-    run = _evaluation_run(run_dir)
-    writers = summaries.Writers(run_dir.log_dir, eval_only=True)
-    best = BestTracker.for_run(run.config, run_dir.read_metrics().get("best"))
-    best_ckpt = BestCheckpoint(run.model, run_dir.checkpoint_dir, is_chief=True)
-    done = int(run_dir.read_metrics().get("step") or 0)
-    metrics: dict = {}
-    try:
-        while True:
-            total = int((run_dir.read_config_dict().get("train") or {}).get("steps") or 0)
-            newest = checkpoints.discover(run_dir.checkpoint_dir)
-            if newest and newest[0][0] > done:
-                run.checkpointer.skipped.clear()
-                step = run.checkpointer.restore(with_iterator=False)
-                if step is not None and step > done:
-                    metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step,
-                                             run_dir.model_dir, writers, True, best=best)
-                    if best.step == step:
-                        best_ckpt.save(step)
-                    done = step
-                    say(f"eval @ step {step} ({run.checkpointer.restored_path}): "
-                        f"{run.task.summary_line(metrics)}")
-                    continue
-            if total and done >= total:
-                break
-            time.sleep(poll_secs)
-    finally:
-        writers.close()
-    say(f"evaluated the final step {done} of {run_dir.model_dir}")
-    return {"step": done, "metrics": metrics, "best": best.record()}
-
-
-def _wait_for_run(model_dir: str, poll_secs: float, say) -> RunDir:
-    """The evaluator may start before the trainer has written config.yaml."""
-    said = False
-    while True:
-        try:
-            return RunDir.open(model_dir)
-        except UserError:
-            if not said:
-                say(f"waiting for a run in {model_dir} (config.yaml) ...")
-                said = True
-            time.sleep(poll_secs)
-
-
-def _evaluation_run(run_dir: RunDir) -> Run:
-    """The run of `run_dir` built for evaluation: one process, default strategy."""
-    config = run_dir.read_config()
-    runtime = dataclasses.replace(config.runtime, strategy="default", cpu_replicas=1)
-    config = dataclasses.replace(config, runtime=runtime)
-    cluster = cluster_lib.ClusterInfo(None, None, 0, 1, "none")
-    return build_run(config, run_dir, cluster, previous=run_dir.inspect(config), training=False)
-
-
-def export(task, model, export_dir: str, best: BestCheckpoint | None = None) -> None:
-    """Exports a copy of `model` built outside any strategy, atomically where possible.
-
-    With a best checkpoint, the copy gets the best weights instead of the last.
-    """
-    copy = task.build_model()
-    copy.set_weights(model.get_weights())
-    if best is not None:
-        best.restore_into(copy)
-    if storage.is_remote(export_dir):
-        storage.rmtree(export_dir)
-        task.export(copy, export_dir)
-        return
-    tmp = f"{export_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    task.export(copy, tmp)
-    storage.rmtree(export_dir)
-    tf.io.gfile.rename(tmp, export_dir)
-
-
-def build_optimizer(config):
-    t = config.train
-    if t.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            0.0 if t.warmup_steps else t.learning_rate, decay_steps=t.steps - t.warmup_steps,
-            alpha=0.0, warmup_target=t.learning_rate if t.warmup_steps else None,
-            warmup_steps=t.warmup_steps)
-    elif t.warmup_steps:
-        # alpha=1 makes the cosine part constant: linear warmup, then flat.
-        lr = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=1, alpha=1.0, warmup_target=t.learning_rate,
-            warmup_steps=t.warmup_steps)
-    else:
-        lr = t.learning_rate
-    optimizer = {
-        "adam": lambda: keras.optimizers.Adam(lr),
-        "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=t.weight_decay),
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr),
-    }[t.optimizer]()
-    if config.runtime.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def runtime_info(config, strategy, cluster, cudnn_report, xla: XlaDecision) -> dict:
-    return {
-        "strategy": _strategy_name(strategy),
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": distribute.num_workers(strategy),
-        "cluster": {"source": cluster.source, "task_type": cluster.task_type,
-                    "task_index": cluster.task_index},
-        "precision": config.runtime.precision,
-        "all_reduce": config.runtime.all_reduce,
-        "jit_compile": xla.enabled,
-        "jit_compile_reason": xla.reason,
-        "deterministic": config.runtime.deterministic,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "python": platform.python_version()},
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "physical_devices": [d.name for d in tf.config.list_physical_devices()],
-        "cudnn": cudnn_report,
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "argv": redact.redact(sys.argv),  # no signed-URL tokens in the run dir
-        "pid": os.getpid(),
-    }
-
-
-def load_run_config(model_dir: str) -> config_lib.ExperimentConfig:
-    return RunDir.open(model_dir).read_config()
-
-
-# ----------------------------------------------------------------------------
-
-
 def _preflight(config, model_dir: str) -> None:
     data_paths = [v for v in config_lib.to_dict(config.data).values()
                   if isinstance(v, str) and v.startswith("gs://")]
@@ -617,11 +325,6 @@ def _preflight(config, model_dir: str) -> None:
     except ImportError:  # google-cloud-storage missing
         return
     gcs.preflight(remote, need_write=[model_dir] if storage.is_remote(model_dir) else [])
-
-
-def _strategy_name(strategy) -> str:
-    name = type(strategy).__name__
-    return "DefaultStrategy" if name == "_DefaultDistributionStrategy" else name
 
 
 def _log_root(config, log_dir: str, is_chief: bool, stack: contextlib.ExitStack,
@@ -688,10 +391,3 @@ def _current_lr(optimizer):
     lr = inner.learning_rate
     # A constant rate is a (possibly mirrored) variable; a schedule gives a tensor.
     return tf.convert_to_tensor(getattr(lr, "value", lr))
-
-
-def _printer(enabled: bool):
-    def say(text: str) -> None:
-        if enabled:
-            print(text, flush=True)
-    return say

@@ -9,8 +9,8 @@ Padding is PAD (0) on the right only. Masks are passed explicitly to every
 recurrent layer and to the attention, so padded positions never change the
 outputs at real positions, and LSTM/GRU stay eligible for cuDNN.
 
-`Translator` is the serving graph that `task.export` saves: tokenization,
-vocabulary lookup, greedy decoding and detokenization, strings in and out.
+The serving graph that the translation task exports is `Translator` in
+trainer/serving/translator.py.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints
-from trainer.data import parallel
-from trainer.data.parallel import END, PAD, START, UNK
+from trainer.data.parallel import END, PAD, START
 from trainer.models.configs import Seq2SeqConfig  # noqa: F401  (re-exported)
 from trainer.models.rnn import make_rnn_layer
 
@@ -184,51 +182,3 @@ def greedy_choice(logits):
     """Argmax over the vocabulary, never PAD or START (the decoder must not emit them)."""
     allowed = tf.range(tf.shape(logits)[-1]) > START  # PAD=0 and START=1 come first
     return tf.argmax(tf.where(allowed, logits, logits.dtype.min), axis=-1, output_type=tf.int32)
-
-
-class Translator(tf.Module):
-    """What `task.export` saves: tokenization, the model and greedy decoding in one graph."""
-
-    def __init__(self, model: Seq2Seq, source_vocab: parallel.Vocab,
-                 target_vocab: parallel.Vocab, tokenize: str, lowercase: bool, max_length: int):
-        super().__init__(name="translator")
-        self.model = model
-        # Keras RNN layers with dropout draw their dropout masks even in
-        # inference, so the graph reads the SeedGenerator states; they are not
-        # in the model's object graph and must be tracked here to be saved.
-        self.seed_states = checkpoints.rng_state_variables(model)
-        self.source_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(source_vocab.tokens),
-                tf.range(len(source_vocab), dtype=tf.int64)),
-            default_value=UNK)
-        self.target_tokens = tf.constant(target_vocab.tokens)
-        self.source_tokens = tf.constant(source_vocab.tokens)
-        self.mode = tokenize
-        self.lowercase = lowercase
-        self.max_length = max_length
-        self.with_attention = model.cfg.attention != "none"
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
-    def translate(self, texts):
-        tokens = parallel.tf_tokenize(texts, self.mode, self.lowercase)
-        ids = tf.cast(self.source_table.lookup(tokens), tf.int32).to_tensor(default_value=PAD)
-        # One extra PAD column: empty inputs still have a time step, and masking
-        # makes padding invisible to the outputs.
-        source = tf.pad(ids, [[0, 0], [0, 1]])
-        out_ids, attention = self.model.greedy_decode(source, self.max_length)
-        keep = tf.logical_and(tf.not_equal(out_ids, PAD), tf.not_equal(out_ids, END))
-        words = tf.gather(self.target_tokens, tf.ragged.boolean_mask(out_ids, keep))
-        # Decoded steps up to and including END, for labelling attention rows.
-        steps = tf.reduce_sum(tf.cast(tf.not_equal(out_ids, PAD), tf.int32), axis=1)
-        step_tokens = tf.RaggedTensor.from_tensor(tf.gather(self.target_tokens, out_ids), steps)
-        out = {
-            "translation": parallel.tf_detokenize(words, self.mode),
-            "source_tokens": tf.gather(self.source_tokens, ids),
-            "source_lengths": tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int32), axis=1),
-            "target_tokens": step_tokens.to_tensor(default_value=""),
-            "target_lengths": steps,
-        }
-        if self.with_attention:
-            out["attention"] = attention
-        return out

@@ -5,7 +5,7 @@ never creates or inspects a strategy: the loop builds the model inside
 `strategy.scope()` and calls `loss`/`eval_metrics` on each replica. Task code
 may read `tf.distribute.get_strategy().num_replicas_in_sync` and nothing more.
 
-Lifecycle (see trainer/train_lib.py):
+Lifecycle (see trainer/runner.py and trainer/train_lib.py):
 
     task = TaskCls(config)
     task.prepare()                  # host: read data, fit vocab / statistics
@@ -17,6 +17,10 @@ Lifecycle (see trainer/train_lib.py):
     task.eval_metrics(...)          # With distribution strategies, runs on devices.
     task.on_eval_end(...)           # host, chief only: BLEU, plots, samples
     task.export(model, export_dir)  # host, chief only: SavedModel on raw inputs
+    task.export_metadata()          # host, chief only: saved beside it (trainer/serving/metadata.py)
+
+The commands that serve the export (`seqtrain predict`, `generate`, ...) are
+declared in the task's spec (`TaskSpec.commands`, TF-free; trainer/registry.py).
 """
 
 from __future__ import annotations
@@ -41,8 +45,6 @@ class Task:
     # this: each value is what measured faster, default config with jit_compile
     # true vs false (README, "Compiled steps").
     xla_on_cpu: ClassVar[bool] = False
-    # The `seqtrain` command that serves this task's export (predict|generate|translate).
-    inference_command: ClassVar[str | None] = None
 
     def __init__(self, config: ExperimentConfig):
         self.config = config
@@ -59,12 +61,6 @@ class Task:
         """What `prepare` read, JSON-able (see trainer/data/report.py): files, rows,
         rows skipped and why, split sizes, warnings, and human `lines`."""
         return {}
-
-    @staticmethod
-    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
-        """`seqtrain predict`: one output line per raw input (tasks with inference_command
-        "predict")."""
-        raise NotImplementedError
 
     def assets(self) -> dict[str, str]:
         """Fitted preprocessing state as {file name: text}.
@@ -122,6 +118,12 @@ class Task:
     def export(self, model: keras.Model, export_dir: str) -> None:
         """Writes a SavedModel that takes raw inputs (strings, floats)."""
         raise NotImplementedError
+
+    def export_metadata(self) -> dict:
+        """JSON-able facts the inference commands need beside the SavedModel (a vocabulary,
+        the window and columns...). The framework adds the task name and its commands and
+        writes them as export/assets.extra/seqtrain.json (trainer/serving/metadata.py)."""
+        return {}
 
     def summary_line(self, metrics: dict) -> str:
         """One human line of the headline eval metrics."""

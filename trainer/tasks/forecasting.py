@@ -16,19 +16,17 @@ of `assets/normalization.json`) and returns raw-scale forecasts.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import registry, storage
-from trainer.data import timeseries, report as data_report, tables
+from trainer import plots, registry, storage
+from trainer.data import timeseries, report as data_report
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
 from trainer.tasks.configs.forecasting import ForecastingModel
-from trainer.errors import ConfigError, UserError
 
 
 def encoder(inputs, cfg: ForecastingModel):
@@ -117,12 +115,6 @@ class ForecastingTask(Task):
                 "eval": {"rows": length - self.split, "windows": eval_windows},
                 "warnings": warnings, "lines": lines}
 
-    inference_command = "predict"
-
-    @staticmethod
-    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
-        return predict_lines(model_dir, inputs)
-
     def assets(self) -> dict[str, str]:
         meta = dict(
             json.loads(self.stats.to_json()),
@@ -188,9 +180,9 @@ class ForecastingTask(Task):
     def on_eval_end(self, model, step: int, model_dir: str) -> dict:
         """Forecast-vs-actual plot: PNG under MODEL_DIR/plots and a TensorBoard image."""
         png = self._plot(model, step)
-        plots = storage.join(model_dir, "plots")
-        storage.makedirs(plots)
-        with tf.io.gfile.GFile(storage.join(plots, f"forecast-step{step}.png"), "wb") as f:
+        plot_dir = storage.join(model_dir, "plots")
+        storage.makedirs(plot_dir)
+        with tf.io.gfile.GFile(storage.join(plot_dir, f"forecast-step{step}.png"), "wb") as f:
             f.write(png)
         tf.summary.image("forecast", tf.image.decode_png(png, channels=4)[None], step=step)
         return {}
@@ -216,7 +208,7 @@ class ForecastingTask(Task):
         pred = self._predict_raw(model, inputs)[:, 0]
         actual = self.series.values[:, self.series.target_index]
         times = np.arange(first, first + len(pred))
-        return one_step_png(
+        return plots.one_step_png(
             times, actual[times], pred, actual[times - 1],
             title=f"{self.name}: next-step forecast of {self.series.target!r}, step {step}",
         )
@@ -242,113 +234,7 @@ class ForecastingTask(Task):
             input_signature=[tf.TensorSpec([None, window, features], tf.float32, name="window")],
         )
         archive.write_out(export_dir, verbose=False)
-        extra = storage.join(export_dir, "assets.extra")
-        storage.makedirs(extra)
-        storage.write_text(storage.join(extra, "normalization.json"),
-                           self.assets()["normalization.json"])
 
-
-# ----------------------------------------------------------------------------
-# `seqtrain predict` on a forecasting export.
-# ----------------------------------------------------------------------------
-
-
-def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
-    """Forecasts for raw windows, one per input line.
-
-    Each input is one window of raw values, time-major: `data.window` x features
-    numbers separated by commas or spaces, or a JSON list (flat or [window][features]).
-    Columns are in the order of the export's assets.extra/normalization.json.
-    Output: the forecast (H comma-separated values for multi-step).
-    """
-    from trainer.tasks import inference
-
-    inference.require(model_dir, "predict")
-    export_dir = storage.join(model_dir, "export")
-    meta = json.loads(storage.read_text(storage.join(export_dir, "assets.extra",
-                                                      "normalization.json")))
-    window, columns = int(meta["window"]), list(meta["columns"])
-    need = window * len(columns)
-    batch = []
-    for i, text in enumerate(inputs, 1):
-        values = _parse_window(text, i)
-        if len(values) != need:
-            raise UserError(
-                f"input {i} has {len(values)} numbers, but this model reads windows of "
-                f"{window} steps x {len(columns)} column(s) ({', '.join(columns)}) = {need} "
-                "numbers, time-major, separated by commas or spaces (or a JSON list).")
-        batch.append(np.asarray(values, np.float32).reshape(window, len(columns)))
-    loaded = tf.saved_model.load(export_dir)
-    out = np.asarray(loaded.serve(tf.constant(np.stack(batch)))["forecast"])
-    return [",".join(f"{v:.6g}" for v in np.atleast_1d(row)) for row in out]
-
-
-def _parse_window(text: str, number: int) -> list[float]:
-    text = text.strip()
-    try:
-        if text.startswith("["):
-            values = [float(v) for v in np.asarray(json.loads(text), dtype=np.float64).ravel()]
-        else:
-            values = [float(v) for v in text.replace(",", " ").split()]
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise UserError(
-            f"input {number} is not a window of numbers: {text[:80]!r}. Give the raw values "
-            "separated by commas or spaces, or a JSON list.") from None
-    if not all(np.isfinite(values)):
-        raise UserError(f"input {number} holds NaN or infinity; forecasts need finite values.")
-    return values
-
-
-# ----------------------------------------------------------------------------
-# Plots (matplotlib, Agg backend; host side).
-# ----------------------------------------------------------------------------
-
-
-def one_step_png(times, actual, forecast, naive, title: str) -> bytes:
-    """Actual vs next-step forecast (and the naive forecast) over validation rows."""
-    fig = _figure(1)
-    ax = fig.axes[0]
-    ax.plot(times, actual, color="black", lw=1.2, label="actual")
-    ax.plot(times, forecast, color="tab:blue", lw=1.0, label="forecast")
-    ax.plot(times, naive, color="tab:gray", lw=0.8, ls=":", label="naive (last value)")
-    ax.set_xlabel("time step")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    return _png(fig)
-
-
-def multi_step_png(panels, title: str) -> bytes:
-    """One panel per example: input context, actual future, forecast and naive forecast.
-
-    Args:
-      panels: list of `(context_times, context, future_times, actual, forecast, naive)`.
-    """
-    fig = _figure(len(panels))
-    for ax, (ct, context, ft, actual, forecast, naive) in zip(fig.axes, panels):
-        ax.plot(ct, context, color="black", lw=1.0, label="input")
-        ax.plot(np.r_[ct[-1], ft], np.r_[context[-1], actual], color="black", lw=1.2, ls="--",
-                label="actual")
-        ax.plot(ft, forecast, color="tab:blue", lw=1.2, marker=".", label="forecast")
-        ax.plot(ft, naive, color="tab:gray", lw=0.8, ls=":", label="naive (last value)")
-    fig.axes[0].set_title(title, fontsize=9)
-    fig.axes[0].legend(loc="upper left", fontsize=8)
-    fig.axes[-1].set_xlabel("time step")
-    return _png(fig)
-
-
-def _figure(rows: int):
-    """A figure on the Agg canvas, without pyplot's global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 2.6 * rows), dpi=80)
-    FigureCanvasAgg(fig)
-    fig.subplots(rows, 1, squeeze=False)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    def export_metadata(self) -> dict:
+        """The normalization statistics, window and columns (`seqtrain predict` reads them)."""
+        return json.loads(self.assets()["normalization.json"])

@@ -18,9 +18,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from trainer import registry
+from trainer import plots, registry
 from trainer.models.rnn import make_rnn_layer
-from trainer.tasks.forecasting import ForecastingTask, encoder, multi_step_png
+from trainer.tasks.forecasting import ForecastingTask, encoder
 
 
 @registry.register("multistep_forecasting")
@@ -68,7 +68,7 @@ class MultistepForecastingTask(ForecastingTask):
             start = first + p  # first forecast row
             ct, ft = np.arange(start - w, start), np.arange(start, start + h)
             panels.append((ct, raw[ct], ft, raw[ft], forecast, np.full(h, raw[start - 1])))
-        return multi_step_png(
+        return plots.multi_step_png(
             panels,
             title=f"{self.name} ({self.config.model.head}, H={h}): {self.series.target!r}, "
                   f"step {step}",

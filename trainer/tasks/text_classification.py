@@ -7,22 +7,19 @@ eligible, and is exported with the model so the export takes raw strings.
 
 from __future__ import annotations
 
-import json
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import registry, storage
-from trainer.data import text as text_data, report as data_report, tables
-from trainer.errors import DataError, UserError
+from trainer import registry
+from trainer.data import text as text_data, report as data_report
+from trainer.errors import DataError
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
 
 
 @registry.register("text_classification")
 class TextClassificationTask(Task):
-    inference_command = "predict"
     def prepare(self) -> None:
         d = self.config.data
         files = []
@@ -91,10 +88,6 @@ class TextClassificationTask(Task):
     def data_report(self) -> dict:
         return self._report
 
-    @staticmethod
-    def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
-        return predict_lines(model_dir, inputs)
-
     def _vectorize(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self.vectorizer(tf.constant(texts)), dtype=np.int32)
 
@@ -149,28 +142,12 @@ class TextClassificationTask(Task):
 
         archive.add_endpoint("serve", serve)
         archive.write_out(export_dir, verbose=False)
-        storage.write_text(storage.join(export_dir, "assets.extra.json"),
-                           json.dumps({"labels": self.labels}))
+
+    def export_metadata(self) -> dict:
+        return {"labels": self.labels}
 
     def summary_line(self, metrics: dict) -> str:
         return f"accuracy={metrics.get('accuracy', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}"
-
-
-def predict(model_dir: str, texts: list[str]) -> list[tuple[str, float]]:
-    """(label, probability) for each raw string, from MODEL_DIR/export."""
-    from trainer.tasks import inference
-
-    inference.require(model_dir, "predict", "text_classification")
-    loaded = tf.saved_model.load(storage.join(model_dir, "export"))
-    out = loaded.serve(tf.constant(texts))
-    labels = [b.decode() for b in out["label"].numpy()]
-    return list(zip(labels, [float(p) for p in out["probability"].numpy()]))
-
-
-def predict_lines(model_dir: str, texts: list[str]) -> list[str]:
-    """`seqtrain predict` output: label, probability and the text, tab-separated."""
-    return [f"{label}\t{prob:.4f}\t{text}"
-            for text, (label, prob) in zip(texts, predict(model_dir, texts))]
 
 
 def _trim_padding(ids):

@@ -10,37 +10,31 @@ Metrics: teacher-forced `loss` and `token_accuracy` on every replica; on the
 chief, `exact_match` and corpus `bleu` (sacrebleu) of batched greedy decoding
 of the eval split (its first `train.eval_batches` global batches if set).
 
-The export is a SavedModel with a `translate` signature, strings in and out:
-`translate(texts=[B] string) -> {"translation": [B] string, "source_tokens",
-"target_tokens", "attention": [B, T, S] float32 (with model.attention=additive)}`.
-`translate()` and `attention_heatmap()` below are the library functions behind
-`seqtrain translate`.
+The export is a SavedModel with a `translate` signature, strings in and out
+(`Translator` in trainer/serving/translator.py, which also holds `translate()`
+and `attention_heatmap()`, the library functions behind `seqtrain translate`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import posixpath
-from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import registry, storage
-from trainer.data import parallel, report as data_report, tables
+from trainer import plots, registry
+from trainer.data import parallel, report as data_report
 from trainer.data.parallel import END, PAD
-from trainer.errors import DataError, UserError
-from trainer.models.seq2seq import Seq2Seq, Translator
+from trainer.errors import DataError
+from trainer.models.seq2seq import Seq2Seq
+from trainer.serving.translator import DECODE_BATCH, Translator
 from trainer.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
 VOCAB_ASSET = "translation_vocab.json"
-EXPORT_META = "assets.extra/translation.json"
-_DECODE_BATCH = 256
 # Word-level vocabularies are large and sparse: the char-level default rate (1e-2)
 # learned nothing on a word-level corpus (issue 12). A smaller rate is the usual cure.
 WORD_LR_LIMIT = 5e-3
@@ -49,7 +43,6 @@ WORD_LR = 1e-3
 
 @registry.register("translation")
 class TranslationTask(Task):
-    inference_command = "translate"
     xla_on_cpu = True
 
     def __init__(self, config):
@@ -233,8 +226,8 @@ class TranslationTask(Task):
         decode = self._decoder(model)
         ids, attention = [], []
         length = self.config.data.max_target_length + 1
-        for i in range(0, len(sources), _DECODE_BATCH):
-            out_ids, out_attn = decode(tf.constant(sources[i:i + _DECODE_BATCH]))
+        for i in range(0, len(sources), DECODE_BATCH):
+            out_ids, out_attn = decode(tf.constant(sources[i:i + DECODE_BATCH]))
             pad = length - out_ids.shape[1]
             ids.append(np.pad(out_ids.numpy(), [(0, 0), (0, pad)]))
             attention.append(np.pad(out_attn.numpy(), [(0, 0), (0, pad), (0, 0)]))
@@ -252,7 +245,7 @@ class TranslationTask(Task):
         src = [self.source_vocab.tokens[i] for i in source_ids if i != PAD]
         n = next((i + 1 for i, t in enumerate(out_ids) if t in (END, PAD)), len(out_ids))
         tgt = [self.target_vocab.tokens[i] for i in out_ids[:n]]
-        return heatmap_png(attention[:n, : len(src)], src, tgt)
+        return plots.heatmap_png(attention[:n, : len(src)], src, tgt)
 
     # ---- export (chief) --------------------------------------------------------
 
@@ -263,11 +256,12 @@ class TranslationTask(Task):
                                 d.lowercase, d.max_target_length + 1)
         tf.saved_model.save(translator, export_dir, signatures={
             "translate": translator.translate, "serving_default": translator.translate})
-        storage.makedirs(storage.join(export_dir, "assets.extra"))
-        storage.write_json(storage.join(export_dir, EXPORT_META), {
-            "task": "translation", "tokenize": d.tokenize, "lowercase": d.lowercase,
-            "attention": self.config.model.attention,
-            "max_decode_length": d.max_target_length + 1})
+
+    def export_metadata(self) -> dict:
+        d = self.config.data
+        return {"tokenize": d.tokenize, "lowercase": d.lowercase,
+                "attention": self.config.model.attention,
+                "max_decode_length": d.max_target_length + 1}
 
 
 def _token_loss(logits, labels):
@@ -281,123 +275,3 @@ def _token_loss(logits, labels):
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|") or " "
-
-
-# ----------------------------------------------------------------------------
-# Library entry points of `seqtrain translate`.
-# ----------------------------------------------------------------------------
-
-
-def translate(model_dir: str, texts: Sequence[str]) -> list[str]:
-    """Translates `texts` with the SavedModel in MODEL_DIR/export (greedy decoding).
-
-    Args:
-      model_dir: a finished translation run (local or gs://).
-      texts: source sentences; an empty list returns [].
-
-    Returns:
-      One translation per text, in order.
-
-    Raises:
-      UserError: no export, not a translation run, or a text that is not a string.
-    """
-    texts = _check_texts(texts)
-    loaded = _load_export(model_dir)
-    out = []
-    for i in range(0, len(texts), _DECODE_BATCH):
-        result = loaded.signatures["translate"](texts=tf.constant(texts[i:i + _DECODE_BATCH]))
-        out += [t.decode("utf-8") for t in result["translation"].numpy()]
-    return out
-
-
-def attention_heatmap(model_dir: str, text: str, out_png: str) -> str:
-    """Writes the attention weights of translating `text` as a heatmap PNG.
-
-    Args:
-      model_dir: a finished translation run trained with model.attention=additive.
-      text: one source sentence.
-      out_png: output path (local or gs://); parent directories are created.
-
-    Returns:
-      `out_png`.
-
-    Raises:
-      UserError: no export, not a translation run, or a model without attention.
-    """
-    (text,) = _check_texts([text])
-    loaded = _load_export(model_dir)
-    result = loaded.signatures["translate"](texts=tf.constant([text]))
-    if "attention" not in result:
-        raise UserError(
-            f"--model-dir {model_dir!r} was trained with model.attention=none, so it has no "
-            "attention weights to plot. Train with model.attention=additive."
-        )
-    n_src = int(result["source_lengths"][0])
-    if not n_src:
-        raise UserError(f"cannot plot attention for {text!r}: it has no tokens. Pass a sentence.")
-    n_tgt = int(result["target_lengths"][0])
-    src = [t.decode("utf-8") for t in result["source_tokens"][0, :n_src].numpy()]
-    tgt = [t.decode("utf-8") for t in result["target_tokens"][0, :n_tgt].numpy()]
-    png = heatmap_png(result["attention"][0, :n_tgt, :n_src].numpy(), src, tgt,
-                      title=result["translation"][0].numpy().decode("utf-8"))
-    parent = posixpath.dirname(out_png)
-    if parent and not storage.exists(parent):
-        storage.makedirs(parent)
-    with tf.io.gfile.GFile(out_png, "wb") as f:
-        f.write(png)
-    return out_png
-
-
-def heatmap_png(weights: np.ndarray, source_tokens: Sequence[str],
-                target_tokens: Sequence[str], title: str = "") -> bytes:
-    """Attention heatmap (rows: generated tokens, columns: source tokens) as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    label = lambda t: "␣" if t == " " else t  # noqa: E731
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.3 * len(source_tokens) + 1.5),
-                                    max(2.5, 0.3 * len(target_tokens) + 1.2)), dpi=80)
-    ax.imshow(np.asarray(weights, np.float32), cmap="viridis", vmin=0.0, vmax=1.0,
-              aspect="auto")
-    ax.set_xticks(range(len(source_tokens)), [label(t) for t in source_tokens], rotation=90)
-    ax.set_yticks(range(len(target_tokens)), [label(t) for t in target_tokens])
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise UserError(f"text #{i + 1} to translate must be a string, got {t!r}.")
-    return texts
-
-
-def _load_export(model_dir: str):
-    from trainer.tasks import inference
-
-    inference.require(model_dir, "translate", "translation")
-    export_dir = storage.join(model_dir, "export")
-    if not storage.exists(storage.join(export_dir, "saved_model.pb")):
-        raise UserError(
-            f"--model-dir {model_dir!r} has no export/saved_model.pb. Train a translation run "
-            "to completion first (the export is written at the end of `seqtrain train`)."
-        )
-    loaded = tf.saved_model.load(export_dir)
-    if "translate" not in loaded.signatures:
-        raise UserError(
-            f"{export_dir!r} has no `translate` signature: it was not exported by the "
-            "translation task. Retrain with --task translation."
-        )
-    return loaded

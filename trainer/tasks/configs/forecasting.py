@@ -13,6 +13,7 @@ from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
 from trainer.registry import TaskSpec
+from trainer.serving.inference import predict_command
 from trainer.tasks.configs import bundled_names
 
 
@@ -106,4 +107,5 @@ SPEC = TaskSpec(
     ),
     headline_metric="mse",
     headline_goal="min",
+    commands=(predict_command("trainer.serving.forecaster:predict_lines"),),
 )

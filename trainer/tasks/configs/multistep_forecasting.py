@@ -38,4 +38,5 @@ SPEC = TaskSpec(
     train_defaults=FORECASTING.train_defaults,
     headline_metric="mse",
     headline_goal="min",
+    commands=FORECASTING.commands,
 )

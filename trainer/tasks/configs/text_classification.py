@@ -13,6 +13,7 @@ from trainer.data import tables
 from trainer.errors import DataError
 from trainer.models.configs import RecurrentConfig
 from trainer.registry import TaskSpec
+from trainer.serving.inference import predict_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,4 +68,5 @@ SPEC = TaskSpec(
                         eval_every=200, learning_rate=3e-3),
     headline_metric="accuracy",
     headline_goal="max",
+    commands=(predict_command("trainer.serving.classifier:predict_lines"),),
 )

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import click
+
 from trainer.config import field
 from trainer.redact import redact
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
-from trainer.registry import TaskSpec
+from trainer.registry import Command, TaskSpec
 from trainer.tasks.configs import bundled_names
 
 
@@ -119,4 +121,23 @@ SPEC = TaskSpec(
     ),
     headline_metric="loss",
     headline_goal="min",
+    commands=(Command(
+        "generate",
+        help="""Sample text from a text_generation export.
+
+    With one prompt and one sample the text is printed as is; otherwise each
+    sample follows a `==> prompt P, sample S <==` line.
+    """,
+        handler="trainer.serving.char_sampler:generate_lines",
+        params=(
+            click.Option(["--prompt", "prompts"], multiple=True,
+                         help="Text to start from (default: empty). Repeat for several prompts."),
+            click.Option(["--length"], default=200, show_default=True, type=int,
+                         help="Characters to generate (0 to 1,000,000)."),
+            click.Option(["--temperature"], default=1.0, show_default=True, type=float),
+            click.Option(["--seed"], type=int, default=None,
+                         help="Sampling seed (same seed, same text)."),
+            click.Option(["--num-samples"], default=1, show_default=True, type=int,
+                         help="Samples per prompt, all drawn in one batched call of the sampler."),
+        )),),
 )

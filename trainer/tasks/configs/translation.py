@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+import click
+
 from trainer.config import field
 from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import Seq2SeqConfig
-from trainer.registry import TaskSpec
+from trainer.registry import Command, TaskSpec
+from trainer.serving.inference import inputs_argument
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,4 +98,16 @@ SPEC = TaskSpec(
     },
     headline_metric="exact_match",
     headline_goal="max",
+    commands=(Command(
+        "translate",
+        help="""Translate raw strings with a translation export.
+
+    `-` reads standard input and @FILE a file, one sentence a line.
+    """,
+        handler="trainer.serving.translator:translate_lines",
+        params=(
+            click.Option(["--attention-png"], metavar="FILE.png",
+                         help="Also write the first input's attention weights as a heatmap."),
+            inputs_argument("texts"),
+        )),),
 )

@@ -1,0 +1,1 @@
+"""Tasks defined outside seqtrain, registered through SEQTRAIN_TASK_MODULES (docs/tasks.md)."""

@@ -1,0 +1,206 @@
+"""The text_generation export: a stateful character sampler, and `seqtrain generate`.
+
+`CharSampler` is what the task exports as a SavedModel with a `generate`
+signature: the prompt runs through the network once to get every layer's
+recurrent state; then a `tf.while_loop` feeds one character at a time through
+the cells, carrying the states, so each new character costs one cell step.
+Draws use `tf.random.stateless_categorical`, so a seed fixes the text.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import keras
+import tensorflow as tf
+
+from trainer import checkpoints
+from trainer.data import chars
+from trainer.errors import UserError
+from trainer.models.configs import RecurrentConfig
+from trainer.serving import inference, metadata
+
+
+class CharSampler(tf.Module):
+    """Prompt -> text with the trained weights, one cell step per new character.
+
+    Shares the model's Embedding, recurrent cells and Dense head. `generate`
+    and `next_char_logits` take a batch of prompts; shorter prompts are
+    right-padded with id 0 and masked, so each row's state is the state after
+    its own last character.
+    """
+
+    def __init__(self, model: keras.Model, cfg: RecurrentConfig, vocab_chars: str):
+        super().__init__(name="char_sampler")
+        self.embedding = model.get_layer("embedding")
+        self.cells = [model.get_layer(f"rnn_{cfg.cell}_{i}").cell for i in range(cfg.layers)]
+        self.head = model.get_layer("logits")
+        # Sequence wrappers around the same cells (same weights) for the prompt.
+        self.prompt_rnns = [keras.layers.RNN(c, return_sequences=True, return_state=True)
+                            for c in self.cells]
+        # Keras RNN cells with dropout read their SeedGenerator state even in
+        # inference; those variables are outside the model's object graph and
+        # must be tracked here or tf.saved_model.save refuses the graph.
+        self.seed_states = checkpoints.rng_state_variables(model)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant([ord(c) for c in vocab_chars], tf.int32),
+                tf.range(len(vocab_chars), dtype=tf.int32) + chars.OOV_ID + 1),
+            default_value=chars.OOV_ID)
+        self.id_to_char = tf.constant(["", ""] + list(vocab_chars))
+        # Never sample padding or OOV: they have no text.
+        self.banned = tf.constant([-1e9, -1e9] + [0.0] * len(vocab_chars), tf.float32)
+
+    def encode(self, prompts):
+        """[B] strings -> right-padded ids [B, L + 1].
+
+        One extra padding column keeps an empty prompt well-defined: masked
+        steps leave the state alone, so it starts from the initial state.
+        """
+        cps = tf.strings.unicode_decode(prompts, "UTF-8", errors="replace")
+        ids = tf.ragged.map_flat_values(self.table.lookup, cps).to_tensor(chars.PAD_ID)
+        return tf.pad(ids, [[0, 0], [0, 1]], constant_values=chars.PAD_ID)
+
+    def prime(self, ids):
+        """Runs the prompts once: next-char logits [B, V] and every layer's states."""
+        x = self.embedding(ids)
+        mask = tf.not_equal(ids, chars.PAD_ID)
+        states = []
+        for rnn in self.prompt_rnns:
+            x, *layer_states = rnn(x, mask=mask)
+            states.append(tuple(layer_states))
+        # The top layer's first state is its output at each row's last real step.
+        return self.head(states[-1][0]), tuple(states)
+
+    def step(self, ids, states):
+        """One character per row [B] -> next logits and the new states."""
+        # tf.identity drops the Keras mask the Embedding attaches (cells take none).
+        x = tf.identity(self.embedding(ids))
+        new_states = []
+        for cell, layer_states in zip(self.cells, states):
+            x, layer_states = cell(x, list(layer_states), training=False)
+            new_states.append(tuple(layer_states))
+        return self.head(x), tuple(new_states)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
+    def next_char_logits(self, prompts):
+        logits, _ = self.prime(self.encode(prompts))
+        return {"logits": logits}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="prompts"),
+        tf.TensorSpec([], tf.int32, name="length"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+        tf.TensorSpec([], tf.int64, name="seed"),
+    ])
+    def generate(self, prompts, length, temperature, seed):
+        """Prompt + `length` sampled characters per row; the seed fixes the draws."""
+        tf.debugging.assert_positive(temperature, message="temperature must be > 0")
+        tf.debugging.assert_non_negative(length, message="length must be >= 0")
+        logits, states = self.prime(self.encode(prompts))
+        batch = tf.shape(prompts)[0]
+
+        def body(t, logits, states, out):
+            scaled = logits / temperature + self.banned
+            draw_seed = tf.stack([seed, tf.cast(t, tf.int64)])
+            nxt = tf.random.stateless_categorical(scaled, 1, draw_seed, dtype=tf.int32)[:, 0]
+            logits, states = self.step(nxt, states)
+            return t + 1, logits, states, out.write(t, nxt)
+
+        out = tf.TensorArray(tf.int32, size=length, element_shape=[None])
+        _, _, _, out = tf.while_loop(
+            lambda t, *_: t < length, body, (tf.constant(0), logits, states, out))
+        # Stacking an empty TensorArray needs a static element shape; skip it.
+        new_ids = tf.cond(length > 0, lambda: tf.transpose(out.stack()),
+                          lambda: tf.zeros([batch, 0], tf.int32))
+        new_text = tf.strings.reduce_join(tf.gather(self.id_to_char, new_ids), axis=1)
+        return {"text": tf.strings.join([prompts, new_text])}
+
+
+# ----------------------------------------------------------------------------
+# Library entry point of `seqtrain generate`.
+# ----------------------------------------------------------------------------
+
+
+def generate(model_dir: str, prompt: str, length: int, temperature: float,
+             seed: int | None = None) -> str:
+    """Loads MODEL_DIR/export and returns `prompt` plus `length` sampled characters.
+
+    One sample of `generate_batch`; see there for the arguments and errors.
+    """
+    return generate_batch(model_dir, [prompt], length, temperature, seed)[0]
+
+
+def generate_batch(model_dir: str, prompts: list[str], length: int, temperature: float,
+                   seed: int | None = None, num_samples: int = 1) -> list[str]:
+    """Samples `num_samples` continuations of every prompt in one call of the export.
+
+    All rows (each prompt repeated `num_samples` times) go through the
+    exported `generate` signature as one batch, so N samples cost about one
+    sample's sequential steps, each a wider matmul.
+
+    Args:
+      model_dir: a finished text_generation run (local or gs://).
+      prompts: starting texts (at least one). An empty one starts from the
+        initial state; otherwise each needs at least one character of the
+        vocabulary.
+      length: characters to generate per sample (>= 0).
+      temperature: > 0; lower is more conservative, 1.0 samples the model as is.
+      seed: fixes the sampled texts; None draws a fresh random seed.
+      num_samples: samples per prompt (>= 1).
+
+    Returns:
+      Prompt + new text per row, prompt-major: the samples of prompts[0]
+      first.
+
+    Raises:
+      UserError: no export, not a text_generation run, bad length/temperature/
+        num_samples, or a non-empty prompt with no known characters.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or not (
+            0 <= length <= inference.MAX_GENERATE_LENGTH):
+        raise UserError(f"--length must be an integer from 0 to {inference.MAX_GENERATE_LENGTH}, "
+                        f"got {length!r}.")
+    if not (isinstance(temperature, (int, float)) and temperature > 0
+            and math.isfinite(temperature)):
+        raise UserError(f"--temperature must be a number > 0, got {temperature!r} "
+                        "(for example 0.5 or 1.0).")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UserError(f"--num-samples must be an integer >= 1, got {num_samples!r}.")
+    if not prompts:
+        raise UserError("no prompt given: pass --prompt TEXT (repeat it for several prompts), "
+                        "or --prompt '' to start from the initial state.")
+    export_dir = inference.require(model_dir, "generate", "text_generation")
+    meta = metadata.read(export_dir)
+    vocab = chars.CharVocab(meta["chars"])
+    for prompt in prompts:
+        if prompt and vocab.count_known(prompt) == 0:
+            sample = "".join(vocab.chars[:40])
+            raise UserError(
+                f"--prompt {prompt!r} has no character the model knows. Use characters from its "
+                f"training corpus, for example {sample!r}.")
+    if seed is None:
+        seed = secrets.randbits(63)
+    loaded = tf.saved_model.load(export_dir)
+    rows = [p for p in prompts for _ in range(num_samples)]
+    out = loaded.signatures["generate"](
+        prompts=tf.constant(rows), length=tf.constant(length, tf.int32),
+        temperature=tf.constant(temperature, tf.float32), seed=tf.constant(seed, tf.int64))
+    # The signature joins the prompt's own bytes with the new text, so the
+    # prompt comes back exactly as given (characters outside the vocabulary too).
+    return [t.decode("utf-8") for t in out["text"].numpy()]
+
+
+def generate_lines(model_dir: str, prompts: tuple[str, ...], length: int, temperature: float,
+                   seed: int | None, num_samples: int) -> list[str]:
+    """`seqtrain generate` output: one sample as is; several each after a header line."""
+    prompts = list(prompts) or [""]
+    texts = generate_batch(model_dir, prompts, length, temperature, seed, num_samples)
+    if len(texts) == 1:
+        return texts
+    out = []
+    for i, text in enumerate(texts):
+        p, s = divmod(i, num_samples)
+        out.append(f"==> prompt {p + 1}, sample {s + 1} <==\n{text}")
+    return out
