@@ -32,6 +32,11 @@ import tensorflow as tf
 
 from trainer.config import ExperimentConfig
 
+# Exports serve inference; training resumes from checkpoints. Not saving the custom
+# gradients of the fused CPU loops keeps an export from tracing them (the largest part
+# of a small run's export time), and serving never differentiates.
+EXPORT_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
 
 class Task:
     name: ClassVar[str]  # set by @registry.register

@@ -25,7 +25,7 @@ import tensorflow as tf
 from trainer import plots, registry, storage
 from trainer.data import timeseries, report as data_report
 from trainer.models.rnn import recurrent_stack
-from trainer.tasks.base import Task
+from trainer.tasks.base import EXPORT_OPTIONS, Task
 from trainer.tasks.configs.forecasting import ForecastingModel
 
 
@@ -233,7 +233,7 @@ class ForecastingTask(Task):
             "serve", serve,
             input_signature=[tf.TensorSpec([None, window, features], tf.float32, name="window")],
         )
-        archive.write_out(export_dir, verbose=False)
+        archive.write_out(export_dir, options=EXPORT_OPTIONS, verbose=False)
 
     def export_metadata(self) -> dict:
         """The normalization statistics, window and columns (`seqtrain predict` reads them)."""

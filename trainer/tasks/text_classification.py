@@ -15,7 +15,7 @@ from trainer import registry
 from trainer.data import text as text_data, report as data_report
 from trainer.errors import DataError
 from trainer.models.rnn import recurrent_stack
-from trainer.tasks.base import Task
+from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 
 @registry.register("text_classification")
@@ -141,7 +141,7 @@ class TextClassificationTask(Task):
                     "probability": tf.reduce_max(probs, axis=-1)}
 
         archive.add_endpoint("serve", serve)
-        archive.write_out(export_dir, verbose=False)
+        archive.write_out(export_dir, options=EXPORT_OPTIONS, verbose=False)
 
     def export_metadata(self) -> dict:
         return {"labels": self.labels}

@@ -29,7 +29,7 @@ from trainer.data import chars, report as data_report
 from trainer.redact import redact
 from trainer.models.rnn import recurrent_stack
 from trainer.serving.char_sampler import CharSampler
-from trainer.tasks.base import Task
+from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 
 @registry.register("text_generation")
@@ -180,7 +180,7 @@ class TextGenerationTask(Task):
         tf.saved_model.save(sampler, export_dir, signatures={
             "generate": sampler.generate.get_concrete_function(),
             "next_char_logits": sampler.next_char_logits.get_concrete_function(),
-        })
+        }, options=EXPORT_OPTIONS)
 
     def export_metadata(self) -> dict:
         return {"chars": self.vocab.chars, "cell": self.config.model.cell,

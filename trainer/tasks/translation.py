@@ -30,7 +30,7 @@ from trainer.data.parallel import END, PAD
 from trainer.errors import DataError
 from trainer.models.seq2seq import Seq2Seq
 from trainer.serving.translator import DECODE_BATCH, Translator
-from trainer.tasks.base import Task
+from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ class TranslationTask(Task):
         translator = Translator(model, self.source_vocab, self.target_vocab, d.tokenize,
                                 d.lowercase, d.max_target_length + 1)
         tf.saved_model.save(translator, export_dir, signatures={
-            "translate": translator.translate, "serving_default": translator.translate})
+            "translate": translator.translate, "serving_default": translator.translate},
+            options=EXPORT_OPTIONS)
 
     def export_metadata(self) -> dict:
         d = self.config.data
