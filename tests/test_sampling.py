@@ -80,3 +80,72 @@ def test_no_examples_is_refused():
     else:
         raise AssertionError("Examples(0) was accepted")
     assert tf.executing_eagerly()
+
+
+# The real task and the real input pipeline of a training run (loop.TrainInput under
+# the strategy `seqtrain train` builds), in a fresh process per replica count.
+PIPELINE_IDS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from trainer import cluster, config as config_lib, distribute, loop, registry
+from trainer.data import sampling
+
+replicas, first_step, steps = (int(a) for a in sys.argv[1:4])
+cfg = config_lib.load("text_generation", overrides=[
+    "data.seq_len=12", "train.batch_size=8", "runtime.seed=11",
+    f"runtime.cpu_replicas={replicas}"])
+strategy = distribute.build_strategy(cfg.runtime, cluster.from_environ({}))
+task = registry.get("text_generation")(cfg)
+task.prepare()
+examples = task.train_examples()
+train_input = loop.TrainInput(examples, strategy, global_batch=8, seed=11,
+                              step=tf.Variable(first_step, dtype=tf.int64))
+iterator = train_input.iterator()
+corpus = task.train_ids.astype(np.int32)
+out = {"replicas": strategy.num_replicas_in_sync, "examples": examples.count, "batches": []}
+for _ in range(steps):
+    features, labels, ids = next(iterator)
+    per_replica = []
+    for f, y, i in zip(*(strategy.experimental_local_results(t) for t in (features, labels, ids))):
+        i = i.numpy()
+        # the examples are the windows the ids name: start = id (data.shift=1)
+        windows = np.stack([corpus[k:k + 13] for k in i])
+        assert (f.numpy() == windows[:, :-1]).all() and (y.numpy() == windows[:, 1:]).all()
+        per_replica.append(i.tolist())
+    out["batches"].append(per_replica)
+print(json.dumps(out))
+"""
+
+
+def _pipeline_ids(replicas: int, first_step: int, steps: int) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO, cli_env
+
+    proc = subprocess.run([sys.executable, "-c", PIPELINE_IDS, str(replicas), str(first_step),
+                           str(steps)], env=cli_env(), cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_global_batches_hold_the_same_ids_on_1_and_2_mirrored_replicas_and_after_a_resume():
+    """The ids each replica's pipeline produced, per global batch, for one replica and
+    for two Mirrored replicas (2 logical CPUs), from step 0 and from a resume at step
+    3 under the other replica count: identical, and each replica got only its half."""
+    one = _pipeline_ids(1, 0, 6)
+    two = _pipeline_ids(2, 0, 6)
+    resumed = _pipeline_ids(2, 3, 3)
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    n = one["examples"]
+    assert n > 30000  # every window start of the training split, not a buffer's worth
+    glob = lambda batches: [sum(b, []) for b in batches]  # noqa: E731
+    assert all(len(b) == 1 and len(b[0]) == 8 for b in one["batches"])
+    assert all(len(b) == 2 and len(b[0]) == len(b[1]) == 4 for b in two["batches"])
+    assert glob(one["batches"]) == glob(two["batches"])
+    assert glob(resumed["batches"]) == glob(two["batches"])[3:]
+    pure = [sampling.example_ids(11, s, 8, n).numpy().tolist() for s in range(6)]
+    assert glob(one["batches"]) == pure

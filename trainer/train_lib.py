@@ -60,7 +60,7 @@ class Run:
     steps: loop.StepFunctions
     checkpointer: checkpoints.Checkpointer
     step_var: tf.Variable
-    train_iterator: Any  # None when not training
+    train_iterator: loop.TrainInput | None  # None when not training
     eval_ds: tf.data.Dataset
     assets: dict
     cudnn: list
@@ -110,16 +110,14 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
         on_tpu=isinstance(strategy, tf.distribute.TPUStrategy)))
 
     replicas = strategy.num_replicas_in_sync
-    iterator = None
-    if training:
-        iterator = iter(loop.make_train_dataset(
-            task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
-            shuffle_buffer=config.train.shuffle_buffer, seed=config.runtime.seed))
     stop = preemption.StopSignal(config.runtime.preemption_grace_secs) if training else None
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    iterator = None
+    if training:  # the data position is step_var: the iterator is made at the restored step
+        iterator = loop.TrainInput(task.train_examples(), strategy, seed=config.runtime.seed,
+                                   global_batch=config.train.batch_size, step=step_var)
     ckpt = checkpoints.Checkpointer(
-        model=model, optimizer=optimizer, step=step_var, iterator=iterator,
-        ckpt_dir=run_dir.checkpoint_dir, keep=config.train.keep_checkpoints,
+        model=model, optimizer=optimizer, step=step_var, ckpt_dir=run_dir.checkpoint_dir, keep=config.train.keep_checkpoints,
         is_chief=cluster.is_chief)
     steps = loop.StepFunctions(
         task=task, model=model, optimizer=optimizer, strategy=strategy,
@@ -212,10 +210,7 @@ def _restore(run: Run, previous) -> str | None:
     Returns the restored checkpoint path, or None for a fresh start.
     """
     config = run.config
-    same_input = previous is None or (
-        previous.replicas in (None, run.replicas)
-        and previous.batch_size == config.train.batch_size)
-    step = run.checkpointer.restore(with_iterator=same_input)
+    step = run.checkpointer.restore()
     ckpt_dir = run.run_dir.checkpoint_dir
     if step is None:
         if previous is not None and previous.progress_step > 0:
@@ -230,9 +225,6 @@ def _restore(run: Run, previous) -> str | None:
                 f"{ckpt_dir} holds checkpoint files but no complete checkpoint (no ckpt-N.index "
                 "file). Restore the missing files, or use a new --model-dir to start over.")
         return None
-    if not same_input:
-        log.warning("replicas or batch size changed since the checkpoint: model and optimizer "
-                    "are restored, the input pipeline restarts (not bitwise-exact).")
     _apply_resume_hparams(run.optimizer, config)
     return run.checkpointer.restored_path
 
@@ -441,7 +433,7 @@ def evaluate(model_dir: str, verbose: bool = True) -> dict:
     puts them outside the model dir), with the same fallback as a resume.
     """
     run = _evaluation_run(RunDir.open(model_dir))
-    if run.checkpointer.restore(with_iterator=False) is None:
+    if run.checkpointer.restore() is None:
         raise UserError(f"{model_dir} has no checkpoint to evaluate in "
                         f"{run.run_dir.checkpoint_dir}; train it first.")
     step = int(run.step_var.numpy())
@@ -474,7 +466,7 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
             newest = checkpoints.discover(run_dir.checkpoint_dir)
             if newest and newest[0][0] > done:
                 run.checkpointer.skipped.clear()
-                step = run.checkpointer.restore(with_iterator=False)
+                step = run.checkpointer.restore()
                 if step is not None and step > done:
                     metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step,
                                              run_dir.model_dir, writers, True, best=best)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.data import text as text_data, report as data_report, tables
+from trainer.data import text as text_data, report as data_report, sampling, tables
 from trainer.errors import DataError, UserError
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import Task
@@ -107,6 +107,14 @@ class TextClassificationTask(Task):
     def dataset(self, split: str) -> tf.data.Dataset:
         ids, labels = self._splits[split]
         return tf.data.Dataset.from_tensor_slices((ids, labels))
+
+    def preview_features(self, ids) -> str:
+        """One example's tokens (for `seqtrain data inspect`)."""
+        vocab = self.vectorizer.get_vocabulary()
+        return " ".join(vocab[i] for i in ids.tolist() if i)
+
+    def train_examples(self) -> sampling.Examples:
+        return sampling.tensor_examples(self._splits["train"])
 
     def build_model(self) -> keras.Model:
         m = self.config.model

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry, storage
-from trainer.data import parallel, report as data_report, tables
+from trainer.data import parallel, report as data_report, sampling, tables
 from trainer.data.parallel import END, PAD
 from trainer.errors import DataError, UserError
 from trainer.models.seq2seq import Seq2Seq, Translator
@@ -174,6 +174,9 @@ class TranslationTask(Task):
         """Features {source [S], target_in [T+1]} and labels [T+1], int32, right-padded."""
         features, labels = self._arrays[split]
         return tf.data.Dataset.from_tensor_slices((features, labels))
+
+    def train_examples(self) -> sampling.Examples:
+        return sampling.tensor_examples(self._arrays["train"])
 
     # ---- model ---------------------------------------------------------------
 
