@@ -149,3 +149,36 @@ def test_global_batches_hold_the_same_ids_on_1_and_2_mirrored_replicas_and_after
     assert glob(resumed["batches"]) == glob(two["batches"])[3:]
     pure = [sampling.example_ids(11, s, 8, n).numpy().tolist() for s in range(6)]
     assert glob(one["batches"]) == pure
+
+
+def test_data_inspect_prints_the_ids_and_text_of_a_global_batch(tmp_path):
+    """`seqtrain data inspect` on a run dir (its config.yaml and runtime.json), from the
+    run's working directory with a relative --model-dir."""
+    import json
+
+    from helpers import seqtrain
+    from trainer import config as config_lib
+
+    run = tmp_path / "runs" / "chars"
+    run.mkdir(parents=True)
+    cfg = config_lib.load("text_generation", None, ["data.seq_len=12", "train.batch_size=8",
+                                                     "runtime.seed=5"])
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    (run / "runtime.json").write_text(json.dumps({"replicas": 2}))
+    out = seqtrain("data", "inspect", "--model-dir", "runs/chars", "--step", "7",
+                   "--replica", "1", "--preview", "2", cwd=tmp_path).stdout.splitlines()
+    from trainer import registry
+    task = registry.get("text_generation")(cfg)
+    task.prepare()
+    n = task.train_examples().count
+    want = sampling.example_ids(5, 7, 8, n, start=4, count=4).numpy()
+    assert out[0].startswith("global batch 7 of runs/chars (text_generation")
+    assert "replica 1 of 2, 4 of train.batch_size=8 examples" in out[0]
+    assert out[1] == "ids: " + " ".join(map(str, want))
+    first = task.vocab.decode(task.train_ids[want[0]:want[0] + 12].tolist())
+    assert out[2] == f"  {want[0]}: {first!r}"
+    assert out[4] == "  ... 2 more"
+    bad = seqtrain("data", "inspect", "--model-dir", "runs/chars", "--step", "7",
+                   "--replica", "2", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--replica 2 is out of range" in bad.stderr
+    assert "Traceback" not in bad.stderr
