@@ -95,7 +95,7 @@ replicas, first_step, steps = (int(a) for a in sys.argv[1:4])
 cfg = config_lib.load("text_generation", overrides=[
     "data.seq_len=12", "train.batch_size=8", "runtime.seed=11",
     f"runtime.cpu_replicas={replicas}"])
-strategy = distribute.build_strategy(cfg.runtime, cluster.from_environ({}))
+strategy = distribute.build_strategy(cfg.runtime, cluster.from_environ())  # TF_CONFIG: workers
 task = registry.get("text_generation")(cfg)
 task.prepare()
 examples = task.train_examples()
@@ -118,27 +118,45 @@ print(json.dumps(out))
 """
 
 
-def _pipeline_ids(replicas: int, first_step: int, steps: int) -> dict:
+def _pipeline_ids(replicas: int, first_step: int, steps: int, workers: int = 1) -> list[dict]:
+    """One dict per worker process (`workers` > 1: MultiWorkerMirrored on loopback)."""
     import json
+    import socket
     import subprocess
     import sys
 
     from helpers import REPO, cli_env
 
-    proc = subprocess.run([sys.executable, "-c", PIPELINE_IDS, str(replicas), str(first_step),
-                           str(steps)], env=cli_env(), cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    envs = [cli_env()]
+    if workers > 1:
+        ports = []
+        for _ in range(workers):
+            with socket.socket() as s:
+                s.bind(("localhost", 0))
+                ports.append(s.getsockname()[1])
+        hosts = [f"localhost:{p}" for p in ports]
+        envs = [cli_env({"TF_CONFIG": json.dumps({"cluster": {"worker": hosts},
+                                                  "task": {"type": "worker", "index": i}})})
+                for i in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-c", PIPELINE_IDS, str(replicas),
+                               str(first_step), str(steps)], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for env in envs]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
 
 
 def test_global_batches_hold_the_same_ids_on_1_and_2_mirrored_replicas_and_after_a_resume():
     """The ids each replica's pipeline produced, per global batch, for one replica and
     for two Mirrored replicas (2 logical CPUs), from step 0 and from a resume at step
     3 under the other replica count: identical, and each replica got only its half."""
-    one = _pipeline_ids(1, 0, 6)
-    two = _pipeline_ids(2, 0, 6)
-    resumed = _pipeline_ids(2, 3, 3)
+    (one,) = _pipeline_ids(1, 0, 6)
+    (two,) = _pipeline_ids(2, 0, 6)
+    (resumed,) = _pipeline_ids(2, 3, 3)
     assert (one["replicas"], two["replicas"]) == (1, 2)
     n = one["examples"]
     assert n > 30000  # every window start of the training split, not a buffer's worth
@@ -182,3 +200,16 @@ def test_data_inspect_prints_the_ids_and_text_of_a_global_batch(tmp_path):
                    "--replica", "2", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--replica 2 is out of range" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_two_workers_each_read_only_their_half_of_the_same_global_batches():
+    """Two MultiWorkerMirrored workers (one replica each, loopback): worker w's pipeline
+    produced exactly replica w's slice, 4 of the 8 examples of each global batch, and
+    together they are the global batches one replica reads."""
+    workers = _pipeline_ids(1, 0, 4, workers=2)
+    assert [w["replicas"] for w in workers] == [2, 2]
+    for w in workers:
+        assert all(len(b) == 1 and len(b[0]) == 4 for b in w["batches"])  # B / W each
+    n = workers[0]["examples"]
+    pure = [sampling.example_ids(11, s, 8, n).numpy().tolist() for s in range(4)]
+    assert [a[0] + b[0] for a, b in zip(workers[0]["batches"], workers[1]["batches"])] == pure

@@ -176,6 +176,9 @@ class TrainInput:
 
         Pipeline p of P feeds the R / P replicas p * R/P .. (p + 1) * R/P - 1, in
         that order within each step (the order the strategy deals them out).
+        Under MultiWorkerMirrored, pipeline p is worker p and its local replica j
+        is global replica p * local + j (TF 2.21 collective_all_reduce_strategy.py,
+        `_get_replica_id_in_sync_group`); under Mirrored there is one pipeline.
         """
         local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
         first = ctx.input_pipeline_id * local
