@@ -196,7 +196,8 @@ def w_train_fit(cfg: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from trainer import config as config_lib, loop, registry
+    from trainer import config as config_lib, registry
+    from trainer.data import sampling
 
     config = config_lib.load(task="text_generation", overrides=_overrides(cfg))
     tf.config.experimental.enable_op_determinism()
@@ -206,10 +207,10 @@ def w_train_fit(cfg: dict) -> dict:
     model = task.build_model()
     model.compile(keras.optimizers.Adam(cfg["lr"]),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    # The very batches seqtrain sees: same shuffle seed, [replicas=1, batch, T].
-    ds = loop.make_train_dataset(task.dataset("train"), per_replica_batch=cfg["batch"],
-                                 replicas=1, shuffle_buffer=config.train.shuffle_buffer,
-                                 seed=config.runtime.seed).map(lambda f, l: (f[0], l[0]))
+    # The very batches seqtrain sees on one replica: the same stateless order.
+    ds = sampling.replica_dataset(task.train_examples(), seed=config.runtime.seed,
+                                  global_batch=cfg["batch"], first_step=0, replica_ids=[0],
+                                  num_replicas=1).map(lambda f, l, ids: (f, l))
     timer = _batch_timer(skip=50)
     t0 = time.perf_counter()
     model.fit(ds, steps_per_epoch=cfg["train_steps"], epochs=1, verbose=0, callbacks=[timer])
@@ -347,8 +348,7 @@ def w_sample_textbook(cfg: dict) -> dict:
 def w_memory_seqtrain(cfg: dict) -> dict:
     import tensorflow as tf  # noqa: F401  (imports count toward the baseline)
 
-    from trainer import loop
-    from trainer.data import chars
+    from trainer.data import chars, sampling
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -356,11 +356,11 @@ def w_memory_seqtrain(cfg: dict) -> dict:
     vocab = chars.CharVocab.fit(text)
     ids = vocab.encode(text)
     del text
-    ds = chars.window_dataset(ids, cfg["seq_len"], cfg["mem_step"])
     n = chars.num_windows(len(ids), cfg["seq_len"], cfg["mem_step"])
-    batches = loop.make_train_dataset(ds, per_replica_batch=cfg["batch"], replicas=1,
-                                      shuffle_buffer=10000, seed=0)
-    for _ in batches.take(200):  # fill the shuffle buffer and feed some steps
+    batches = sampling.replica_dataset(
+        chars.window_examples(ids, cfg["seq_len"], cfg["mem_step"]), seed=0,
+        global_batch=cfg["batch"], first_step=0, replica_ids=[0], num_replicas=1)
+    for _ in batches.take(200):  # feed some steps
         pass
     return {"examples": n, "peak_delta_mb": _hwm_mb() - base, "peak_mb": _hwm_mb(),
             "secs": time.perf_counter() - t0}

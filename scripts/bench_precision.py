@@ -232,6 +232,7 @@ def time_task(name: str, precision: str, args) -> dict:
     import tensorflow as tf
 
     from trainer import config as config_lib, loop, registry, runner
+    from trainer.data import sampling
 
     config = config_lib.load(task=name, overrides=[f"runtime.precision={precision}"])
     task = registry.get(name)(config)
@@ -245,9 +246,9 @@ def time_task(name: str, precision: str, args) -> dict:
                              strategy=tf.distribute.get_strategy(), global_batch=t.batch_size,
                              clipnorm=t.clipnorm, clipvalue=t.clipvalue,
                              jit_compile=config.runtime.jit_compile)
-    ds = loop.make_train_dataset(task.dataset("train"), per_replica_batch=t.batch_size,
-                                 replicas=1, shuffle_buffer=t.shuffle_buffer,
-                                 seed=config.runtime.seed)
+    ds = sampling.replica_dataset(task.train_examples(), seed=config.runtime.seed,
+                                  global_batch=t.batch_size, first_step=0, replica_ids=[0],
+                                  num_replicas=1)
     times = _time_steps(fns, iter(ds), args)
     m = config.model
     return {"examples_per_sec": t.batch_size * args.steps / min(times),

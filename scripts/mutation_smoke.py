@@ -16,7 +16,7 @@ Exit status 0 only if every mutant selected was killed.
 
   python scripts/mutation_smoke.py            # all mutants
   python scripts/mutation_smoke.py --list
-  python scripts/mutation_smoke.py --only iterator-dropped --only fused-backward
+  python scripts/mutation_smoke.py --only data-position-restarts --only fused-backward
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ MUTANTS = [
            ("tests/test_resume.py", "-k", "text_classification and default"),
            "the checkpoint dir joined twice onto a discovered checkpoint (the relative "
            "--model-dir resume bug): absolute paths still work, relative ones do not"),
-    Mutant("iterator-dropped", "trainer/checkpoints.py",
-           r'extra = \{"iterator": iterator\} if iterator is not None else \{\}',
-           "extra = {}",
+    Mutant("data-position-restarts", "trainer/loop.py",
+           r"iter\(self\.distributed_dataset\(int\(self\.step\.numpy\(\)\)\)\)",
+           "iter(self.distributed_dataset(0))",
            ("tests/test_resume.py", "-k", "text_classification and default"),
-           "the data iterator is no longer saved in the checkpoint: a resume restarts the data"),
+           "the input no longer starts at the restored step: a resume restarts the data"),
     Mutant("gradient-all-reduce-skipped", "trainer/loop.py",
            r"grads = ctx\.all_reduce\(SUM, grads\)",
            "grads = list(grads)",

@@ -19,13 +19,32 @@ def _model(units=3):
     return keras.Model(inp, keras.layers.Dense(1)(x))
 
 
-def _checkpointer(tmp_path, model, iterator=None):
+def _checkpointer(tmp_path, model):
     opt = keras.optimizers.Adam()
     opt.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
-    it = iterator if iterator is not None else iter(tf.data.Dataset.range(100))
-    return checkpoints.Checkpointer(model=model, optimizer=opt, step=step, iterator=it,
+    return checkpoints.Checkpointer(model=model, optimizer=opt, step=step,
                                     ckpt_dir=str(tmp_path / "ckpt"), keep=3, is_chief=True), step
+
+
+def test_a_checkpoint_with_an_input_iterator_from_earlier_versions_restores(tmp_path):
+    """Earlier versions saved the tf.data iterator as the data position; the step is
+    the data position now, and such a checkpoint still restores everything else."""
+    model = _model()
+    opt = keras.optimizers.Adam()
+    opt.build(model.trainable_variables)
+    it = iter(tf.data.Dataset.range(100))
+    next(it)
+    old = tf.train.Checkpoint(model=model, optimizer=opt, step=tf.Variable(7, dtype=tf.int64),
+                              rng=checkpoints.rng_state_variables(model), iterator=it)
+    old.save(str(tmp_path / "ckpt" / "ckpt"))
+    assert any(k.startswith("iterator") for k, _ in
+               tf.train.list_variables(str(tmp_path / "ckpt" / "ckpt-1")))
+    fresh = _model()
+    ck, step = _checkpointer(tmp_path, fresh)
+    assert ck.restore() == 1 and int(step.numpy()) == 7
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_restore_falls_back_to_an_older_checkpoint_when_the_newest_is_corrupt(tmp_path):
@@ -175,7 +194,7 @@ def test_a_relative_checkpoint_dir_restores(tmp_path, monkeypatch):
         opt.build(model.trainable_variables)
         return checkpoints.Checkpointer(
             model=model, optimizer=opt, step=tf.Variable(0, dtype=tf.int64),
-            iterator=iter(tf.data.Dataset.range(9)), ckpt_dir=rel, keep=3, is_chief=True)
+            ckpt_dir=rel, keep=3, is_chief=True)
 
     model = _model()
     checkpointer(model).save(3)

@@ -81,6 +81,9 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (RENDER + ["--platform", "k8s", "--evaluator"], 0),
     (["stage", "model.txt", "not-a-bucket"], 2),
     (["runs", "list", "no-such-dir"], 2),
+    (["data", "inspect", "--help"], 0),
+    (["data", "inspect", "--model-dir", "runs/lr-a", "--step", "-1"], 2),
+    (["data", "inspect", "--model-dir", "no-such-run", "--step", "3"], 2),
 ])
 def test_command_answers_without_importing_tensorflow(workdir, args, code):
     result = seqtrain(args, cwd=workdir)

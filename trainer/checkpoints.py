@@ -1,8 +1,10 @@
 """Checkpoint save / restore / fallback for exact resume.
 
 A checkpoint holds everything that determines the rest of the run:
-the model, the optimizer (incl. loss-scale state), the global step, the
-`tf.data` iterator position and the dropout RNG states. Keras 3 keeps each
+the model, the optimizer (incl. loss-scale state), the global step and the
+dropout RNG states. The step is also the data position (the training order is
+stateless, trainer/data/sampling.py), so no input iterator is saved; the
+`iterator` of checkpoints written by earlier versions is ignored on restore. Keras 3 keeps each
 dropout/RNN layer's RNG in a `SeedGenerator` whose state variable is not part
 of the model's checkpoint graph, so those variables are tracked explicitly.
 
@@ -58,15 +60,12 @@ def check_trackable(model: keras.Model) -> None:
 class Checkpointer:
     """Owns the tf.train.Checkpoint and its manager for one run."""
 
-    def __init__(self, *, model, optimizer, step, iterator, ckpt_dir: str, keep: int,
-                 is_chief: bool):
+    def __init__(self, *, model, optimizer, step, ckpt_dir: str, keep: int, is_chief: bool):
         self.ckpt_dir = ckpt_dir
         check_trackable(model)
         self._rng = rng_state_variables(model)
-        self._objects = dict(model=model, optimizer=optimizer, step=step, rng=self._rng)
-        # The iterator is the data position (None when evaluating only).
-        extra = {"iterator": iterator} if iterator is not None else {}
-        self.checkpoint = tf.train.Checkpoint(**extra, **self._objects)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                                              rng=self._rng)
         self._is_chief = is_chief
         self._keep = keep
         self._write_dir = ckpt_dir if is_chief else tempfile.mkdtemp(prefix="seqtrain-worker-ckpt-")
@@ -80,7 +79,7 @@ class Checkpointer:
             return self._manager.latest_checkpoint
         return self.restored_path
 
-    def restore(self, *, with_iterator: bool = True) -> int | None:
+    def restore(self) -> int | None:
         """Restores the newest readable checkpoint of the chief's directory.
 
         Checkpoints are found from the files themselves (`ckpt-N.index`), not
@@ -88,7 +87,9 @@ class Checkpointer:
         file loses nothing. Any checkpoint that cannot be read (a save cut short
         by a dying node, a truncated or deleted file) is skipped with a warning
         naming it; the newest readable one wins. Returns its step, or None when
-        the directory holds no checkpoint at all. Nothing is written.
+        the directory holds no checkpoint at all. Nothing is written. Values
+        the run does not have (the input iterator older versions saved) are
+        left unread.
 
         Raises:
           UserError: checkpoints exist but none can be read, or the newest
@@ -97,14 +98,12 @@ class Checkpointer:
         candidates = discover(self.ckpt_dir)
         if not candidates:
             return None
-        target = self.checkpoint if with_iterator else tf.train.Checkpoint(**self._objects)
         for step, path in candidates:
             try:
                 tf.train.load_checkpoint(path)  # the index must parse
-                status = target.restore(path)
+                status = self.checkpoint.restore(path)
                 status.assert_existing_objects_matched()
-                if not with_iterator:
-                    status.expect_partial()
+                status.expect_partial()
             except (AssertionError, tf.errors.InvalidArgumentError) as e:
                 raise UserError(_mismatch(path, e)) from None
             except ValueError as e:

@@ -268,9 +268,11 @@ def launch(workers, grace, args) -> None:
     sys.exit(launch_lib.run_local(list(args), workers, grace=grace))
 
 
+from trainer.data.cli import data  # noqa: E402
 from trainer.gcs_cli import runs, stage  # noqa: E402
 from trainer.jobs.cli import job  # noqa: E402
 
+main.add_command(data)
 main.add_command(job)
 main.add_command(runs)
 main.add_command(stage)

@@ -96,7 +96,9 @@ class TrainConfig:
         None, "Clip gradients by their global norm (computed after the all-reduce).", min=0
     )
     clipvalue: float | None = field(None, "Clip each gradient element to [-v, v].", min=0)
-    shuffle_buffer: int = field(10000, "tf.data shuffle buffer size (examples).", min=1)
+    shuffle_buffer: int = field(
+        10000, "Unused (kept so older configs load): training samples a stateless seeded "
+        "permutation of all examples per epoch, with no buffer.", min=1)
 
 
 def _step_window(value, path: str) -> tuple:

@@ -51,7 +51,7 @@ def evaluate(model_dir: str, verbose: bool = True) -> dict:
     puts them outside the model dir), with the same fallback as a resume.
     """
     run = evaluation_run(RunDir.open(model_dir))
-    if run.checkpointer.restore(with_iterator=False) is None:
+    if run.checkpointer.restore() is None:
         raise UserError(f"{model_dir} has no checkpoint to evaluate in "
                         f"{run.run_dir.checkpoint_dir}; train it first.")
     step = int(run.step_var.numpy())
@@ -84,7 +84,7 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
             newest = checkpoints.discover(run_dir.checkpoint_dir)
             if newest and newest[0][0] > done:
                 run.checkpointer.skipped.clear()
-                step = run.checkpointer.restore(with_iterator=False)
+                step = run.checkpointer.restore()
                 if step is not None and step > done:
                     metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step,
                                              run_dir.model_dir, writers, True, best=best)

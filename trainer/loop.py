@@ -4,17 +4,26 @@ Keras 3 `model.fit` does not work under MultiWorkerMirroredStrategy, so the
 step is ours: `train_steps` is one `tf.function` that runs N steps, each
 calling `strategy.run` on a per-replica slice of a global batch.
 
-Input design (exact resume on every strategy): every worker iterates the same
-global-batch stream `[replicas, per_replica_batch, ...]` from a plain,
-checkpointable `tf.data` iterator, and each replica takes its own slice with
-`experimental_distribute_values_from_function`. The iterator state is then the
-same on every worker, so the chief's checkpoint restores all of them exactly.
+Training input (`TrainInput`): the examples of global batch `s` are a pure
+function of (seed, s) (trainer/data/sampling.py). Each worker's input pipeline,
+built by `strategy.distribute_datasets_from_function`, computes and gathers
+only the ids of its own replicas' slices, so a worker materialises B / W
+examples per step. The data position is the step: a resumed run builds its
+pipeline at the restored step, nothing about the input is checkpointed, and a
+resume with another replica or worker count reads the same examples per
+global batch.
+
+Evaluation input stays a whole global batch `[replicas, per_replica_batch, ...]`
+on every worker, each replica taking its slice with
+`experimental_distribute_values_from_function`.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from trainer.data import sampling
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -44,7 +53,7 @@ class StepFunctions:
         self.replicas = replicas
         self._grad_fn = tf.function(self._loss_and_grads, jit_compile=jit_compile,
                                     reduce_retracing=True)
-        self.train_steps = tf.function(self._train_steps)
+        self._train_steps_fn = tf.function(self._train_steps)
         self.eval_batch = tf.function(self._eval_batch)
 
     # With distribution strategies, the replica functions run on devices.
@@ -100,14 +109,23 @@ class StepFunctions:
 
         return self.strategy.experimental_distribute_values_from_function(slice_for)
 
+    def train_steps(self, data, num_steps):
+        """Runs up to `num_steps` steps; returns (mean loss, steps run, stop requested).
+
+        `data` is the run's `TrainInput` (its iterator is made at the current
+        step on first use), or any iterator of per-replica `(features, labels, ...)`.
+        """
+        iterator = data.iterator() if isinstance(data, TrainInput) else data
+        return self._train_steps_fn(iterator, num_steps)
+
     def _train_steps(self, iterator, num_steps):
-        """Runs up to `num_steps` steps; returns (mean loss, steps run, stop requested)."""
         total = tf.constant(0.0)
         done = tf.constant(0)
         stop = tf.constant(False)
         while tf.logical_and(done < num_steps, tf.logical_not(stop)):
+            batch = next(iterator)  # (features, labels, example ids), per replica
             per_replica = self.strategy.run(
-                self._replica_train_step, args=(self._distribute(next(iterator)),))
+                self._replica_train_step, args=((batch[0], batch[1]),))
             reduced = self.strategy.reduce(SUM, per_replica, axis=None)
             total += reduced[0]
             stop = reduced[1] > 0
@@ -125,12 +143,49 @@ class StepFunctions:
             lambda t: self.strategy.reduce(SUM, t, axis=None), per_replica)
 
 
-def make_train_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: int,
-                       shuffle_buffer: int, seed: int) -> tf.data.Dataset:
-    """Shuffled, repeated global batches shaped [replicas, per_replica_batch, ...]."""
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(per_replica_batch, drop_remainder=True).batch(replicas, drop_remainder=True)
-    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+class TrainInput:
+    """A run's training input: per-replica batches of the stateless order.
+
+    Built with the run; `iterator()` makes the distributed iterator the first
+    time it is asked for, at the step the run is at then (after a restore).
+    Each element is `(features, labels, ids)` per replica, `ids` being the
+    example ids that replica trains on (kept for inspection and tests).
+    """
+
+    def __init__(self, examples: sampling.Examples, strategy, *, global_batch: int,
+                 seed: int, step: tf.Variable):
+        self.examples = examples
+        self.strategy = strategy
+        self.global_batch = global_batch
+        self.seed = seed
+        self.step = step
+        self._iterator = None
+
+    def iterator(self):
+        if self._iterator is None:
+            self._iterator = iter(self.distributed_dataset(int(self.step.numpy())))
+        return self._iterator
+
+    def distributed_dataset(self, first_step: int):
+        """Batches from global batch `first_step` on, one input pipeline per worker."""
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: self.pipeline(ctx, first_step))
+
+    def pipeline(self, ctx: tf.distribute.InputContext, first_step: int) -> tf.data.Dataset:
+        """The dataset of input pipeline `ctx.input_pipeline_id`: its replicas' slices.
+
+        Pipeline p of P feeds the R / P replicas p * R/P .. (p + 1) * R/P - 1, in
+        that order within each step (the order the strategy deals them out).
+        Under MultiWorkerMirrored, pipeline p is worker p and its local replica j
+        is global replica p * local + j (TF 2.21 collective_all_reduce_strategy.py,
+        `_get_replica_id_in_sync_group`); under Mirrored there is one pipeline.
+        """
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        first = ctx.input_pipeline_id * local
+        return sampling.replica_dataset(
+            self.examples, seed=self.seed, global_batch=self.global_batch,
+            first_step=first_step, replica_ids=list(range(first, first + local)),
+            num_replicas=ctx.num_replicas_in_sync)
 
 
 def make_eval_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: int,
@@ -152,8 +207,8 @@ def make_eval_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: 
 
 def _options() -> tf.data.Options:
     options = tf.data.Options()
-    # Every worker reads the same stream and keeps its replicas' slices (see the
-    # module docstring), so tf.data must not auto-shard it.
+    # Every worker reads the same eval stream and keeps its replicas' slices (see
+    # the module docstring), so tf.data must not auto-shard it.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
     return options

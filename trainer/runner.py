@@ -53,7 +53,7 @@ class Run:
     steps: loop.StepFunctions
     checkpointer: checkpoints.Checkpointer
     step_var: tf.Variable
-    train_iterator: Any  # None when not training
+    train_iterator: loop.TrainInput | None  # None when not training
     eval_ds: tf.data.Dataset
     assets: dict
     cudnn: list
@@ -103,17 +103,15 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
         on_tpu=isinstance(strategy, tf.distribute.TPUStrategy)))
 
     replicas = strategy.num_replicas_in_sync
-    iterator = None
-    if training:
-        iterator = iter(loop.make_train_dataset(
-            task.dataset("train"), per_replica_batch=per_replica_batch, replicas=replicas,
-            shuffle_buffer=config.train.shuffle_buffer, seed=config.runtime.seed))
     stop = preemption.StopSignal(config.runtime.preemption_grace_secs) if training else None
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    iterator = None
+    if training:  # the data position is step_var: the iterator is made at the restored step
+        iterator = loop.TrainInput(task.train_examples(), strategy, seed=config.runtime.seed,
+                                   global_batch=config.train.batch_size, step=step_var)
     ckpt = checkpoints.Checkpointer(
-        model=model, optimizer=optimizer, step=step_var, iterator=iterator,
-        ckpt_dir=run_dir.checkpoint_dir, keep=config.train.keep_checkpoints,
-        is_chief=cluster.is_chief)
+        model=model, optimizer=optimizer, step=step_var, ckpt_dir=run_dir.checkpoint_dir,
+        keep=config.train.keep_checkpoints, is_chief=cluster.is_chief)
     steps = loop.StepFunctions(
         task=task, model=model, optimizer=optimizer, strategy=strategy,
         global_batch=config.train.batch_size, clipnorm=config.train.clipnorm,

@@ -113,10 +113,7 @@ def _restore(run: Run, previous) -> str | None:
     Returns the restored checkpoint path, or None for a fresh start.
     """
     config = run.config
-    same_input = previous is None or (
-        previous.replicas in (None, run.replicas)
-        and previous.batch_size == config.train.batch_size)
-    step = run.checkpointer.restore(with_iterator=same_input)
+    step = run.checkpointer.restore()
     ckpt_dir = run.run_dir.checkpoint_dir
     if step is None:
         if previous is not None and previous.progress_step > 0:
@@ -131,9 +128,6 @@ def _restore(run: Run, previous) -> str | None:
                 f"{ckpt_dir} holds checkpoint files but no complete checkpoint (no ckpt-N.index "
                 "file). Restore the missing files, or use a new --model-dir to start over.")
         return None
-    if not same_input:
-        log.warning("replicas or batch size changed since the checkpoint: model and optimizer "
-                    "are restored, the input pipeline restarts (not bitwise-exact).")
     _apply_resume_hparams(run.optimizer, config)
     return run.checkpointer.restored_path
 

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import storage
+from trainer.data import sampling
 from trainer.errors import DataError
 from trainer.redact import REDACTED, redact
 
@@ -360,6 +361,24 @@ def num_windows(length: int, seq_len: int, shift: int) -> int:
     if length < seq_len + 1:
         return 0
     return (length - seq_len - 1) // shift + 1
+
+
+def window_examples(ids: np.ndarray, seq_len: int, shift: int) -> sampling.Examples:
+    """Window k (of every window start k*shift in the corpus) is example id k.
+
+    `gather(k)` cuts `(ids[s:s+T], ids[s+1:s+T+1])`, s = k * shift, with one
+    gather from the corpus held once as a constant: sampling a window start
+    anywhere in the corpus costs the same as reading the next one.
+    """
+    n = num_windows(len(ids), seq_len, shift)
+    corpus = tf.constant(ids)
+    offsets = tf.range(seq_len + 1, dtype=tf.int64)
+
+    def gather(k):
+        w = tf.cast(tf.gather(corpus, k[:, None] * shift + offsets), tf.int32)
+        return w[:, :-1], w[:, 1:]
+
+    return sampling.Examples(n, gather)
 
 
 def window_dataset(ids: np.ndarray, seq_len: int, shift: int) -> tf.data.Dataset:

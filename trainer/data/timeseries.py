@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import tables
+from trainer.data import sampling, tables
 from trainer.errors import DataError
 
 # series_sines.csv: synthetic_series(length=2000, features=1, components=3,
@@ -296,6 +296,20 @@ def window_dataset(
 
     starts = tf.data.Dataset.range(0, n * stride, stride)
     return starts.batch(chunk).map(cut).unbatch()
+
+
+def window_examples(values: np.ndarray, window: int, horizon: int, target_index: int,
+                    stride: int = 1) -> sampling.Examples:
+    """Window k of `window_dataset` (rows from k*stride) as example id k, cut by one gather."""
+    size = window + horizon
+    data = tf.constant(values, dtype=tf.float32)
+    offsets = tf.range(size, dtype=tf.int64)
+
+    def gather(k):
+        w = tf.gather(data, k[:, None] * stride + offsets)  # [n, window + horizon, features]
+        return w[:, :window], w[:, window:, target_index]
+
+    return sampling.Examples(num_windows(len(values), window, horizon, stride), gather)
 
 
 def num_windows(length: int, window: int, horizon: int, stride: int = 1) -> int:

@@ -10,7 +10,8 @@ Lifecycle (see trainer/runner.py and trainer/train_lib.py):
     task = TaskCls(config)
     task.prepare()                  # host: read data, fit vocab / statistics
     task.assets()                   # host: saved to MODEL_DIR/assets, checked on resume
-    task.dataset("train"|"eval")    # host: unbatched, fixed-shape (features, labels)
+    task.train_examples()           # host: training examples addressable by id
+    task.dataset("eval")            # host: unbatched, fixed-shape (features, labels)
     with strategy.scope():
         model = task.build_model()
     task.loss(...)                  # With distribution strategies, runs on devices.
@@ -31,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from trainer.config import ExperimentConfig
+from trainer.data import sampling
 
 # Exports serve inference; training resumes from checkpoints. Not saving the custom
 # gradients of the fused CPU loops keeps an export from tracing them (the largest part
@@ -77,11 +79,19 @@ class Task:
         return {}
 
     def dataset(self, split: str) -> tf.data.Dataset:
-        """Unbatched, fixed-shape `(features, labels)` examples of a split.
+        """Unbatched, fixed-shape `(features, labels)` examples of a split, in order.
 
-        The loop shuffles (train), batches per replica and prefetches. Every
-        worker builds the same stream, so the chief's checkpointed iterator
-        restores every worker exactly.
+        The loop evaluates the "eval" split in this order; training reads
+        `train_examples` instead.
+        """
+        raise NotImplementedError
+
+    def train_examples(self) -> sampling.Examples:
+        """The training examples, addressable by id (0..N-1), fixed-shape.
+
+        The loop samples them in a stateless seeded order (trainer/data/sampling.py):
+        each replica gathers only the ids of its own slice of each global batch,
+        so the data position is the step and no iterator is checkpointed.
         """
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import plots, registry, storage
-from trainer.data import timeseries, report as data_report
+from trainer.data import report as data_report, sampling, timeseries
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
 from trainer.tasks.configs.forecasting import ForecastingModel
@@ -133,6 +133,12 @@ class ForecastingTask(Task):
         return timeseries.window_dataset(
             values, d.window, self.horizon, self.series.target_index, stride
         )
+
+    def train_examples(self) -> sampling.Examples:
+        """Every training window (one every `data.stride` rows), by id."""
+        d = self.config.data
+        return timeseries.window_examples(self.normalized[: self.split], d.window, self.horizon,
+                                          self.series.target_index, d.stride)
 
     # ---- model -------------------------------------------------------------
     def build_model(self) -> keras.Model:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry
-from trainer.data import text as text_data, report as data_report
+from trainer.data import text as text_data, report as data_report, sampling
 from trainer.errors import DataError
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
@@ -100,6 +100,14 @@ class TextClassificationTask(Task):
     def dataset(self, split: str) -> tf.data.Dataset:
         ids, labels = self._splits[split]
         return tf.data.Dataset.from_tensor_slices((ids, labels))
+
+    def preview_features(self, ids) -> str:
+        """One example's tokens (for `seqtrain data inspect`)."""
+        vocab = self.vectorizer.get_vocabulary()
+        return " ".join(vocab[i] for i in ids.tolist() if i)
+
+    def train_examples(self) -> sampling.Examples:
+        return sampling.tensor_examples(self._splits["train"])
 
     def build_model(self) -> keras.Model:
         m = self.config.model

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from trainer import registry
-from trainer.data import chars, report as data_report
+from trainer.data import chars, report as data_report, sampling
 from trainer.redact import redact
 from trainer.models.rnn import recurrent_stack
 from trainer.serving.char_sampler import CharSampler
@@ -112,6 +112,15 @@ class TextGenerationTask(Task):
         if split == "eval":
             return chars.window_dataset(self.eval_ids, d.seq_len, d.seq_len)
         raise ValueError(f"unknown split {split!r}")
+
+    def preview_features(self, ids) -> str:
+        """One window's input characters (for `seqtrain data inspect`)."""
+        return repr(self.vocab.decode(ids.tolist()))
+
+    def train_examples(self) -> sampling.Examples:
+        """Every window start of the training split (every `data.shift` chars), by id."""
+        d = self.config.data
+        return chars.window_examples(self.train_ids, d.seq_len, d.shift)
 
     # ---- model -------------------------------------------------------------
     def build_model(self) -> keras.Model:

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import plots, registry
-from trainer.data import parallel, report as data_report
+from trainer.data import parallel, report as data_report, sampling
 from trainer.data.parallel import END, PAD
 from trainer.errors import DataError
 from trainer.models.seq2seq import Seq2Seq
@@ -167,6 +167,9 @@ class TranslationTask(Task):
         """Features {source [S], target_in [T+1]} and labels [T+1], int32, right-padded."""
         features, labels = self._arrays[split]
         return tf.data.Dataset.from_tensor_slices((features, labels))
+
+    def train_examples(self) -> sampling.Examples:
+        return sampling.tensor_examples(self._arrays["train"])
 
     # ---- model ---------------------------------------------------------------
 
