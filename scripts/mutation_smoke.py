@@ -16,6 +16,7 @@ Exit status 0 only if every mutant selected was killed.
 
   python scripts/mutation_smoke.py            # all mutants
   python scripts/mutation_smoke.py --list
+  python scripts/mutation_smoke.py --check    # every pattern still matches once (fast)
   python scripts/mutation_smoke.py --only data-position-restarts --only fused-backward
 """
 
@@ -131,7 +132,7 @@ MUTANTS = [
            ("tests/test_profiling.py", "-k", "exactly_the_window"),
            "the outer loop no longer splits after step A-1, so the trace misses step A (or "
            "holds steps before it)"),
-    Mutant("predict-probabilities-misordered", "trainer/tasks/text_classification.py",
+    Mutant("predict-probabilities-misordered", "trainer/serving/classifier.py",
            r'\[float\(p\) for p in out\["probability"\]\.numpy\(\)\]',
            '[float(p) for p in out["probability"].numpy()][::-1]',
            ("tests/test_train.py", "-k", "predict_and_evaluate"),
@@ -151,18 +152,26 @@ def _copy(dest: str) -> None:
         ".git", "__pycache__", ".venv", ".pytest_cache", "*.egg-info"))
 
 
+def stale(m: Mutant, root: str = REPO) -> str | None:
+    """Why the mutant no longer applies to the code under `root` (None if it applies)."""
+    path = os.path.join(root, m.file)
+    if not os.path.exists(path):
+        return f"{m.file} does not exist"
+    with open(path, encoding="utf-8") as f:
+        hits = len(re.findall(m.pattern, f.read()))
+    return None if hits == 1 else f"pattern {m.pattern!r} matches {hits} times in {m.file}"
+
+
 def run_mutant(m: Mutant, timeout: int) -> tuple[str, str]:
     """Returns (status, detail)."""
     with tempfile.TemporaryDirectory(prefix=f"mutant-{m.name}-") as tmp:
         copy = os.path.join(tmp, "repo")
         _copy(copy)
+        why = stale(m, copy)
+        if why:
+            return "STALE", why
         path = os.path.join(copy, m.file)
-        if not os.path.exists(path):
-            return "STALE", f"{m.file} does not exist"
         source = open(path).read()
-        hits = len(re.findall(m.pattern, source))
-        if hits != 1:
-            return "STALE", f"pattern {m.pattern!r} matches {hits} times in {m.file}"
         with open(path, "w") as f:
             f.write(re.sub(m.pattern, m.replacement, source))
         env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
@@ -191,12 +200,18 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="run only this mutant (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every mutant still applies (no tests run)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per mutant")
     args = parser.parse_args(argv)
     if args.list:
         for m in MUTANTS:
             print(f"{m.name:30s} {m.file}: {m.what}")
         return 0
+    if args.check:
+        problems = [f"STALE    {m.name}: {why}" for m in MUTANTS if (why := stale(m))]
+        print("\n".join(problems) or f"all {len(MUTANTS)} mutants apply")
+        return 1 if problems else 0
     unknown = set(args.only) - {m.name for m in MUTANTS}
     if unknown:
         parser.error(f"--only {sorted(unknown)}: no such mutant; known: "
