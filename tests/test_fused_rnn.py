@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
+from trainer import experiment
 from trainer import precision, registry
 from trainer.models import fused
 from trainer.models.fused_gru import FusedGRU, gru_sequence
@@ -214,7 +214,7 @@ def test_options_the_loop_does_not_implement_fall_back_to_keras(cell, option, va
 
 
 def _model(task_name, *overrides):
-    config = config_lib.load(task=task_name, overrides=list(overrides))
+    config = experiment.load(task=task_name, overrides=list(overrides))
     task = registry.get(task_name)(config)
     task.prepare()
     keras.utils.set_random_seed(0)

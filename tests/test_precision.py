@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import pytest
 
-from trainer import config as config_lib, precision
+from trainer import config as config_lib, experiment, precision
 from trainer.errors import ConfigError
 from trainer.models.rnn import RecurrentConfig, make_rnn_layer
 
@@ -87,7 +87,7 @@ def test_stateful_under_mixed_float16_is_refused():
     class StatefulModel(RecurrentConfig):
         stateful: bool = True
 
-    cfg = dataclasses.replace(config_lib.default_config("text_classification"),
+    cfg = dataclasses.replace(experiment.default_config("text_classification"),
                               model=StatefulModel(),
                               runtime=config_lib.RuntimeConfig(precision="mixed_float16"))
     with pytest.raises(ConfigError, match="stateful RNN under runtime.precision=mixed_float16"):
