@@ -75,7 +75,7 @@ HELPER = r'''
 import json, sys
 spec = json.loads(sys.argv[1])
 import keras, numpy as np, tensorflow as tf
-from trainer import experiment, loop, precision, registry, runner, train_lib
+from trainer import experiment, kernels, loop, precision, registry, runner, train_lib
 
 # The control of the clipping test (runs with "per_replica_clip"): clip each
 # replica's partial gradient and let the Keras optimizer sum them, which is
@@ -96,7 +96,7 @@ for run in spec["runs"]:
 
 def rnn_dtypes(model):
     out = []
-    for layer, where in precision._recurrent_layers(model):
+    for layer, where in kernels._recurrent_layers(model):
         x = tf.random.normal([2, 3, layer.cell.kernel.shape[0]])
         y = tf.nest.flatten(layer(x))[0]
         out.append({"layer": where, "compute": layer.compute_dtype,

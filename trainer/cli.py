@@ -247,10 +247,10 @@ def evaluate(model_dir, watch, poll_secs) -> None:
 @config_options
 def check(task, config_file, overrides) -> None:
     """Report, per recurrent layer, whether it takes the cuDNN kernel on a GPU."""
-    from trainer import check as check_lib, experiment
+    from trainer import experiment, kernels
 
     cfg = experiment.load(task, config_file, overrides)
-    click.echo(check_lib.report_text(cfg))
+    click.echo(kernels.report_text(cfg))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
