@@ -79,14 +79,14 @@ def _time(cmd: list[str], cwd: str, env: dict) -> float:
 
 def _make_workdir(cwd: str) -> None:
     sys.path.insert(0, REPO)
-    from trainer import config
+    from trainer import experiment
 
     with open(os.path.join(cwd, "small.yaml"), "w") as f:
         f.write("train:\n  steps: 20\n  batch_size: 8\n")
     for i, lr in enumerate((0.01, 0.003, 0.001)):
         run = os.path.join(cwd, "runs", f"run-{i}")
         os.makedirs(os.path.join(run, "checkpoints"))
-        cfg = config.load("multistep_forecasting", None, [f"train.learning_rate={lr}"])
+        cfg = experiment.load("multistep_forecasting", None, [f"train.learning_rate={lr}"])
         with open(os.path.join(run, "config.yaml"), "w") as f:
             f.write(cfg.to_yaml())
         with open(os.path.join(run, "metrics.json"), "w") as f:

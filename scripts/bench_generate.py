@@ -177,11 +177,11 @@ def w_train_seqtrain(cfg: dict) -> dict:
 
     import numpy as np
 
-    from trainer import config as config_lib, summaries, train_lib
+    from trainer import experiment, summaries, train_lib
 
     run_dir = os.path.join(cfg["work_dir"], "seqtrain_run")
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = config_lib.load(task="text_generation", overrides=_overrides(cfg))
+    config = experiment.load(task="text_generation", overrides=_overrides(cfg))
     t0 = time.perf_counter()
     result = train_lib.train(config, run_dir, verbose=False)
     wall = time.perf_counter() - t0
@@ -196,10 +196,10 @@ def w_train_fit(cfg: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from trainer import config as config_lib, registry
+    from trainer import experiment, registry
     from trainer.data import sampling
 
-    config = config_lib.load(task="text_generation", overrides=_overrides(cfg))
+    config = experiment.load(task="text_generation", overrides=_overrides(cfg))
     tf.config.experimental.enable_op_determinism()
     task = registry.get("text_generation")(config)
     task.prepare()
@@ -226,9 +226,9 @@ def w_train_onehot_fit(cfg: dict) -> dict:
     import keras
     import numpy as np
 
-    from trainer import config as config_lib, registry
+    from trainer import experiment, registry
 
-    config = config_lib.load(task="text_generation", overrides=_overrides(cfg))
+    config = experiment.load(task="text_generation", overrides=_overrides(cfg))
     task = registry.get("text_generation")(config)
     task.prepare()
     T, V = cfg["seq_len"], task.vocab.size

@@ -231,10 +231,10 @@ def time_task(name: str, precision: str, args) -> dict:
     import keras
     import tensorflow as tf
 
-    from trainer import config as config_lib, loop, registry, runner
+    from trainer import experiment, loop, registry, runner
     from trainer.data import sampling
 
-    config = config_lib.load(task=name, overrides=[f"runtime.precision={precision}"])
+    config = experiment.load(task=name, overrides=[f"runtime.precision={precision}"])
     task = registry.get(name)(config)
     task.prepare()
     keras.utils.set_random_seed(config.runtime.seed)

@@ -150,12 +150,12 @@ def _report(task: str, runs: dict) -> None:
 
 def _load(args, *extra):
     sys.path.insert(0, REPO)
-    from trainer import config as config_lib
+    from trainer import experiment
 
-    defaults = config_lib.load(task=args.task, overrides=args.overrides).train
+    defaults = experiment.load(task=args.task, overrides=args.overrides).train
     steps = args.steps = args.steps or defaults.steps
     spl = defaults.steps_per_loop
-    return config_lib.load(task=args.task, overrides=[
+    return experiment.load(task=args.task, overrides=[
         f"train.steps={steps}", f"train.log_every={spl}", f"train.eval_every={steps}",
         f"train.checkpoint_every={steps}", "train.eval_batches=0", *args.overrides, *extra])
 

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     import keras
     import tensorflow as tf
 
-    from trainer import config as config_lib, registry, train_lib
+    from trainer import experiment, registry, train_lib
 
     overrides = [
         "data.source=toy", f"data.toy={args.toy}", f"data.toy_size={args.toy_size}",
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         f"train.eval_every={args.steps}", f"train.checkpoint_every={args.steps}",
         "train.eval_batches=4", f"runtime.seed={args.seed}", *args.overrides,
     ]
-    config = config_lib.load(task="translation", overrides=overrides)
+    config = experiment.load(task="translation", overrides=overrides)
     model_dir = args.model_dir or tempfile.mkdtemp(prefix="bench_translate_")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"Python {platform.python_version()}, TF {tf.__version__}, Keras {keras.__version__}")

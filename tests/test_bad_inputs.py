@@ -241,13 +241,13 @@ def _write_files(root, files: dict) -> None:
 
 def _existing_run(root, task: str) -> None:
     """A run dir as `seqtrain train` leaves it before the export: config, runtime, a checkpoint."""
-    from trainer import config
+    from trainer import experiment
 
     run = os.path.join(root, "run")
     os.makedirs(os.path.join(run, "checkpoints"))
     with open(os.path.join(run, "config.yaml"), "w") as f:
         overrides = ["train.steps=2", "train.batch_size=2"] if task != "translation" else []
-        f.write(config.load(task, None, overrides).to_yaml())
+        f.write(experiment.load(task, None, overrides).to_yaml())
     with open(os.path.join(run, "runtime.json"), "w") as f:
         json.dump({"replicas": 1}, f)
     with open(os.path.join(run, "checkpoints", "checkpoint"), "w") as f:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from trainer import checkpoints
 from trainer.errors import UserError
+from trainer.models.rng import rng_state_variables
 
 
 def _model(units=3):
@@ -36,7 +37,7 @@ def test_a_checkpoint_with_an_input_iterator_from_earlier_versions_restores(tmp_
     it = iter(tf.data.Dataset.range(100))
     next(it)
     old = tf.train.Checkpoint(model=model, optimizer=opt, step=tf.Variable(7, dtype=tf.int64),
-                              rng=checkpoints.rng_state_variables(model), iterator=it)
+                              rng=rng_state_variables(model), iterator=it)
     old.save(str(tmp_path / "ckpt" / "ckpt"))
     assert any(k.startswith("iterator") for k, _ in
                tf.train.list_variables(str(tmp_path / "ckpt" / "ckpt-1")))
@@ -70,7 +71,7 @@ def test_rng_states_are_saved(tmp_path):
     path = ck.save(1)
     names = [n for n, _ in tf.train.list_variables(path)]
     assert any(n.startswith("rng/") for n in names)
-    assert len(checkpoints.rng_state_variables(model)) == 1
+    assert len(rng_state_variables(model)) == 1
 
 
 def test_a_changed_model_is_a_user_error(tmp_path):

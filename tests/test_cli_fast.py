@@ -17,7 +17,7 @@ import sys
 import pytest
 import yaml
 
-from trainer import config as config_lib, quiet
+from trainer import experiment, quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the real click entry point, then prints whether TensorFlow got imported.
@@ -39,7 +39,7 @@ def seqtrain(args, cwd, probe=True, env=None, path=ROOT):
 
 def _write_run(path, task, overrides, metrics=None, best=None):
     os.makedirs(path)
-    cfg = config_lib.load(task, None, overrides)
+    cfg = experiment.load(task, None, overrides)
     with open(os.path.join(path, "config.yaml"), "w") as f:
         f.write(cfg.to_yaml())
     if metrics is not None:

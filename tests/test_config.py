@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 import yaml
 
-from trainer import config as config_lib
+from trainer import config as config_lib, experiment
 from trainer.errors import ConfigError
 
 
 def test_layers_default_then_file_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  steps: 50\n  batch_size: 16\nmodel:\n  units: 12\n")
-    cfg = config_lib.load(None, str(path), ["train.steps=70", "model.layers=2"])
+    cfg = experiment.load(None, str(path), ["train.steps=70", "model.layers=2"])
     assert cfg.train.steps == 70  # --set beats the file
     assert cfg.train.batch_size == 16  # the file beats the default
     assert cfg.model.units == 12 and cfg.model.layers == 2
@@ -23,7 +23,7 @@ def test_layers_default_then_file_then_overrides(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = config_lib.load(None, None, ["train.clipnorm=1", "model.bidirectional=false",
+    cfg = experiment.load(None, None, ["train.clipnorm=1", "model.bidirectional=false",
                                        "runtime.tpu=my-tpu", "train.clipvalue=null"])
     assert cfg.train.clipnorm == 1.0 and isinstance(cfg.train.clipnorm, float)
     assert cfg.model.bidirectional is False
@@ -34,10 +34,10 @@ def test_exponent_floats_without_a_dot(tmp_path):
     # YAML 1.1 (PyYAML) reads `1e-3` as a string; float keys accept it anyway.
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  learning_rate: 1e-3\n")
-    cfg = config_lib.load(None, str(path), ["train.clipnorm=5E+0"])
+    cfg = experiment.load(None, str(path), ["train.clipnorm=5E+0"])
     assert cfg.train.learning_rate == 1e-3 and cfg.train.clipnorm == 5.0
     with pytest.raises(ConfigError, match="'train.learning_rate' expects float"):
-        config_lib.load(None, None, ["train.learning_rate=fast"])
+        experiment.load(None, None, ["train.learning_rate=fast"])
 
 
 @pytest.mark.parametrize("task,has,lacks", [
@@ -47,15 +47,15 @@ def test_exponent_floats_without_a_dot(tmp_path):
 ])
 def test_task_flag_picks_the_task_sections(task, has, lacks):
     """A task other than the default: its own data and model sections, not the default's."""
-    cfg = config_lib.load(task, None, [])
+    cfg = experiment.load(task, None, [])
     assert cfg.task.name == task
     assert hasattr(cfg.data, has) and not hasattr(cfg.data, lacks)
-    assert cfg.to_dict()["data"] == config_lib.load(task, None, []).to_dict()["data"]
-    assert cfg.to_dict()["data"] != config_lib.load(None, None, []).to_dict()["data"]
+    assert cfg.to_dict()["data"] == experiment.load(task, None, []).to_dict()["data"]
+    assert cfg.to_dict()["data"] != experiment.load(None, None, []).to_dict()["data"]
 
 
 def test_frozen():
-    cfg = config_lib.load(None, None, [])
+    cfg = experiment.load(None, None, [])
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.steps = 3
 
@@ -74,7 +74,7 @@ def test_frozen():
 ])
 def test_bad_values_name_the_key(override, fragments):
     with pytest.raises(ConfigError) as e:
-        config_lib.load(None, None, [override])
+        experiment.load(None, None, [override])
     for fragment in fragments:
         assert fragment in str(e.value)
 
@@ -83,7 +83,7 @@ def test_non_mapping_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
-        config_lib.load(None, str(path), [])
+        experiment.load(None, str(path), [])
 
 
 def test_default_config_yaml_round_trips(run_cli, tmp_path):
@@ -91,8 +91,8 @@ def test_default_config_yaml_round_trips(run_cli, tmp_path):
     assert "# Total optimizer steps" in text
     path = tmp_path / "start.yaml"
     path.write_text(text)
-    assert config_lib.load(None, str(path), []) == config_lib.default_config("text_classification")
-    assert yaml.safe_load(config_lib.default_config("text_classification").to_yaml())["train"]["steps"] == 600
+    assert experiment.load(None, str(path), []) == experiment.default_config("text_classification")
+    assert yaml.safe_load(experiment.default_config("text_classification").to_yaml())["train"]["steps"] == 600
 
 
 def test_diff_lists_changed_paths():

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from trainer import config as config_lib, registry
+from trainer import experiment, registry
 from trainer.data import report
 
 
 def _prepared(task: str, *overrides: str):
-    cfg = config_lib.load(task, None, overrides)
+    cfg = experiment.load(task, None, overrides)
     t = registry.get(task)(cfg)
     t.prepare()
     return t, json.loads(json.dumps(t.data_report()))  # JSON round trip: runtime.json-ready

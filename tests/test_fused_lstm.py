@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
-from trainer import precision, registry
+from trainer import experiment
+from trainer import kernels, registry
 from trainer.models import fused
 from trainer.models.fused_lstm import FusedLSTM, lstm_sequence
 
@@ -149,7 +149,7 @@ def test_options_the_loop_does_not_implement_fall_back_to_keras(option, value):
 
 
 def _model(task_name, *overrides):
-    config = config_lib.load(task=task_name, overrides=list(overrides))
+    config = experiment.load(task=task_name, overrides=list(overrides))
     task = registry.get(task_name)(config)
     task.prepare()
     keras.utils.set_random_seed(0)
@@ -163,10 +163,10 @@ def test_cpu_kernel_option_and_checkpoint_interchange(tmp_path):
     stock = _model("text_generation", *small, "model.cpu_kernel=keras")
     assert type(fast.get_layer("rnn_lstm_0")) is FusedLSTM
     assert type(stock.get_layer("rnn_lstm_0")) is keras.layers.LSTM
-    report = precision.cudnn_report(fast)
+    report = kernels.cudnn_report(fast)
     assert [(r["type"], r["eligible"], r["cpu_loop"], r["loop"]) for r in report] == [
         ("LSTM", True, "fused", "fused")]
-    assert [(r["cpu_loop"], r["loop"]) for r in precision.cudnn_report(stock)] == [
+    assert [(r["cpu_loop"], r["loop"]) for r in kernels.cudnn_report(stock)] == [
         ("keras", "keras")]
 
     path = tf.train.Checkpoint(model=fast).save(str(tmp_path / "ckpt"))

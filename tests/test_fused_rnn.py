@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
-from trainer import precision, registry
+from trainer import experiment
+from trainer import kernels, registry
 from trainer.models import fused
 from trainer.models.fused_gru import FusedGRU, gru_sequence
 from trainer.models.fused_simple_rnn import FusedSimpleRNN, simple_rnn_sequence
@@ -214,7 +214,7 @@ def test_options_the_loop_does_not_implement_fall_back_to_keras(cell, option, va
 
 
 def _model(task_name, *overrides):
-    config = config_lib.load(task=task_name, overrides=list(overrides))
+    config = experiment.load(task=task_name, overrides=list(overrides))
     task = registry.get(task_name)(config)
     task.prepare()
     keras.utils.set_random_seed(0)
@@ -232,9 +232,9 @@ def test_cell_option_picks_the_fused_layer_and_checkpoints_interchange(
     stock = _model("text_generation", *small, "model.cpu_kernel=keras")
     assert type(fast.get_layer(f"rnn_{cell}_0")) is fused_cls
     assert type(stock.get_layer(f"rnn_{cell}_0")) is stock_cls
-    assert [(r["cpu_loop"], r["loop"]) for r in precision.cudnn_report(fast)] == [
+    assert [(r["cpu_loop"], r["loop"]) for r in kernels.cudnn_report(fast)] == [
         ("fused", "fused")]
-    assert [(r["cpu_loop"], r["loop"]) for r in precision.cudnn_report(stock)] == [
+    assert [(r["cpu_loop"], r["loop"]) for r in kernels.cudnn_report(stock)] == [
         ("keras", "keras")]
 
     path = tf.train.Checkpoint(model=fast).save(str(tmp_path / "ckpt"))
@@ -249,12 +249,12 @@ def test_cell_option_picks_the_fused_layer_and_checkpoints_interchange(
 def test_report_shows_the_loop_that_runs_when_a_gpu_is_visible(monkeypatch):
     """On a GPU host the fused layers step aside: cuDNN when eligible, else Keras' loop."""
     model = _model("text_classification", "model.units=4", "model.cell=gru")
-    on_cpu = precision.cudnn_report(model)
+    on_cpu = kernels.cudnn_report(model)
     assert {(r["cpu_loop"], r["loop"]) for r in on_cpu} == {("fused", "fused")}
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
-    assert {(r["cpu_loop"], r["loop"]) for r in precision.cudnn_report(model)} == {
+    assert {(r["cpu_loop"], r["loop"]) for r in kernels.cudnn_report(model)} == {
         ("fused", "cudnn")}
-    left = precision.cudnn_report(model, padding="left")
+    left = kernels.cudnn_report(model, padding="left")
     assert {(r["cpu_loop"], r["loop"]) for r in left} == {("fused", "keras")}
-    assert "loop keras" in precision.format_report(left)
+    assert "loop keras" in kernels.format_report(left)

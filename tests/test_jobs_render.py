@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 from kubeflow.training import ApiClient
 
-from trainer import cluster, config
+from trainer import cluster, experiment
 from trainer.cluster import from_environ, resolve_dirs
 from trainer.jobs import render
 from trainer.jobs.cli import job
@@ -48,7 +48,7 @@ def specs() -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def expected_config():
-    return config.load("text_classification", None, OVERRIDES)
+    return experiment.load("text_classification", None, OVERRIDES)
 
 
 def by_kind(objects: list[dict]) -> dict[str, dict]:
@@ -269,19 +269,19 @@ def test_configmap_and_args_rebuild_the_validated_config(specs, expected_config,
     assert args[:2] == ["train", "--task"] and args[args.index("--config") + 1] == \
         render.CONFIG_PATH
     assert args[args.index("--model-dir") + 1] == "gs://bkt/runs/k8s"
-    assert config.load(None, str(path)) == expected_config
+    assert experiment.load(None, str(path)) == expected_config
 
     vertex_args = specs["vertex"][0]["workerPoolSpecs"][0]["containerSpec"]["args"]
     sets = [vertex_args[i + 1] for i, a in enumerate(vertex_args) if a == "--set"]
     assert vertex_args[:3] == ["train", "--task", "text_classification"]
-    assert config.load("text_classification", None, sets) == expected_config
+    assert experiment.load("text_classification", None, sets) == expected_config
 
 
 def test_config_overrides_round_trip_awkward_values():
-    cfg = config.load("text_classification", None,
+    cfg = experiment.load("text_classification", None,
                       ["runtime.tpu='true'", "train.clipnorm=0.5", "data.train_path='a b: c'"])
     sets = render.config_overrides(cfg)
-    assert config.load("text_classification", None, sets) == cfg
+    assert experiment.load("text_classification", None, sets) == cfg
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from google.cloud.aiplatform_v1.types import CustomJobSpec, HyperparameterTuning
 from kubeflow.training import ApiClient
 from kubeflow_katib_api.models import V1beta1Experiment
 
-from trainer import cli, config, tuning
+from trainer import cli, experiment, tuning
 from trainer.errors import UserError
 from trainer.jobs import render
 
@@ -48,7 +48,7 @@ def train_config(args: list[str], config_text: str | None, tmp_path):
         args = [str(path) if a == render.CONFIG_PATH else a for a in args]
     ctx = cli.train.make_context("train", list(args[1:]))
     p = ctx.params
-    return config.load(p["task"], p["config_file"], p["overrides"]), p
+    return experiment.load(p["task"], p["config_file"], p["overrides"]), p
 
 
 # ---------------------------------------------------------------- Vertex

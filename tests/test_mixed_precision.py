@@ -75,7 +75,7 @@ HELPER = r'''
 import json, sys
 spec = json.loads(sys.argv[1])
 import keras, numpy as np, tensorflow as tf
-from trainer import config as config_lib, loop, precision, registry, runner, train_lib
+from trainer import experiment, kernels, loop, precision, registry, runner, train_lib
 
 # The control of the clipping test (runs with "per_replica_clip"): clip each
 # replica's partial gradient and let the Keras optimizer sum them, which is
@@ -91,12 +91,12 @@ loop.StepFunctions.__init__ = patched_init
 
 for run in spec["runs"]:
     PER_REPLICA[0] = run.get("per_replica_clip", False)
-    cfg = config_lib.load(task=run["task"], overrides=run["sets"])
+    cfg = experiment.load(task=run["task"], overrides=run["sets"])
     train_lib.train(cfg, run["model_dir"], stop_at=run["stop_at"], verbose=False)
 
 def rnn_dtypes(model):
     out = []
-    for layer, where in precision._recurrent_layers(model):
+    for layer, where in kernels._recurrent_layers(model):
         x = tf.random.normal([2, 3, layer.cell.kernel.shape[0]])
         y = tf.nest.flatten(layer(x))[0]
         out.append({"layer": where, "compute": layer.compute_dtype,
@@ -106,7 +106,7 @@ def rnn_dtypes(model):
 
 probes = {}
 for task_name, sets in spec.get("probe", {}).items():
-    cfg = config_lib.load(task=task_name, overrides=sets)
+    cfg = experiment.load(task=task_name, overrides=sets)
     precision.set_policy(cfg.runtime.precision)
     task = registry.get(task_name)(cfg)
     task.prepare()

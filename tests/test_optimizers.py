@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
+from trainer import experiment
 from trainer.runner import build_optimizer
 
 LR, STEPS = 0.1, 20
 
 
 def _optimizer(*overrides):
-    cfg = config_lib.load(None, None, [f"train.learning_rate={LR}", f"train.steps={STEPS}",
+    cfg = experiment.load(None, None, [f"train.learning_rate={LR}", f"train.steps={STEPS}",
                                        *overrides])
     return build_optimizer(cfg)
 

@@ -7,7 +7,7 @@ import dataclasses
 import keras
 import pytest
 
-from trainer import config as config_lib, precision
+from trainer import config as config_lib, experiment, kernels, loop, precision
 from trainer.errors import ConfigError
 from trainer.models.rnn import RecurrentConfig, make_rnn_layer
 
@@ -36,12 +36,12 @@ TABLE = [
 def test_eligibility_table(cell, overrides, expected):
     cfg = dataclasses.replace(BASE, cell=cell, **overrides)
     layer = make_rnn_layer(cfg, return_sequences=False, name="rnn")
-    assert precision.ineligibility_reasons(layer) == expected
+    assert kernels.ineligibility_reasons(layer) == expected
 
 
 def test_left_padding_is_reported():
     layer = make_rnn_layer(BASE)
-    assert precision.ineligibility_reasons(layer, padding="left") == [
+    assert kernels.ineligibility_reasons(layer, padding="left") == [
         "inputs are left-padded (needs right padding or no mask)"]
 
 
@@ -50,21 +50,21 @@ def test_report_walks_bidirectional_and_stacks():
     from trainer.models.rnn import recurrent_stack
     inp = keras.Input((5, 3))
     model = keras.Model(inp, recurrent_stack(inp, cfg, name="enc"))
-    report = precision.cudnn_report(model)
+    report = kernels.cudnn_report(model)
     assert [r["layer"] for r in report] == [
         "enc_bi_0/forward", "enc_bi_0/backward", "enc_bi_1/forward", "enc_bi_1/backward"]
     assert all(r["reasons"] == ["recurrent_dropout=0.1 (needs 0)"] for r in report)
-    assert "NOT eligible" in precision.format_report(report)
+    assert "NOT eligible" in kernels.format_report(report)
 
 
 def test_forced_cudnn_with_an_ineligible_layer_is_an_error():
     cfg = dataclasses.replace(BASE, use_cudnn=True, recurrent_dropout=0.1)
     layer = make_rnn_layer(cfg, name="rnn")
     report = [{"layer": "rnn", "type": "LSTM", "eligible": False,
-               "reasons": precision.ineligibility_reasons(layer)}]
+               "reasons": kernels.ineligibility_reasons(layer)}]
     with pytest.raises(ConfigError, match="model.use_cudnn=true.*recurrent_dropout=0.1"):
-        precision.check_forced_cudnn(report, cfg)
-    precision.check_forced_cudnn(report, dataclasses.replace(cfg, use_cudnn="auto"))
+        kernels.check_forced_cudnn(report, cfg)
+    kernels.check_forced_cudnn(report, dataclasses.replace(cfg, use_cudnn="auto"))
 
 
 def test_check_command_reports_each_layer(run_cli):
@@ -87,7 +87,7 @@ def test_stateful_under_mixed_float16_is_refused():
     class StatefulModel(RecurrentConfig):
         stateful: bool = True
 
-    cfg = dataclasses.replace(config_lib.default_config("text_classification"),
+    cfg = dataclasses.replace(experiment.default_config("text_classification"),
                               model=StatefulModel(),
                               runtime=config_lib.RuntimeConfig(precision="mixed_float16"))
     with pytest.raises(ConfigError, match="stateful RNN under runtime.precision=mixed_float16"):
@@ -116,7 +116,7 @@ def test_jit_compile_resolution(monkeypatch, setting, report, xla_on_cpu, gpu, t
     if gpu:  # this machine has no GPU: present one logical GPU to the resolver
         monkeypatch.setattr(tf.config, "list_logical_devices",
                             lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
-    jit, why = precision.resolve_jit_compile(setting, report, xla_on_cpu=xla_on_cpu, on_tpu=tpu)
+    jit, why = loop.resolve_jit_compile(setting, report, xla_on_cpu=xla_on_cpu, on_tpu=tpu)
     assert jit is expected and why
 
 
@@ -126,7 +126,7 @@ def test_jit_compile_true_next_to_cudnn_on_gpu_is_refused(monkeypatch):
     monkeypatch.setattr(tf.config, "list_logical_devices",
                         lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
     with pytest.raises(ConfigError, match="XLA cannot compile.*enc/forward.*use_cudnn=false"):
-        precision.resolve_jit_compile(True, ELIGIBLE, xla_on_cpu=True, on_tpu=False)
+        loop.resolve_jit_compile(True, ELIGIBLE, xla_on_cpu=True, on_tpu=False)
 
 
 @pytest.mark.parametrize("task,expected", [("text_classification", "no"), ("translation", "yes")])

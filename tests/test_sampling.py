@@ -88,11 +88,11 @@ PIPELINE_IDS = """
 import json, sys
 import numpy as np
 import tensorflow as tf
-from trainer import cluster, config as config_lib, distribute, loop, registry
+from trainer import cluster, distribute, experiment, loop, registry
 from trainer.data import sampling
 
 replicas, first_step, steps = (int(a) for a in sys.argv[1:4])
-cfg = config_lib.load("text_generation", overrides=[
+cfg = experiment.load("text_generation", overrides=[
     "data.seq_len=12", "train.batch_size=8", "runtime.seed=11",
     f"runtime.cpu_replicas={replicas}"])
 strategy = distribute.build_strategy(cfg.runtime, cluster.from_environ())  # TF_CONFIG: workers
@@ -175,11 +175,11 @@ def test_data_inspect_prints_the_ids_and_text_of_a_global_batch(tmp_path):
     import json
 
     from helpers import seqtrain
-    from trainer import config as config_lib
+    from trainer import experiment
 
     run = tmp_path / "runs" / "chars"
     run.mkdir(parents=True)
-    cfg = config_lib.load("text_generation", None, ["data.seq_len=12", "train.batch_size=8",
+    cfg = experiment.load("text_generation", None, ["data.seq_len=12", "train.batch_size=8",
                                                      "runtime.seed=5"])
     (run / "config.yaml").write_text(cfg.to_yaml())
     (run / "runtime.json").write_text(json.dumps({"replicas": 2}))

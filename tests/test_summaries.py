@@ -6,12 +6,12 @@ import io
 
 from tensorboard.backend.event_processing import event_accumulator
 
-from trainer import config as config_lib, summaries
+from trainer import experiment, summaries
 
 
 def test_config_text_hparams_and_scalars_are_readable(tmp_path):
     writers = summaries.Writers(str(tmp_path))
-    cfg = config_lib.load(None, None, ["model.units=7"])
+    cfg = experiment.load(None, None, ["model.units=7"])
     writers.write_config(cfg, step=0)
     writers.scalars(writers.eval, {"accuracy": 0.75}, step=3)
     writers.close()
@@ -64,7 +64,7 @@ def test_hparams_session_groups_carry_eval_metrics(tmp_path):
 
     for run, lr, acc in [("a", 0.01, 0.75), ("b", 0.001, 0.5)]:
         writers = summaries.Writers(str(tmp_path / run))
-        writers.write_config(config_lib.load(None, None, [f"train.learning_rate={lr}"]), step=0)
+        writers.write_config(experiment.load(None, None, [f"train.learning_rate={lr}"]), step=0)
         writers.scalars(writers.train, {"loss": 1.0}, step=5)
         writers.scalars(writers.eval, {"accuracy": acc, "loss": 0.875}, step=5)
         writers.close()

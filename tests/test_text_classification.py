@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib, registry
+from trainer import experiment, registry
 from trainer.tasks.text_classification import _trim_padding
 
 
@@ -21,7 +21,7 @@ def test_trim_keeps_every_used_step_and_at_least_one():
 
 @pytest.mark.parametrize("kernel", ["fused", "keras"])
 def test_trimmed_batch_gives_the_same_loss_and_gradients(kernel):
-    cfg = config_lib.load("text_classification", None, [
+    cfg = experiment.load("text_classification", None, [
         f"model.cpu_kernel={kernel}", "model.units=8", "model.embedding_dim=4",
         "model.dense_units=4", "data.sequence_length=20"])
     task = registry.get("text_classification")(cfg)

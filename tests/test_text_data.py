@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainer import config as config_lib
+from trainer import experiment
 from trainer.data import text
 from trainer.errors import DataError
 from trainer.tasks.text_classification import TextClassificationTask
@@ -31,7 +31,7 @@ def test_integer_labels_sort_numerically(tmp_path):
     path = tmp_path / "d.jsonl"
     lines = [{"body": f"w{i} w{i % 3}", "y": i % 11} for i in range(60)]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    cfg = config_lib.load("text_classification", None, [
+    cfg = experiment.load("text_classification", None, [
         "data.source=file", f"data.train_path={path}", "data.text_column=body",
         "data.label_column=y", "data.vocab_size=40", "data.eval_fraction=0.1"])
     task = TextClassificationTask(cfg)
@@ -68,7 +68,7 @@ def test_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
     path.write_text("text,label\n" + "".join(f"common word{i},{'ab'[i % 2]}\n" for i in range(40)))
     eval_path = tmp_path / "e.csv"
     eval_path.write_text("text,label\nunseenword common,a\nother unseen,b\n")
-    cfg = config_lib.load("text_classification", None, [
+    cfg = experiment.load("text_classification", None, [
         "data.source=file", f"data.train_path={path}", f"data.eval_path={eval_path}"])
     task = TextClassificationTask(cfg)
     task.prepare()

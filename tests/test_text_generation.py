@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from conftest import REPO, TINY
 from helpers import run_without_trainer, user_error
-from trainer import config as config_lib
+from trainer import experiment
 from trainer.data import chars
 from trainer.errors import ConfigError, DataError, UserError
 from trainer.serving import char_sampler
@@ -32,7 +32,7 @@ SMALL = ["--set", "data.seq_len=16", "--set", "model.layers=2", "--set", "data.s
 
 
 def make_task(*overrides: str, prepare: bool = True) -> tg.TextGenerationTask:
-    cfg = config_lib.load(task="text_generation", overrides=[
+    cfg = experiment.load(task="text_generation", overrides=[
         "model.units=8", "model.embedding_dim=8", "data.seq_len=16", *overrides])
     task = tg.TextGenerationTask(cfg)
     if prepare:

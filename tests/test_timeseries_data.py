@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
+from trainer import config as config_lib, experiment
 from trainer import registry
 from trainer.data import timeseries
 from trainer.errors import DataError
@@ -128,7 +128,7 @@ def test_series_too_short_names_lengths_and_keys():
 
 
 def _task(name, *overrides):
-    cfg = config_lib.load(task=name, overrides=["model.units=4", "model.layers=1", *overrides])
+    cfg = experiment.load(task=name, overrides=["model.units=4", "model.layers=1", *overrides])
     task = registry.get(name)(cfg)
     task.prepare()
     return task
@@ -192,9 +192,9 @@ def test_layer_units_build_a_50_20_style_stack():
 
 def test_config_errors():
     with pytest.raises(config_lib.ConfigError, match="data.source=csv needs data.path"):
-        config_lib.load(task="forecasting", overrides=["data.source=csv"])
+        experiment.load(task="forecasting", overrides=["data.source=csv"])
     with pytest.raises(config_lib.ConfigError, match=r"data.val_fraction must be in \(0, 1\)"):
-        config_lib.load(task="forecasting", overrides=["data.val_fraction=1.5"])
+        experiment.load(task="forecasting", overrides=["data.val_fraction=1.5"])
     with pytest.raises(config_lib.ConfigError, match="series_sines"):
-        config_lib.load(task="forecasting", overrides=["data.source=bundled",
+        experiment.load(task="forecasting", overrides=["data.source=bundled",
                                                        "data.bundled=nope"])

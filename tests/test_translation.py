@@ -18,7 +18,7 @@ import tensorflow as tf
 from conftest import TINY
 from helpers import (assert_checkpoints_equal, ckpt, read_scalars, run_without_trainer,
                      user_error)
-from trainer import config as config_lib
+from trainer import experiment
 from trainer import registry
 from trainer.data import parallel
 from trainer.data.parallel import END, START
@@ -85,7 +85,7 @@ def test_checkpoint_holds_every_weight(tmp_path, variant):
 def _briefly_trained_task(steps: int = 60):
     """A numbers->digits model trained a few steps in process (variable-length outputs)."""
     keras.utils.set_random_seed(0)
-    cfg = config_lib.load(task="translation", overrides=[
+    cfg = experiment.load(task="translation", overrides=[
         "model.units=16", "model.embedding_dim=8", "data.toy=numbers", "data.toy_size=600"])
     task = registry.get("translation")(cfg)
     task.prepare()
@@ -130,7 +130,7 @@ def test_batched_greedy_decode_equals_step_by_step_decode():
 def _prepared(tmp_path, lines: list[str], *overrides: str):
     corpus = tmp_path / "corpus.tsv"
     corpus.write_text("".join(line + "\n" for line in lines))
-    cfg = config_lib.load(task="translation", overrides=[
+    cfg = experiment.load(task="translation", overrides=[
         "data.source=tsv", f"data.path={corpus}", "data.tokenize=word", *overrides])
     task = registry.get("translation")(cfg)
     task.prepare()
@@ -159,7 +159,7 @@ def test_all_pairs_too_long_is_a_data_error(tmp_path):
 
 def test_export_with_dropout_without_attention(tmp_path):
     """Exports translate; without attention the heatmap is a clean UserError."""
-    cfg = config_lib.load(task="translation", overrides=[
+    cfg = experiment.load(task="translation", overrides=[
         "data.toy_size=100", "model.units=8", "model.cell=gru", "model.bidirectional=false",
         "model.attention=none", "model.layers=2", "model.dropout=0.1",
         "model.recurrent_dropout=0.1"])  # RNN dropout draws RNG even in inference graphs

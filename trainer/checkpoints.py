@@ -25,20 +25,9 @@ import tensorflow as tf
 
 from trainer import storage
 from trainer.errors import UserError
+from trainer.models.rng import rng_state_variables
 
 log = logging.getLogger(__name__)
-
-
-def rng_state_variables(model: keras.Model) -> list:
-    """The SeedGenerator state variables of every layer in `model`."""
-    seen, out = set(), []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for gen in getattr(layer, "_seed_generators", []) or []:
-            state = gen.state
-            if id(state) not in seen:
-                seen.add(id(state))
-                out.append(state)
-    return out
 
 
 def check_trackable(model: keras.Model) -> None:

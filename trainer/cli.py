@@ -150,9 +150,9 @@ def tasks() -> None:
 @click.option("--plain", is_flag=True, help="Without comments.")
 def show_config(task: str, plain: bool) -> None:
     """Print the full default config of a task as YAML."""
-    from trainer import config
+    from trainer import experiment
 
-    click.echo(config.default_config(task).to_yaml(comments=not plain))
+    click.echo(experiment.default_config(task).to_yaml(comments=not plain))
 
 
 @main.command(cls=_SetAliases)
@@ -167,7 +167,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         raise UserError(f"--stop-at must be a step >= 1, got {stop_at}: it checkpoints and exits "
                         "once training reaches that global step. Omit it to train to "
                         "train.steps.")
-    from trainer import cluster, config, run_dir, runner, storage, train_lib
+    from trainer import cluster, experiment, run_dir, runner, storage, train_lib
 
     info = cluster.from_environ()
     # An existing run's own config.yaml is the base layer: a resume needs only --model-dir.
@@ -182,7 +182,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
             recorded = run_dir.RunDir.open(dirs.model_dir)
             dirs = dataclasses.replace(dirs, checkpoint_dir=recorded.checkpoint_dir,
                                        log_dir=recorded.log_dir)
-    cfg = config.load(task, config_file, overrides, base_file=base)
+    cfg = experiment.load(task, config_file, overrides, base_file=base)
     if info.is_evaluator:
         click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "
                    "during training, so there is nothing to do here.")
@@ -247,10 +247,10 @@ def evaluate(model_dir, watch, poll_secs) -> None:
 @config_options
 def check(task, config_file, overrides) -> None:
     """Report, per recurrent layer, whether it takes the cuDNN kernel on a GPU."""
-    from trainer import check as check_lib, config
+    from trainer import experiment, kernels
 
-    cfg = config.load(task, config_file, overrides)
-    click.echo(check_lib.report_text(cfg))
+    cfg = experiment.load(task, config_file, overrides)
+    click.echo(kernels.report_text(cfg))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

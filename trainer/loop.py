@@ -16,6 +16,9 @@ global batch.
 Evaluation input stays a whole global batch `[replicas, per_replica_batch, ...]`
 on every worker, each replica taking its slice with
 `experimental_distribute_values_from_function`.
+
+Whether the per-replica step is XLA-compiled is decided here too
+(`resolve_jit_compile`), beside the step functions it compiles.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from trainer.data import sampling
+from trainer.errors import ConfigError
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -212,3 +216,38 @@ def _options() -> tf.data.Options:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     options.deterministic = True
     return options
+
+
+def resolve_jit_compile(setting, report: list[dict], *, xla_on_cpu: bool,
+                        on_tpu: bool) -> tuple[bool, str]:
+    """Whether the per-replica loss/gradient function is XLA-compiled, and why.
+
+    Args:
+      setting: `runtime.jit_compile` (True, False or "auto").
+      report: `kernels.cudnn_report` of the built model.
+      xla_on_cpu: the task's measured preference on CPU (`Task.xla_on_cpu`).
+      on_tpu: running under TPUStrategy, which compiles the whole step itself.
+
+    Raises:
+      ConfigError: `true` on a GPU where a layer takes the cuDNN kernel, which
+        XLA cannot compile (tensorflow/tensorflow#99385, keras-team/keras#18456).
+    """
+    if on_tpu:
+        return False, "TPUStrategy compiles the whole step with XLA itself"
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    cudnn = [r["layer"] for r in report if r["eligible"]]
+    if gpu and cudnn:
+        if setting is True:
+            raise ConfigError(
+                "runtime.jit_compile=true, but on a GPU these layers take the fused cuDNN "
+                f"kernel, which XLA cannot compile (CudnnRNNV3): {', '.join(cudnn)}. Use "
+                "runtime.jit_compile=auto (cuDNN without XLA, usually the faster choice), or "
+                "model.use_cudnn=false to compile the generic kernel with XLA.")
+        return False, f"cuDNN kernel in {len(cudnn)} layer(s), which XLA cannot compile"
+    if setting is not True and setting is not False:  # auto
+        if gpu:
+            return False, "auto: XLA is not enabled automatically on GPU (not measured)"
+        if xla_on_cpu:
+            return True, "auto: this task's step measured faster with XLA on CPU"
+        return False, "auto: this task's step measured faster without XLA on CPU"
+    return setting, f"runtime.jit_compile={str(setting).lower()}"

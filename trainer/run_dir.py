@@ -27,7 +27,7 @@ import re
 
 import yaml
 
-from trainer import config as config_lib, storage
+from trainer import config as config_lib, experiment, storage
 from trainer.errors import UserError
 from trainer.lease import Lease
 from trainer.redact import redact
@@ -110,7 +110,7 @@ class RunDir:
 
     def read_config(self) -> config_lib.ExperimentConfig:
         """The run's own config, validated (as `seqtrain train` wrote it)."""
-        return config_lib.load(config_file=self.file(CONFIG))
+        return experiment.load(config_file=self.file(CONFIG))
 
     def read_runtime(self) -> dict:
         return self._read_json(RUNTIME)

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
-from trainer import loop, precision, preemption, redact, registry, storage
+from trainer import kernels, loop, precision, preemption, redact, registry, storage
 from trainer.best import BestCheckpoint
 from trainer.data import report as data_report
 from trainer.run_dir import RunDir
@@ -96,9 +96,9 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
         model = task.build_model()
         optimizer = build_optimizer(config)
         optimizer.build(model.trainable_variables)
-    report = precision.cudnn_report(model, task.padding)
-    precision.check_forced_cudnn(report, config.model)
-    xla = XlaDecision(*precision.resolve_jit_compile(
+    report = kernels.cudnn_report(model, task.padding)
+    kernels.check_forced_cudnn(report, config.model)
+    xla = XlaDecision(*loop.resolve_jit_compile(
         config.runtime.jit_compile, report, xla_on_cpu=task.xla_on_cpu,
         on_tpu=isinstance(strategy, tf.distribute.TPUStrategy)))
 

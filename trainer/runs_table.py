@@ -95,9 +95,9 @@ def _full_config(run: dict) -> dict:
     flat = {}
     spec = _spec_of(run["task"])
     if spec is not None:
-        from trainer import config
+        from trainer import experiment
 
-        flat = _flatten(config.default_config(spec.name).to_dict())
+        flat = _flatten(experiment.default_config(spec.name).to_dict())
     flat.update(_flatten(run["config"]))
     return flat
 

@@ -1,6 +1,6 @@
 """Renders ready-to-submit job specs that run `seqtrain train`.
 
-The config is built and validated with `trainer.config.load` first, so a bad
+The config is built and validated with `trainer.experiment.load` first, so a bad
 config fails here and not an hour later on a cluster. It then travels with
 the job, frozen at render time:
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from trainer import cluster, config
+from trainer import cluster, config, experiment
 from trainer.errors import EXIT_PREEMPTED, UserError
 from trainer.jobs import tune
 
@@ -96,7 +96,7 @@ def _build(req: JobRequest) -> tuple[list[dict], str]:
     params = _check_tuning(req)
     if req.evaluator:  # the side-car evaluator evaluates; the trainer only trains
         req = dataclasses.replace(req, overrides=tuple(req.overrides) + (tune.EVAL_IN_LOOP_OFF,))
-    cfg = config.load(req.task, req.config_file, req.overrides)
+    cfg = experiment.load(req.task, req.config_file, req.overrides)
     if req.platform == "tpu":
         cfg = _force_tpu(req, cfg)
     _check_config(req, cfg)
@@ -131,7 +131,7 @@ def default_name(task: str) -> str:
 
 def config_overrides(cfg: config.ExperimentConfig) -> list[str]:
     """`key.path=value` strings that turn the task default into `cfg`."""
-    default = config.to_dict(config.default_config(cfg.task.name))
+    default = config.to_dict(experiment.default_config(cfg.task.name))
     return [f"{path}={_flow(value)}" for path, value in _leaf_diff(default, cfg.to_dict(), "")]
 
 
@@ -246,7 +246,7 @@ def _vertex(req: JobRequest, cfg) -> dict:
     AIP_TENSORBOARD_LOG_DIR from baseOutputDirectory and the trainer maps them.
     """
     overrides = config_overrides(cfg)
-    if config.load(cfg.task.name, None, overrides) != cfg:
+    if experiment.load(cfg.task.name, None, overrides) != cfg:
         raise RuntimeError(f"--set args {overrides} do not rebuild the rendered config")
     args = ["train", "--task", cfg.task.name]
     for item in overrides:
@@ -530,7 +530,7 @@ def _force_tpu(req: JobRequest, cfg):
             "at their defaults (or set exactly those values)."
         )
     forced = ("runtime.strategy=tpu", "runtime.tpu=local")
-    return config.load(req.task, req.config_file, tuple(req.overrides) + forced)
+    return experiment.load(req.task, req.config_file, tuple(req.overrides) + forced)
 
 
 def _check_config(req: JobRequest, cfg) -> None:

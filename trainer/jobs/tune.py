@@ -25,7 +25,7 @@ import math
 import re
 import typing
 
-from trainer import config
+from trainer import experiment
 from trainer.errors import ConfigError, UserError
 
 GOALS = ("max", "min")
@@ -203,7 +203,7 @@ def _katib_name(key: str) -> str:
 
 
 def _kind(key: str, task, config_file, overrides, item: str) -> str:
-    cfg = config.load(task, config_file, overrides)
+    cfg = experiment.load(task, config_file, overrides)
     section, _, name = key.partition(".")
     obj = getattr(cfg, section, None) if section in ("data", "model", "train", "runtime") else None
     fields = {f.name: f for f in dataclasses.fields(obj)} if obj is not None else {}
@@ -253,7 +253,7 @@ def _check_value(param: Param, value, task, config_file, overrides, item: str) -
     if param.kind == "int" and isinstance(value, float):
         value = int(value)
     try:
-        config.load(task, config_file, tuple(overrides) + (set_item(param.key, value),))
+        experiment.load(task, config_file, tuple(overrides) + (set_item(param.key, value),))
     except ConfigError as e:
         raise UserError(f"--tune {item!r}: value {value!r} is refused: {e}") from None
 

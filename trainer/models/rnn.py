@@ -2,7 +2,7 @@
 
 The options mirror Keras' LSTM/GRU/SimpleRNN arguments. The defaults keep
 LSTM and GRU eligible for the fused cuDNN kernel on a GPU (see
-`trainer/precision.py` for the eligibility report).
+`trainer/kernels.py` for the eligibility report).
 """
 
 from __future__ import annotations

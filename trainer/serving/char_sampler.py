@@ -15,10 +15,10 @@ import secrets
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints
 from trainer.data import chars
 from trainer.errors import UserError
 from trainer.models.configs import RecurrentConfig
+from trainer.models.rng import rng_state_variables
 from trainer.serving import inference, metadata
 
 
@@ -42,7 +42,7 @@ class CharSampler(tf.Module):
         # Keras RNN cells with dropout read their SeedGenerator state even in
         # inference; those variables are outside the model's object graph and
         # must be tracked here or tf.saved_model.save refuses the graph.
-        self.seed_states = checkpoints.rng_state_variables(model)
+        self.seed_states = rng_state_variables(model)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant([ord(c) for c in vocab_chars], tf.int32),

@@ -14,10 +14,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from trainer import checkpoints, plots, storage
+from trainer import plots, storage
 from trainer.data import parallel
 from trainer.data.parallel import END, PAD, UNK
 from trainer.errors import UserError
+from trainer.models.rng import rng_state_variables
 from trainer.models.seq2seq import Seq2Seq
 from trainer.serving import inference
 
@@ -35,7 +36,7 @@ class Translator(tf.Module):
         # Keras RNN layers with dropout draw their dropout masks even in
         # inference, so the graph reads the SeedGenerator states; they are not
         # in the model's object graph and must be tracked here to be saved.
-        self.seed_states = checkpoints.rng_state_variables(model)
+        self.seed_states = rng_state_variables(model)
         self.source_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(source_vocab.tokens),
