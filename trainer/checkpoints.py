@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from trainer import storage
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 from trainer.models.rng import rng_state_variables
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ class Checkpointer:
             "them from a backup, or move this --model-dir aside and start the run again.")
 
     def _skip(self, path: str, e: BaseException) -> None:
-        reason = f"{path}: {type(e).__name__}: {_first_line(e)}"
+        reason = f"{path}: {type(e).__name__}: {first_line(e, 400)}"
         log.warning("checkpoint %s is unreadable (%s: %s); trying the one before", path,
-                    type(e).__name__, _first_line(e))
+                    type(e).__name__, first_line(e, 400))
         self.skipped.append(reason)
 
     def save(self, step: int) -> str:
@@ -206,10 +206,7 @@ def _repair_state_file(ckpt_dir: str) -> None:
 
 
 def _mismatch(path: str, e: BaseException) -> str:
-    return (f"checkpoint {path} does not match the model being built: {_first_line(e)}. "
+    return (f"checkpoint {path} does not match the model being built: {first_line(e, 400)}. "
             "The model changed since it was saved; use a new --model-dir, or restore the "
             "original model config.")
 
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:400]

@@ -9,6 +9,12 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint was saved, restart to resume
 EXIT_WORKER_LOST = 144  # another worker died mid-step: restart all to resume
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if it has none), cut to
+    `limit` characters: how a cause is quoted inside a one-paragraph message."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 class UserError(Exception):
     """A mistake in config, flags, data or environment that the user can fix.
 

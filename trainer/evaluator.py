@@ -14,7 +14,7 @@ from trainer.run_dir import RunDir
 from trainer.runner import evaluation_run, printer
 
 
-def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers,
+def evaluate_model(steps, task, model, eval_ds, step: int, model_dir: str, writers,
                    is_chief: bool, stop: preemption.StopSignal | None = None,
                    best: BestTracker | None = None) -> dict | None:
     """Runs the eval split on every replica and aggregates the metric sums.
@@ -23,11 +23,11 @@ def evaluate_model(fns, task, model, eval_ds, step: int, model_dir: str, writers
     partial metrics are dropped; the stop checkpoint matters more).
     """
     sums: dict[str, list[float]] = {}
-    single_worker = distribute.num_workers(fns.strategy) <= 1
+    single_worker = distribute.num_workers(steps.strategy) <= 1
     for batch in eval_ds:
         if stop is not None and stop.requested and single_worker:
             return None
-        for name, (num, den) in fns.eval_batch(batch).items():
+        for name, (num, den) in steps.eval_batch(batch).items():
             acc = sums.setdefault(name, [0.0, 0.0])
             acc[0] += float(num)
             acc[1] += float(den)

@@ -7,28 +7,12 @@ main `seqtrain` group. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import functools
 import json
 
 import click
 
-from trainer.errors import EXIT_USER_ERROR, UserError
 
 _HEADLINE_METRICS = 3
-
-
-def _user_errors(f):
-    """Prints a UserError as one paragraph and exits with EXIT_USER_ERROR."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except UserError as e:
-            click.echo(f"Error: {e}", err=True)
-            raise click.exceptions.Exit(EXIT_USER_ERROR) from None
-
-    return wrapper
 
 
 @click.group()
@@ -39,7 +23,6 @@ def runs() -> None:
 @runs.command("list")
 @click.argument("prefix", default="runs", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of a table.")
-@_user_errors
 def list_runs(prefix: str, as_json: bool) -> None:
     """List the runs under PREFIX (default: runs): task, step, eval metrics, last update.
 
@@ -64,7 +47,6 @@ def list_runs(prefix: str, as_json: bool) -> None:
 @click.argument("prefix", default="runs", required=False)
 @click.option("--metric", default=None,
               help="Eval metric to rank by; default: the task's headline metric.")
-@_user_errors
 def compare_runs(prefix: str, metric: str | None) -> None:
     """Compare the runs under PREFIX: task, the hparams that differ, best metric, step, age.
 
@@ -100,7 +82,6 @@ def format_table(found: list[dict]) -> str:
 @click.command()
 @click.argument("local")
 @click.argument("dest")
-@_user_errors
 def stage(local: str, dest: str) -> None:
     """Upload file LOCAL to gs:// DEST, verifying its CRC32C and MD5.
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from trainer.errors import EXIT_WORKER_LOST
+from trainer.errors import EXIT_WORKER_LOST, UserError
 
 
 def free_ports(n: int) -> list[int]:
@@ -49,8 +49,7 @@ def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None
     """
     program = program or [sys.executable, "-m", "trainer.cli"]
     if workers < 1:
-        print(f"Error: --workers must be >= 1, got {workers}.", file=sys.stderr)
-        return 2
+        raise UserError(f"--workers must be >= 1, got {workers}.")
     if args and args[0] == "--":
         args = args[1:]
     stream = stream or sys.stdout

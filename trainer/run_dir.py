@@ -28,7 +28,7 @@ import re
 import yaml
 
 from trainer import config as config_lib, experiment, storage
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 from trainer.lease import Lease
 from trainer.redact import redact
 
@@ -100,7 +100,7 @@ class RunDir:
             data = yaml.safe_load(storage.read_text(path))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise UserError(
-                f"{path} is damaged ({type(e).__name__}: {_first_line(e)}). It records the run's "
+                f"{path} is damaged ({type(e).__name__}: {first_line(e)}). It records the run's "
                 "config, the base of a resume: restore it from a copy or the config you trained "
                 "with (`seqtrain config` prints the defaults), or use a new --model-dir.") from None
         if not isinstance(data, dict):
@@ -126,7 +126,7 @@ class RunDir:
             data = json.loads(storage.read_text(path))
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(
-                f"{path} is damaged ({type(e).__name__}: {_first_line(e)}). seqtrain rewrites "
+                f"{path} is damaged ({type(e).__name__}: {first_line(e)}). seqtrain rewrites "
                 "it at the next start: delete that one file and run the command again (the "
                 "checkpoints are found without it), or train into a new --model-dir.") from None
         return data if isinstance(data, dict) else {}
@@ -289,6 +289,3 @@ def _get(d: dict, dotted: str):
 def _utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

@@ -20,7 +20,7 @@ from trainer import checkpoints, cluster as cluster_lib, config as config_lib, d
 from trainer import profiling, storage, summaries
 from trainer.data import report as data_report
 from trainer.best import BestCheckpoint, BestTracker
-from trainer.errors import Preempted, UserError
+from trainer.errors import Preempted, UserError, first_line
 from trainer.evaluator import evaluate_model
 from trainer.logsync import LogSync
 from trainer.run_dir import EXPORT, RunDir
@@ -361,11 +361,8 @@ def _oom_line(e: Exception) -> str:
     for line in str(e).splitlines():
         if "OOM when allocating" in line or "Out of memory while" in line:
             return line.strip().split(" on /")[0].rstrip(".")[:300]
-    return _first_line(e)
+    return first_line(e)
 
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _utc() -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import click
 
-from trainer.errors import EXIT_USER_ERROR, UserError
 
 
 @click.group()
@@ -31,10 +30,6 @@ def inspect(model_dir, step, replica, preview) -> None:
     """
     from trainer.data import inspect as inspect_lib
 
-    try:
-        inspect_lib.check_args(step, replica)
-        for line in inspect_lib.batch_lines(model_dir, step, replica, preview):
-            click.echo(line)
-    except UserError as e:
-        click.echo(f"Error: {e}", err=True)
-        raise click.exceptions.Exit(EXIT_USER_ERROR) from None
+    inspect_lib.check_args(step, replica)  # a UserError is printed by the CLI's one printer
+    for line in inspect_lib.batch_lines(model_dir, step, replica, preview):
+        click.echo(line)
