@@ -27,8 +27,9 @@ import tensorflow as tf
 from trainer import registry
 from trainer.data import chars, report as data_report, sampling
 from trainer.redact import redact
-from trainer.models.rnn import recurrent_stack
 from trainer.serving.char_sampler import CharSampler
+from trainer.models.losses import masked_token_cross_entropy
+from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 
@@ -136,13 +137,14 @@ class TextGenerationTask(Task):
 
     def loss(self, model, features, labels):
         """Mean cross-entropy over each window's real characters. Runs on devices."""
-        ce, mask = _token_ce(model(features, training=True), labels)
+        logits = model(features, training=True)
+        ce, mask = masked_token_cross_entropy(logits, labels, chars.PAD_ID)
         return tf.reduce_sum(ce * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
 
     def eval_metrics(self, model, features, labels, weights):
         """Per-character sums; weight-0 padding examples count for nothing. Runs on devices."""
         logits = model(features, training=False)
-        ce, mask = _token_ce(logits, labels)
+        ce, mask = masked_token_cross_entropy(logits, labels, chars.PAD_ID)
         w = mask * tf.cast(weights, tf.float32)[:, None]
         n = tf.reduce_sum(w)
         nats = tf.reduce_sum(ce * w)
@@ -195,11 +197,6 @@ class TextGenerationTask(Task):
         return {"chars": self.vocab.chars, "cell": self.config.model.cell,
                 "layers": self.config.model.layers}
 
-
-def _token_ce(logits, labels):
-    """Per-token cross-entropy [batch, T] and a mask of non-padding targets."""
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    return ce, tf.cast(tf.not_equal(labels, chars.PAD_ID), tf.float32)
 
 
 def _markdown(text: str) -> str:

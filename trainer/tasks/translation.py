@@ -28,8 +28,9 @@ from trainer import plots, registry
 from trainer.data import parallel, report as data_report, sampling
 from trainer.data.parallel import END, PAD
 from trainer.errors import DataError
-from trainer.models.seq2seq import Seq2Seq
 from trainer.serving.translator import DECODE_BATCH, Translator
+from trainer.models.losses import masked_token_cross_entropy
+from trainer.models.seq2seq import Seq2Seq
 from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 log = logging.getLogger(__name__)
@@ -180,13 +181,13 @@ class TranslationTask(Task):
     def loss(self, model, features, labels):
         """Per-example mean token cross-entropy. Runs on devices under a strategy."""
         logits = model(features, training=True)
-        token_loss, mask = _token_loss(logits, labels)
+        token_loss, mask = masked_token_cross_entropy(logits, labels, PAD)
         return tf.reduce_sum(token_loss * mask, -1) / tf.maximum(tf.reduce_sum(mask, -1), 1.0)
 
     def eval_metrics(self, model, features, labels, weights):
         """Teacher-forced token loss and accuracy sums. Runs on devices under a strategy."""
         logits = model(features, training=False)
-        token_loss, mask = _token_loss(logits, labels)
+        token_loss, mask = masked_token_cross_entropy(logits, labels, PAD)
         mask = mask * tf.cast(weights, tf.float32)[:, None]
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                           tf.float32)
@@ -267,14 +268,6 @@ class TranslationTask(Task):
                 "attention": self.config.model.attention,
                 "max_decode_length": d.max_target_length + 1}
 
-
-def _token_loss(logits, labels):
-    """Cross-entropy per target position [B, T] and the mask of real tokens."""
-    logits = tf.cast(logits, tf.float32)
-    # one_hot * log_softmax rather than the sparse op: deterministic on every device.
-    onehot = tf.one_hot(labels, tf.shape(logits)[-1], dtype=tf.float32)
-    token_loss = -tf.reduce_sum(onehot * tf.nn.log_softmax(logits), axis=-1)
-    return token_loss, tf.cast(tf.not_equal(labels, PAD), tf.float32)
 
 
 def _md(text: str) -> str:
