@@ -207,8 +207,8 @@ def test_download_caches_and_verifies_checksum(server, tmp_path):
     assert server.requests == 1
     assert _download(server.url, tmp_path / "cache", sha256=digest) == path
     assert server.requests == 1  # served from the cache
-    assert sorted(os.listdir(tmp_path / "cache")) == [os.path.basename(path),
-                                                      os.path.basename(path) + ".sha256"]
+    name = os.path.basename(path)  # the download, its SHA-256 and its URL without query
+    assert sorted(os.listdir(tmp_path / "cache")) == [name, name + ".sha256", name + ".url"]
 
 
 def test_download_retries_after_503(server, tmp_path):

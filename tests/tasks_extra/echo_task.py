@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry
+from trainer.data import sampling
 from trainer.errors import UserError
 from trainer.models.rnn import recurrent_stack
 from trainer.serving import inference, metadata
@@ -24,6 +25,10 @@ class EchoTask(Task):
     def dataset(self, split: str) -> tf.data.Dataset:
         x = self._x[split]
         return tf.data.Dataset.from_tensor_slices((x, x[:, 0]))
+
+    def train_examples(self) -> sampling.Examples:
+        x = self._x["train"]
+        return sampling.tensor_examples((x, x[:, 0]))
 
     def build_model(self) -> keras.Model:
         inputs = keras.Input((self.config.data.length, 1), name="sequence")
