@@ -64,6 +64,9 @@ class TaskSpec:
     headline_goal: str = "max"
     # The commands that serve this task's export (`seqtrain predict`, `generate`, ...).
     commands: tuple[Command, ...] = ()
+    # Whether `seqtrain prepare` can write this task's data as a prepared dataset
+    # (the Task implements `prepare_dataset`).
+    preparable: bool = False
 
 
 def spec(name: str) -> TaskSpec:

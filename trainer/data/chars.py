@@ -99,11 +99,18 @@ def decode(data: bytes, encoding: str, where: str) -> str:
             f"data.encoding={encoding!r} is not a known text encoding (for example utf-8)."
         ) from None
     except UnicodeDecodeError as e:
-        raise DataError(
-            f"{where} is not valid {encoding}: byte {e.start} ({data[e.start:e.start + 1]!r}) "
-            "cannot be decoded. Set data.encoding to the file's encoding "
-            "(for example latin-1) or re-save the file as UTF-8."
-        ) from None
+        raise decode_error(where, encoding, e.start, data[e.start:e.start + 1]) from None
+
+
+def decode_error(where: str, encoding: str, offset: int, byte: bytes,
+                 line: int | None = None) -> DataError:
+    """The error for bytes at `offset` (0-based; `line` 1-based) that are not `encoding`."""
+    at = f" (line {line})" if line is not None else ""
+    return DataError(
+        f"{where} is not valid {encoding}: byte {offset}{at} ({byte!r}) "
+        "cannot be decoded. Set data.encoding to the file's encoding "
+        "(for example latin-1) or re-save the file as UTF-8."
+    )
 
 
 def default_cache_dir() -> str:

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from trainer import registry
-from trainer.data import chars, report as data_report, sampling
+from trainer.data import chars, chars_prepared, report as data_report, sampling
 from trainer.redact import redact
 from trainer.serving.char_sampler import CharSampler
 from trainer.models.losses import masked_token_cross_entropy
@@ -42,6 +42,9 @@ class TextGenerationTask(Task):
     # ---- host side ---------------------------------------------------------
     def prepare(self) -> None:
         d = self.config.data
+        self.prepared = None
+        if d.prepared_dir:
+            return self._open_prepared()
         text = self._read_corpus()
         if d.lowercase:
             text = text.lower()
@@ -50,6 +53,31 @@ class TextGenerationTask(Task):
         self.train_ids = self._checked_ids(train, "training", len(text))
         self.eval_ids = self._checked_ids(held_out, "eval", len(text))
         self.eval_text_head = held_out[:40]
+
+    def _open_prepared(self) -> None:
+        """The tokens and vocabulary of `data.prepared_dir` (verified, memory-mapped)."""
+        d = self.config.data
+        self.prepared = chars_prepared.open_corpus(d)
+        self.vocab = self.prepared.vocab
+        stats = self.prepared.stats
+        for split, stream in (("training", self.prepared.train), ("eval", self.prepared.eval)):
+            if len(stream) < d.seq_len + 1:
+                raise chars.DataError(
+                    f"the {split} split of data.prepared_dir={d.prepared_dir!r} has "
+                    f"{len(stream)} characters (corpus {stats['chars']}), fewer than one "
+                    f"window of data.seq_len+1={d.seq_len + 1}. Lower data.seq_len or "
+                    "prepare a longer corpus.")
+        self.eval_text_head = stats["eval_head"]
+        ds = self.prepared.dataset
+        self._files = [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+                        "sources": ds.manifest["sources"], "chars": stats["chars"],
+                        "verify_secs": round(ds.verify_secs, 3)}]
+
+    def prepare_dataset(self, out_dir: str, *, shard_mb: float, log, progress_mb: float = 64
+                        ) -> dict:
+        """Writes this config's corpus as a prepared dataset (`seqtrain prepare`)."""
+        return chars_prepared.prepare(self.config.data, out_dir, shard_mb=shard_mb, log=log,
+                                      progress_mb=progress_mb)
 
     def _read_corpus(self) -> str:
         d = self.config.data
@@ -73,6 +101,8 @@ class TextGenerationTask(Task):
 
     def data_report(self) -> dict:
         d, t = self.config.data, self.config.train
+        if self.prepared:
+            return self._prepared_report()
         n_train, n_eval = len(self.train_ids), len(self.eval_ids)
         windows = chars.num_windows(n_train, d.seq_len, d.shift)
         oov = float((self.eval_ids == chars.OOV_ID).mean()) if n_eval else 0.0
@@ -88,6 +118,25 @@ class TextGenerationTask(Task):
                                                            "windows")] if w]
         return {"task": self.name, "source": "bundled" if "name" in where else
                 "url" if "url" in where else "file", "files": self._files,
+                "train": {"chars": n_train, "windows": windows},
+                "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
+                "warnings": warnings, "lines": lines}
+
+    def _prepared_report(self) -> dict:
+        d, t = self.config.data, self.config.train
+        stats, ds = self.prepared.stats, self.prepared.dataset
+        n_train, n_eval = len(self.prepared.train), len(self.prepared.eval)
+        windows = chars.num_windows(n_train, d.seq_len, d.shift)
+        oov = stats["eval_oov"] / n_eval if n_eval else 0.0
+        lines = [f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
+                 f"{ds.verified_bytes / 2**20:.1f} MB of shards verified in "
+                 f"{ds.verify_secs:.2f} s): {stats['chars']} characters",
+                 f"train {n_train} chars -> {windows} windows of data.seq_len={d.seq_len} "
+                 f"every data.shift={d.shift}; eval {n_eval} chars; vocabulary "
+                 f"{self.vocab.size} ids; eval OOV rate {oov:.2%}"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, windows,
+                                                           "windows")] if w]
+        return {"task": self.name, "source": "prepared", "files": self._files,
                 "train": {"chars": n_train, "windows": windows},
                 "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
                 "warnings": warnings, "lines": lines}
@@ -108,6 +157,12 @@ class TextGenerationTask(Task):
     def dataset(self, split: str) -> tf.data.Dataset:
         """Training windows every `data.shift` chars; eval windows do not overlap."""
         d = self.config.data
+        if self.prepared:
+            stream = {"train": self.prepared.train, "eval": self.prepared.eval}.get(split)
+            if stream is None:
+                raise ValueError(f"unknown split {split!r}")
+            return chars_prepared.window_dataset(
+                stream, d.seq_len, d.shift if split == "train" else d.seq_len)
         if split == "train":
             return chars.window_dataset(self.train_ids, d.seq_len, d.shift)
         if split == "eval":
@@ -121,6 +176,8 @@ class TextGenerationTask(Task):
     def train_examples(self) -> sampling.Examples:
         """Every window start of the training split (every `data.shift` chars), by id."""
         d = self.config.data
+        if self.prepared:
+            return chars_prepared.window_examples(self.prepared.train, d.seq_len, d.shift)
         return chars.window_examples(self.train_ids, d.seq_len, d.shift)
 
     # ---- model -------------------------------------------------------------

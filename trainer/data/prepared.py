@@ -1,0 +1,374 @@
+"""Prepared datasets: immutable token arrays on disk, read in place.
+
+A prepared dataset is a directory written once by `seqtrain prepare`:
+
+    manifest.json        format version, task, content key, the data config that
+                         produced it, the sources (path, bytes, SHA-256), per-split
+                         token counts and shards (file, tokens, SHA-256), statistics
+    vocab.json           the fitted vocabulary (task-specific text)
+    <split>-NNNNN.npy    fixed-dtype 1-D token arrays (`np.load(mmap_mode="r")`)
+
+The content key is the SHA-256 of the source hashes and the content-defining data
+config, so preparing the same inputs again finds the directory already holds them.
+A directory is written under a temporary sibling name and renamed into place when
+complete; an existing directory holding a different dataset is never overwritten.
+
+`open_dataset` verifies the SHA-256 of every shard when it opens them (reading each
+byte once: the cost is one sequential read of the prepared data at hashing speed,
+figures in docs/data.md) and maps them read-only, so resident memory holds the pages
+training touches, not the corpus. Shards under `gs://` are copied once into a local
+cache directory (verified on copy and on every open) and mapped from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+from trainer import storage
+from trainer.errors import DataError, UserError
+
+FORMAT = "seqtrain-prepared"
+VERSION = 1
+MANIFEST = "manifest.json"
+VOCAB = "vocab.json"
+_HASH_BLOCK = 8 << 20
+
+
+def content_key(task: str, sources: list[dict], data_config: dict) -> str:
+    """SHA-256 of what determines the prepared tokens: the task, each source's bytes
+    (by hash and size, in order) and the content-defining data config."""
+    blob = json.dumps({"format": FORMAT, "version": VERSION, "task": task,
+                       "sources": [[s["sha256"], s["bytes"]] for s in sources],
+                       "data_config": data_config}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def file_sha256(path: str) -> tuple[str, int]:
+    """(SHA-256 hex, size in bytes) of a local or gs:// file, read in 8 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with _open(path) as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def read_manifest(prepared_dir: str) -> dict | None:
+    """The manifest of `prepared_dir`, or None if it has none."""
+    path = storage.join(prepared_dir, MANIFEST)
+    if not storage.exists(path):
+        return None
+    try:
+        manifest = storage.read_json(path)
+    except ValueError as e:
+        raise DataError(f"{path} is not valid JSON ({e}); the prepared dataset is damaged. "
+                        "Delete the directory and run `seqtrain prepare` again.") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise DataError(
+            f"{path} is not a {FORMAT} manifest of version {VERSION} (format "
+            f"{manifest.get('format')!r}, version {manifest.get('version')!r}). Prepare the "
+            "data again with this seqtrain (`seqtrain prepare --out NEW_DIR`).")
+    return manifest
+
+
+# ----------------------------------------------------------------------------
+# Writing.
+# ----------------------------------------------------------------------------
+
+
+class Writer:
+    """Writes a prepared dataset into a temporary directory beside `out_dir`, then
+    renames it into place (`commit`). Local directories only.
+
+    Shards are streamed: `add(split, tokens)` appends to the split's current shard
+    file and starts a new one every `shard_tokens`, hashing bytes as they are
+    written, so memory holds one chunk of tokens, never a split.
+    """
+
+    def __init__(self, out_dir: str, *, dtype, counts: dict[str, int], shard_tokens: int):
+        if storage.is_remote(out_dir):
+            raise UserError(f"--out {out_dir!r}: seqtrain prepare writes a local directory; "
+                            "prepare locally, then copy it with `gsutil -m cp -r` (training "
+                            "reads gs:// prepared directories through a verified local cache).")
+        self.out_dir = os.path.abspath(out_dir)
+        parent = os.path.dirname(self.out_dir)
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = os.path.join(parent, f".{os.path.basename(self.out_dir)}.tmp-"
+                                        f"{uuid.uuid4().hex[:8]}")
+        os.makedirs(self.tmp)
+        self.dtype = np.dtype(dtype)
+        self.shard_tokens = max(1, int(shard_tokens))
+        self.counts = counts
+        self.shards: dict[str, list[dict]] = {s: [] for s in counts}
+        self._open: dict[str, tuple] = {}  # split -> (file, digest, info, remaining)
+
+    def add(self, split: str, tokens: np.ndarray) -> None:
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        while len(tokens):
+            f, digest, info, remaining = self._current(split)
+            part, tokens = tokens[:remaining], tokens[remaining:]
+            data = part.tobytes()
+            f.write(data)
+            digest.update(data)
+            info["tokens"] += len(part)
+            self._open[split] = (f, digest, info, remaining - len(part))
+            if remaining == len(part):
+                self._close(split)
+
+    def _current(self, split: str):
+        if split not in self._open:
+            index = len(self.shards[split])
+            written = sum(s["tokens"] for s in self.shards[split])
+            n = min(self.shard_tokens, self.counts[split] - written)
+            if n <= 0:
+                raise ValueError(f"more tokens than the {self.counts[split]} declared for "
+                                 f"split {split!r}")
+            name = f"{split}-{index:05d}.npy"
+            f = open(os.path.join(self.tmp, name), "wb")
+            header = _npy_header(self.dtype, n)
+            f.write(header)
+            digest = hashlib.sha256(header)
+            self._open[split] = (f, digest, {"file": name, "tokens": 0}, n)
+        return self._open[split]
+
+    def _close(self, split: str) -> None:
+        f, digest, info, _ = self._open.pop(split)
+        f.close()
+        info["sha256"] = digest.hexdigest()
+        self.shards[split].append(info)
+
+    def commit(self, manifest: dict, vocab_text: str) -> dict:
+        """Writes vocab.json and manifest.json (shards filled in), renames into place."""
+        for split, n in self.counts.items():
+            written = sum(s["tokens"] for s in self.shards[split])
+            if split in self._open or written != n:
+                raise ValueError(f"split {split!r}: {written} tokens written, {n} declared")
+        with open(os.path.join(self.tmp, VOCAB), "w", encoding="utf-8") as f:
+            f.write(vocab_text)
+        manifest = {**manifest, "format": FORMAT, "version": VERSION, "dtype": self.dtype.str,
+                    "vocab": VOCAB, "vocab_sha256": hashlib.sha256(
+                        vocab_text.encode("utf-8")).hexdigest(),
+                    "splits": {s: {"tokens": n, "shards": self.shards[s]}
+                               for s, n in self.counts.items()}}
+        with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        if os.path.isdir(self.out_dir):  # an empty directory (checked by the caller)
+            os.rmdir(self.out_dir)
+        os.rename(self.tmp, self.out_dir)
+        return manifest
+
+    def abort(self) -> None:
+        for f, *_ in self._open.values():
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _npy_header(dtype: np.dtype, n: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": (n,)})
+    return buf.getvalue()
+
+
+def check_out_dir(out_dir: str, key: str) -> dict | None:
+    """The manifest already at `out_dir` if it holds the dataset with `key` (reuse),
+    None if `out_dir` is free (missing or empty).
+
+    Raises:
+      UserError: `out_dir` holds another dataset or other files.
+    """
+    if not storage.exists(out_dir):
+        return None
+    if not storage.isdir(out_dir):
+        raise UserError(f"--out {out_dir!r} is a file; pass a directory for the prepared "
+                        "dataset.")
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        if storage.listdir(out_dir):
+            raise UserError(
+                f"--out {out_dir!r} is not empty and holds no prepared dataset "
+                f"({MANIFEST} is missing); seqtrain prepare never overwrites other files. "
+                "Pass a new or empty directory.")
+        return None
+    if manifest.get("content_key") != key:
+        src = ", ".join(s.get("path", "?") for s in manifest.get("sources", []))
+        raise UserError(
+            f"--out {out_dir!r} already holds another prepared dataset (content key "
+            f"{str(manifest.get('content_key'))[:16]}..., from {src or '?'}, data config "
+            f"{json.dumps(manifest.get('data_config'), sort_keys=True)}); these sources and "
+            f"this data config make content key {key[:16]}.... A prepared dataset is "
+            "immutable: pass another --out, or delete that directory first.")
+    return manifest
+
+
+# ----------------------------------------------------------------------------
+# Reading.
+# ----------------------------------------------------------------------------
+
+
+class TokenStream:
+    """One split's tokens: the concatenation of its memory-mapped shards."""
+
+    def __init__(self, shards: list[np.ndarray]):
+        self.shards = shards
+        sizes = np.array([len(s) for s in shards], np.int64)
+        self.ends = np.cumsum(sizes)
+        self.begins = self.ends - sizes
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens start..stop-1 (a copy), across shard boundaries."""
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"tokens {start}..{stop} outside 0..{len(self)}")
+        parts, pos = [], start
+        while pos < stop:
+            j = int(np.searchsorted(self.ends, pos, side="right"))
+            end = min(stop, int(self.ends[j]))
+            parts.append(self.shards[j][pos - self.begins[j]:end - self.begins[j]])
+            pos = end
+        return np.concatenate(parts) if parts else np.empty(0, self.shards[0].dtype)
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """int32 [n, length]: the tokens of each window `starts[i] .. starts[i]+length-1`.
+
+        Windows inside one shard are read with one fancy index per shard; the
+        few that straddle two shards are stitched one by one.
+        """
+        starts = np.asarray(starts, np.int64).reshape(-1)
+        out = np.empty((len(starts), length), np.int32)
+        if not len(starts):
+            return out
+        if starts.min() < 0 or starts.max() + length > len(self):
+            raise IndexError(f"a window of {length} tokens from {starts.max()} is outside "
+                             f"the {len(self)} tokens of this split")
+        first = np.searchsorted(self.ends, starts, side="right")
+        last = np.searchsorted(self.ends, starts + length - 1, side="right")
+        offsets = np.arange(length, dtype=np.int64)
+        for j in np.unique(first):
+            rows = (first == j) & (last == j)
+            if rows.any():
+                out[rows] = self.shards[j][(starts[rows] - self.begins[j])[:, None] + offsets]
+        for i in np.nonzero(first != last)[0]:
+            out[i] = self.read(int(starts[i]), int(starts[i]) + length)
+        return out
+
+
+@dataclasses.dataclass
+class PreparedDataset:
+    """An opened, verified prepared dataset."""
+
+    path: str               # as given (local or gs://)
+    local_path: str         # where the shards are mapped from
+    manifest: dict
+    vocab_text: str
+    splits: dict[str, TokenStream]
+    verify_secs: float      # time spent hashing the shards at open
+    verified_bytes: int
+
+    @property
+    def content_key(self) -> str:
+        return self.manifest["content_key"]
+
+
+def open_dataset(prepared_dir: str, *, cache_dir: str = "", key: str = "data.prepared_dir"
+                 ) -> PreparedDataset:
+    """Opens `prepared_dir` (local or gs://), verifying every shard's SHA-256.
+
+    Raises:
+      DataError: missing, not a prepared dataset, or a shard/vocabulary whose bytes do
+        not match the manifest (named, with the fix).
+    """
+    if not storage.exists(prepared_dir):
+        raise DataError(f"{key}={prepared_dir!r} does not exist. Create it with `seqtrain "
+                        f"prepare --task TASK --out {prepared_dir}` (same config), or clear "
+                        f"{key} to read the source directly.")
+    manifest = read_manifest(prepared_dir)
+    if manifest is None:
+        raise DataError(f"{key}={prepared_dir!r} holds no {MANIFEST}: it is not a prepared "
+                        "dataset (or its preparation did not finish). Run `seqtrain prepare "
+                        f"--out {prepared_dir}` again.")
+    local = prepared_dir
+    if storage.is_remote(prepared_dir):
+        local = _local_copy(prepared_dir, manifest, cache_dir)
+    fix = ("Delete the prepared directory and run `seqtrain prepare` again." if local ==
+           prepared_dir else f"Delete the local cache copy {local} (it is copied again from "
+           f"{prepared_dir}); if that does not help, prepare the data again.")
+    started, nbytes = time.perf_counter(), 0
+    splits = {}
+    for split, info in manifest["splits"].items():
+        arrays = []
+        for shard in info["shards"]:
+            path = os.path.join(local, shard["file"])
+            nbytes += _verify(path, shard["sha256"], f"{key}={prepared_dir!r}: shard "
+                                                     f"{shard['file']}", fix)
+            arr = np.load(path, mmap_mode="r")
+            if arr.ndim != 1 or len(arr) != shard["tokens"] or arr.dtype.str != manifest["dtype"]:
+                raise DataError(f"{key}={prepared_dir!r}: shard {shard['file']} holds "
+                                f"{arr.shape} {arr.dtype}, the manifest says {shard['tokens']} "
+                                f"tokens of {manifest['dtype']}. Prepare the data again.")
+            arrays.append(arr)
+        splits[split] = TokenStream(arrays)
+    vocab_path = os.path.join(local, manifest["vocab"])
+    _verify(vocab_path, manifest["vocab_sha256"], f"{key}={prepared_dir!r}: {manifest['vocab']}",
+            fix)
+    with open(vocab_path, encoding="utf-8") as f:
+        vocab_text = f.read()
+    return PreparedDataset(prepared_dir, local, manifest, vocab_text, splits,
+                           time.perf_counter() - started, nbytes)
+
+
+def _verify(path: str, expected: str, what: str, fix: str) -> int:
+    if not os.path.exists(path):
+        raise DataError(f"{what} is missing: the prepared dataset is incomplete. {fix}")
+    actual, size = file_sha256(path)
+    if actual != expected:
+        raise DataError(
+            f"{what} is damaged: its SHA-256 is {actual[:16]}..., the manifest records "
+            f"{expected[:16]}.... {fix}")
+    return size
+
+
+def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
+    """A local copy of a gs:// prepared dataset, one per content key.
+
+    Each file is copied under a temporary name and renamed, so a present file is a
+    complete copy; `open_dataset` then verifies it like a local shard (a damaged
+    cache copy is named in that error, with the fix: delete it).
+    """
+    from trainer.data.chars import default_cache_dir
+
+    import tensorflow as tf
+
+    local = os.path.join(cache_dir or default_cache_dir(), "prepared", manifest["content_key"])
+    os.makedirs(local, exist_ok=True)
+    names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
+    for name in [*names, manifest["vocab"]]:
+        dst = os.path.join(local, name)
+        if os.path.exists(dst):
+            continue
+        tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
+        tf.io.gfile.copy(storage.join(prepared_dir, name), tmp, overwrite=True)
+        os.replace(tmp, dst)
+    return local
+
+
+def _open(path: str):
+    if storage.is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(path, "rb")
+    return open(path, "rb")
