@@ -12,9 +12,9 @@ times:
   3. encode the text chunk by chunk and stream the ids into `train-*` and `eval-*`
      shards.
 
-Chunks are cut just after a newline, so lowercasing chunk by chunk equals lowercasing
-the whole text (Python's only context-dependent lowercase rule, the final sigma,
-looks no further than the neighbouring letters). A prepared run therefore trains on
+Chunks are cut just after white space, so lowercasing chunk by chunk equals
+lowercasing the whole text (Python's only context-dependent lowercase rule, the final
+sigma, looks at the letters around a sigma and stops at white space). A prepared run therefore trains on
 the same ids with the same vocabulary as one that reads the source directly.
 
 Training reads windows from the memory-mapped shards with `tf.numpy_function`
@@ -44,6 +44,9 @@ TASK = "text_generation"
 # only cut windows from the tokens, so one prepared dataset serves any of them.
 CONTENT_KEYS = ("encoding", "lowercase", "eval_fraction", "min_char_count")
 CHUNK_BYTES = 8 << 20
+# Lowercasing may cut the text just after one of these: they are neither cased nor
+# case-ignorable, so the final-sigma rule never looks across them.
+_SAFE_CUTS = ("\n", " ", "\t")
 EVAL_HEAD_CHARS = 40  # the default sample prompt: the start of the eval split
 
 
@@ -137,8 +140,8 @@ def iter_text(source: Source, lowercase: bool, *, on_bytes: Callable[[int, bytes
               = lambda i, b: None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """The corpus text (the files concatenated, lowercased if asked) in chunks.
 
-    `on_bytes(file_index, raw_bytes)` sees every byte read. A chunk ends just after
-    a newline when the text has one (see the module docstring); memory holds about
+    `on_bytes(file_index, raw_bytes)` sees every byte read. When lowercasing, a
+    chunk ends just after white space when the text has some (see the module docstring); memory holds about
     one chunk.
 
     Raises:
@@ -174,9 +177,9 @@ def iter_text(source: Source, lowercase: bool, *, on_bytes: Callable[[int, bytes
                         yield pending
                     pending = ""
                 else:
-                    cut = pending.rfind("\n") + 1
-                    if not cut and len(pending) > 4 * chunk_bytes:
-                        cut = len(pending)  # no newline for a long stretch: bound memory
+                    cut = max(pending.rfind(c) for c in _SAFE_CUTS) + 1
+                    if not cut and len(pending) > max(4 * chunk_bytes, 1 << 16):
+                        cut = len(pending)  # no white space for a long stretch: bound memory
                     if cut:
                         yield pending[:cut].lower()
                         pending = pending[cut:]
