@@ -82,6 +82,9 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (["stage", "model.txt", "not-a-bucket"], 2),
     (["runs", "list", "no-such-dir"], 2),
     (["data", "inspect", "--help"], 0),
+    (["prepare", "--help"], 0),
+    (["prepare", "--task", "forecasting", "--out", "prepared"], 2),
+    (["prepare", "--task", "text_generation", "--set", "data.prepared_dir=p", "--out", "p"], 2),
     (["data", "inspect", "--model-dir", "runs/lr-a", "--step", "-1"], 2),
     (["data", "inspect", "--model-dir", "no-such-run", "--step", "3"], 2),
 ])
