@@ -1,4 +1,5 @@
-"""Prepared datasets (trainer/data/prepared.py, chars_prepared.py, `seqtrain prepare`).
+"""Prepared datasets (trainer/data/prepared.py, prepare_chars.py, chars_prepared.py and
+`seqtrain prepare`; tests/test_cli_fast.py checks that preparing imports no TensorFlow).
 
 CLI tests run `seqtrain prepare` and `train` in subprocesses from a temporary working
 directory with relative paths; in-process tests check the streaming reader against the
@@ -18,7 +19,7 @@ import pytest
 from conftest import TINY
 from helpers import assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment
-from trainer.data import chars, chars_prepared, prepared
+from trainer.data import chars, prepare_chars, prepared
 from trainer.errors import DataError
 
 SMALL = ["--set", "data.seq_len=16", "--set", "model.units=8", "--set", "model.embedding_dim=8",
@@ -147,20 +148,20 @@ def test_streaming_text_equals_whole_text_lowercased(tmp_path, chunk):
     text = "ΟΔΟΣ\nΣΟΦΟΣ ΛΟΓΟΣ\nΣ\nΑΣ.\nnaïve Straße İ\n" * 5 + "tail ΟΔΟΣ"
     path = tmp_path / "t.txt"
     path.write_text(text, encoding="utf-8")
-    source = chars_prepared.Source({}, [str(path)], "utf-8")
-    got = "".join(chars_prepared.iter_text(source, True, chunk_bytes=chunk))
+    source = prepare_chars.Source({}, [str(path)], "utf-8")
+    got = "".join(prepare_chars.iter_text(source, True, chunk_bytes=chunk))
     assert got == text.lower()
-    assert "".join(chars_prepared.iter_text(source, False, chunk_bytes=chunk)) == text
+    assert "".join(prepare_chars.iter_text(source, False, chunk_bytes=chunk)) == text
 
 
 def test_decode_error_offset_and_line_across_chunks(tmp_path):
     good = "ab\nçd\n".encode() * 10  # multibyte characters and newlines before the bad byte
     path = tmp_path / "x.txt"
     path.write_bytes(good + b"\xff tail")
-    source = chars_prepared.Source({}, [str(path)], "utf-8")
+    source = prepare_chars.Source({}, [str(path)], "utf-8")
     for chunk in (1, 2, 5, 1 << 20):
         with pytest.raises(DataError, match=rf"byte {len(good)} \(line 21\) \(b'\\xff'\)"):
-            list(chars_prepared.iter_text(source, False, chunk_bytes=chunk))
+            list(prepare_chars.iter_text(source, False, chunk_bytes=chunk))
 
 
 def test_token_stream_windows_across_shards():
@@ -177,7 +178,7 @@ def test_glob_over_several_files_concatenates_sorted(tmp_path):
     (tmp_path / "b.txt").write_text("second file\n" * 20)
     (tmp_path / "a.txt").write_text("first file\n" * 20)
     cfg = experiment.load("text_generation", None, [f"data.path={tmp_path}/*.txt"])
-    out = chars_prepared.prepare(cfg.data, str(tmp_path / "out"), log=lambda m: None)
+    out = prepare_chars.prepare(cfg.data, str(tmp_path / "out"), log=lambda m: None)
     assert [s["path"] for s in out["sources"]] == [str(tmp_path / "a.txt"),
                                                    str(tmp_path / "b.txt")]
     ds = prepared.open_dataset(str(tmp_path / "out"))

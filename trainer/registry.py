@@ -64,9 +64,14 @@ class TaskSpec:
     headline_goal: str = "max"
     # The commands that serve this task's export (`seqtrain predict`, `generate`, ...).
     commands: tuple[Command, ...] = ()
-    # Whether `seqtrain prepare` can write this task's data as a prepared dataset
-    # (the Task implements `prepare_dataset`).
-    preparable: bool = False
+    # `seqtrain prepare` for this task: "module:function", called as
+    # function(data_config, out_dir, shard_mb=, log=, progress_mb=) -> summary dict
+    # (see trainer/data/prepare_chars.py). Empty: the task reads its source at every run.
+    prepare: str = ""
+
+    def load_prepare(self):
+        module, _, function = self.prepare.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 def spec(name: str) -> TaskSpec:

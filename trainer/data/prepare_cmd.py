@@ -1,7 +1,8 @@
 """`seqtrain prepare`: write a task's data as a prepared dataset, and say what was done.
 
-The click command is in trainer/cli.py; TensorFlow is imported only once the task is
-known to support preparation.
+The click command is in trainer/cli.py. The task's spec names its preparation
+function (`TaskSpec.prepare`); for local sources nothing here imports TensorFlow, so
+preparing takes the memory of the data, not of a TensorFlow process.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ def run(task: str | None, config_file: str | None, overrides, out: str, *, shard
     """
     cfg = experiment.load(task, config_file, overrides)
     name = cfg.task.name
-    if not registry.spec(name).preparable:
-        able = [n for n in registry.names() if registry.spec(n).preparable]
+    spec = registry.spec(name)
+    if not spec.prepare:
+        able = [n for n in registry.names() if registry.spec(n).prepare]
         raise UserError(f"--task {name}: seqtrain prepare does not support this task yet (it "
                         f"reads its source at every run). Tasks it supports: {', '.join(able)}.")
     if cfg.data.prepared_dir:
         raise UserError(f"data.prepared_dir={cfg.data.prepared_dir!r} is set: that is where a "
                         "run reads a prepared dataset, not what seqtrain prepare reads. Drop "
                         "it here (the output is --out).")
-    result = registry.get(name)(cfg).prepare_dataset(out, shard_mb=shard_mb, log=log,
-                                                     progress_mb=progress_mb)
+    result = spec.load_prepare()(cfg.data, out, shard_mb=shard_mb, log=log,
+                                 progress_mb=progress_mb)
     return summary_lines(name, result)
 
 

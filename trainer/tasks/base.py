@@ -64,15 +64,6 @@ class Task:
           DataError: missing, empty or malformed data (message says how to fix).
         """
 
-    def prepare_dataset(self, out_dir: str, *, shard_mb: float, log, progress_mb: float = 64
-                        ) -> dict:
-        """Writes the configured data as a prepared dataset in `out_dir` (trainer/data/
-        prepared.py) or finds it there; tasks whose spec sets `preparable` implement it.
-
-        Returns the summary of trainer/data/chars_prepared.py `prepare`.
-        """
-        raise NotImplementedError
-
     def data_report(self) -> dict:
         """What `prepare` read, JSON-able (see trainer/data/report.py): files, rows,
         rows skipped and why, split sizes, warnings, and human `lines`."""

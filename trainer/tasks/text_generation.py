@@ -73,12 +73,6 @@ class TextGenerationTask(Task):
                         "sources": ds.manifest["sources"], "chars": stats["chars"],
                         "verify_secs": round(ds.verify_secs, 3)}]
 
-    def prepare_dataset(self, out_dir: str, *, shard_mb: float, log, progress_mb: float = 64
-                        ) -> dict:
-        """Writes this config's corpus as a prepared dataset (`seqtrain prepare`)."""
-        return chars_prepared.prepare(self.config.data, out_dir, shard_mb=shard_mb, log=log,
-                                      progress_mb=progress_mb)
-
     def _read_corpus(self) -> str:
         d = self.config.data
         self._files = []

@@ -125,7 +125,7 @@ SPEC = TaskSpec(
         eval_every=100, checkpoint_every=250, log_every=100, eval_batches=20,
     ),
     headline_metric="loss",
-    preparable=True,
+    prepare="trainer.data.prepare_chars:prepare",
     headline_goal="min",
     commands=(Command(
         "generate",
