@@ -9,8 +9,9 @@ Side by side in one run, each in its own fresh process that reports its own peak
 2. the same `seqtrain prepare` again: the content key matches, so it only hashes the
    source and verifies the shards (the cost of a reuse);
 3. opening the prepared dataset for training (`chars_prepared.open_corpus`: SHA-256 of
-   every shard, then memory-mapping) and gathering 1000 batches of 64 random windows:
-   verification MB/s and peak RSS;
+   every shard, then memory-mapping) and gathering 2000 batches of 64 random windows
+   of 101 tokens: verification MB/s and peak RSS, reading windows with `os.pread`
+   (what training does) and, side by side, through `np.load(mmap_mode="r")`;
 4. the in-memory path the task uses without data.prepared_dir (`task.prepare()`: the
    whole text decoded, vocabulary fitted with a Counter, ids encoded): seconds and peak
    RSS, the baseline the prepared path's memory is compared with. Skipped with
@@ -53,19 +54,23 @@ _OPEN_AND_GATHER = _REPORT_PEAK + """
 import time, numpy as np
 from trainer import experiment
 from trainer.data import chars_prepared
-cfg = experiment.load("text_generation", None, sys.argv[1:])
+cfg = experiment.load("text_generation", None, sys.argv[2:])
 t = time.perf_counter()
 corpus = chars_prepared.open_corpus(cfg.data)
 opened = time.perf_counter() - t
 rng = np.random.default_rng(0)
 n = len(corpus.train) - 101
+if sys.argv[1] == "--mmap":  # the same windows read through np.load(mmap_mode="r") instead
+    from trainer.data import prepared
+    corpus.train = prepared.TokenStream([np.load(s.path, mmap_mode="r")
+                                         for s in corpus.train.shards])
 t = time.perf_counter()
-for _ in range(1000):
+for _ in range(2000):
     corpus.train.windows(rng.integers(0, n, 64), 101)
 gather = time.perf_counter() - t
 print(json.dumps({"open_secs": opened, "verify_secs": corpus.dataset.verify_secs,
                   "verified_mb": corpus.dataset.verified_bytes / 2**20,
-                  "gather_1000x64_secs": gather}))
+                  "gather_2000x64_secs": gather}))
 """
 
 _IN_MEMORY = _REPORT_PEAK + """
@@ -118,10 +123,13 @@ def run(args, work: str) -> None:
     r = child(_PREPARE, ["prepare", "--task", "text_generation", *data, "--out", out], work)
     assert "reused" in r["stdout"], r["stdout"]
     results["reuse"] = {"secs": r["secs"], "peak_rss_mb": r["peak"]}
-    r = child(_OPEN_AND_GATHER, [f"data.path={corpus}", f"data.prepared_dir={out}"], work)
-    opened = json.loads(r["stdout"].strip().splitlines()[-1])
-    results["open"] = {**opened, "verify_mb_per_s": opened["verified_mb"] / opened["verify_secs"],
-                       "peak_rss_mb": r["peak"]}
+    for mode in ("--pread", "--mmap"):
+        r = child(_OPEN_AND_GATHER, [mode, f"data.path={corpus}", f"data.prepared_dir={out}"],
+                  work)
+        opened = json.loads(r["stdout"].strip().splitlines()[-1])
+        results["open" if mode == "--pread" else "open_mmap"] = {
+            **opened, "verify_mb_per_s": opened["verified_mb"] / opened["verify_secs"],
+            "peak_rss_mb": r["peak"]}
     if not args.no_baseline:
         r = child(_IN_MEMORY, [f"data.path={corpus}"], work)
         results["in_memory"] = {**json.loads(r["stdout"].strip().splitlines()[-1]),
@@ -163,8 +171,10 @@ def report(r: dict) -> None:
           f"incl. imports), peak RSS {p['peak_rss_mb']:.0f} MB")
     print(f"reuse       : {r['reuse']['secs']:.1f} s, peak RSS {r['reuse']['peak_rss_mb']:.0f} MB")
     print(f"open+verify : {o['verify_secs']:.2f} s for {o['verified_mb']:.0f} MB of shards "
-          f"({o['verify_mb_per_s']:.0f} MB/s); 1000 gathers of 64 windows: "
-          f"{o['gather_1000x64_secs']:.2f} s; peak RSS {o['peak_rss_mb']:.0f} MB")
+          f"({o['verify_mb_per_s']:.0f} MB/s); 2000 gathers of 64 random windows: "
+          f"{o['gather_2000x64_secs']:.2f} s; peak RSS {o['peak_rss_mb']:.0f} MB (the same "
+          f"windows through the memory map: {r['open_mmap']['gather_2000x64_secs']:.2f} s, "
+          f"{r['open_mmap']['peak_rss_mb']:.0f} MB)")
     if "in_memory" in r:
         m = r["in_memory"]
         print(f"in-memory   : task.prepare() {m['secs']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB "

@@ -15,9 +15,10 @@ complete; an existing directory holding a different dataset is never overwritten
 
 `open_dataset` verifies the SHA-256 of every shard when it opens them (reading each
 byte once: the cost is one sequential read of the prepared data at hashing speed,
-figures in docs/data.md) and maps them read-only, so resident memory holds the pages
-training touches, not the corpus. Shards under `gs://` are copied once into a local
-cache directory (verified on copy and on every open) and mapped from there.
+figures in docs/prepared.md), checks each header with `np.load(mmap_mode="r")`, and
+then reads windows with `os.pread` (see `FileShard`), so resident memory holds the
+windows being read, not the corpus. Shards under `gs://` are copied once into a local
+cache directory (verified on every open like a local shard) and read from there.
 """
 
 from __future__ import annotations
@@ -218,10 +219,42 @@ def check_out_dir(out_dir: str, key: str) -> dict | None:
 # ----------------------------------------------------------------------------
 
 
-class TokenStream:
-    """One split's tokens: the concatenation of its memory-mapped shards."""
+class FileShard:
+    """A 1-D token array in an `.npy` file, read with `os.pread` (no mapping).
 
-    def __init__(self, shards: list[np.ndarray]):
+    Why not read through the memory map: on this kind of machine one batch of 64
+    random 101-token windows read through `np.load(mmap_mode="r")` mapped about 70 MB
+    of the file into the process (the kernel maps whole cached folios around each
+    fault), so resident memory grew to the size of the corpus within a few steps,
+    and even releasing the maps after every batch peaked at +90 MB (figures in
+    docs/prepared.md). A `pread` per window copies only the window's bytes.
+    """
+
+    def __init__(self, path: str, offset: int, count: int, dtype: np.dtype):
+        self.path, self.offset, self.count, self.dtype = path, offset, count, np.dtype(dtype)
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        size = self.dtype.itemsize
+        data = os.pread(self.fd, (stop - start) * size, self.offset + start * size)
+        if len(data) != (stop - start) * size:
+            raise DataError(f"{self.path} is shorter than its manifest says (read "
+                            f"{len(data)} bytes at token {start}); prepare the data again.")
+        return np.frombuffer(data, self.dtype)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class TokenStream:
+    """One split's tokens: the concatenation of its shards (`FileShard`s, or arrays)."""
+
+    def __init__(self, shards: list):
         self.shards = shards
         sizes = np.array([len(s) for s in shards], np.int64)
         self.ends = np.cumsum(sizes)
@@ -238,33 +271,35 @@ class TokenStream:
         while pos < stop:
             j = int(np.searchsorted(self.ends, pos, side="right"))
             end = min(stop, int(self.ends[j]))
-            parts.append(self.shards[j][pos - self.begins[j]:end - self.begins[j]])
+            parts.append(_read(self.shards[j], pos - int(self.begins[j]),
+                               end - int(self.begins[j])))
             pos = end
-        return np.concatenate(parts) if parts else np.empty(0, self.shards[0].dtype)
+        return np.concatenate(parts) if parts else np.empty(0, np.int32)
 
     def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
-        """int32 [n, length]: the tokens of each window `starts[i] .. starts[i]+length-1`.
-
-        Windows inside one shard are read with one fancy index per shard; the
-        few that straddle two shards are stitched one by one.
-        """
+        """int32 [n, length]: the tokens of each window `starts[i] .. starts[i]+length-1`,
+        one read per window (two for a window that straddles two shards)."""
         starts = np.asarray(starts, np.int64).reshape(-1)
         out = np.empty((len(starts), length), np.int32)
-        if not len(starts):
-            return out
-        if starts.min() < 0 or starts.max() + length > len(self):
+        if len(starts) and (starts.min() < 0 or starts.max() + length > len(self)):
             raise IndexError(f"a window of {length} tokens from {starts.max()} is outside "
                              f"the {len(self)} tokens of this split")
         first = np.searchsorted(self.ends, starts, side="right")
         last = np.searchsorted(self.ends, starts + length - 1, side="right")
-        offsets = np.arange(length, dtype=np.int64)
-        for j in np.unique(first):
-            rows = (first == j) & (last == j)
-            if rows.any():
-                out[rows] = self.shards[j][(starts[rows] - self.begins[j])[:, None] + offsets]
-        for i in np.nonzero(first != last)[0]:
-            out[i] = self.read(int(starts[i]), int(starts[i]) + length)
+        local = (starts - self.begins[first]).tolist()
+        for i, (j, k, start) in enumerate(zip(first.tolist(), last.tolist(), local)):
+            out[i] = (_read(self.shards[j], start, start + length) if j == k
+                      else self.read(int(starts[i]), int(starts[i]) + length))
         return out
+
+    def close(self) -> None:
+        for shard in self.shards:
+            if isinstance(shard, FileShard):
+                shard.close()
+
+
+def _read(shard, start: int, stop: int) -> np.ndarray:
+    return shard.read(start, stop) if isinstance(shard, FileShard) else shard[start:stop]
 
 
 @dataclasses.dataclass
@@ -315,12 +350,13 @@ def open_dataset(prepared_dir: str, *, cache_dir: str = "", key: str = "data.pre
             path = os.path.join(local, shard["file"])
             nbytes += _verify(path, shard["sha256"], f"{key}={prepared_dir!r}: shard "
                                                      f"{shard['file']}", fix)
-            arr = np.load(path, mmap_mode="r")
+            arr = np.load(path, mmap_mode="r")  # parses and checks the header; not read
             if arr.ndim != 1 or len(arr) != shard["tokens"] or arr.dtype.str != manifest["dtype"]:
                 raise DataError(f"{key}={prepared_dir!r}: shard {shard['file']} holds "
                                 f"{arr.shape} {arr.dtype}, the manifest says {shard['tokens']} "
                                 f"tokens of {manifest['dtype']}. Prepare the data again.")
-            arrays.append(arr)
+            arrays.append(FileShard(path, arr.offset, len(arr), arr.dtype))
+            del arr
         splits[split] = TokenStream(arrays)
     vocab_path = os.path.join(local, manifest["vocab"])
     _verify(vocab_path, manifest["vocab_sha256"], f"{key}={prepared_dir!r}: {manifest['vocab']}",
