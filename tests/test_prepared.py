@@ -186,3 +186,40 @@ def test_glob_over_several_files_concatenates_sorted(tmp_path):
     vocab = chars.CharVocab.from_json(ds.vocab_text)
     assert vocab.decode(ds.splits["train"].read(0, len(ds.splits["train"]))) == \
         chars.split_tail(text, 0.1)[0]
+
+
+def test_gs_source_and_gs_prepared_dir_through_a_verified_local_cache(gcs, tmp_path):
+    _corpus(tmp_path / "corpus.txt", lines=200)
+    bucket = gcs.new_bucket()
+    gcs.write_object(bucket, "text/corpus.txt", (tmp_path / "corpus.txt").read_bytes())
+    local = experiment.load("text_generation", None, [f"data.path={tmp_path}/corpus.txt"])
+    prepare_chars.prepare(local.data, str(tmp_path / "prep"), shard_mb=0.004, log=print)
+    for name in os.listdir(tmp_path / "prep"):
+        gcs.write_object(bucket, f"prep/{name}", (tmp_path / "prep" / name).read_bytes())
+    with gcs.applied():
+        remote = experiment.load("text_generation", None,
+                                 [f"data.path=gs://{bucket}/text/corpus.txt"])
+        out = prepare_chars.prepare(remote.data, str(tmp_path / "from_gs"), log=print)
+        assert out["sources"][0]["path"] == f"gs://{bucket}/text/corpus.txt"
+        before = gcs.requests_seen(bucket)
+        ds = prepared.open_dataset(f"gs://{bucket}/prep", cache_dir=str(tmp_path / "cache"))
+        seen = gcs.requests_seen(bucket)
+        again = prepared.open_dataset(f"gs://{bucket}/prep", cache_dir=str(tmp_path / "cache"))
+        copies = len(ds.manifest["splits"]["train"]["shards"]) + 2  # + eval shard + vocab
+        assert seen - before > copies  # every file was fetched once...
+        assert gcs.requests_seen(bucket) - seen < copies  # ...and not again: cached
+    want = prepared.open_dataset(str(tmp_path / "prep"))
+    from_gs = prepared.open_dataset(str(tmp_path / "from_gs"))
+    assert from_gs.manifest["splits"]["train"]["tokens"] == want.manifest["splits"]["train"][
+        "tokens"]
+    for split in ("train", "eval"):
+        n = len(want.splits[split])
+        assert len(ds.splits[split].shards) > 1 or split == "eval"
+        for got in (ds, again, from_gs):
+            assert np.array_equal(got.splits[split].read(0, n), want.splits[split].read(0, n))
+    cached = tmp_path / "cache" / "prepared" / ds.content_key / "train-00000.npy"
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 1
+    cached.write_bytes(bytes(data))
+    with gcs.applied(), pytest.raises(DataError, match="Delete the local cache copy"):
+        prepared.open_dataset(f"gs://{bucket}/prep", cache_dir=str(tmp_path / "cache"))
