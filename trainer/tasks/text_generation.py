@@ -1,7 +1,9 @@
 """Character-level language model and a stateful sampler.
 
 Data: a bundled public-domain text, a text file (local or gs://) or a URL
-(`trainer/data/chars.py`). The last `data.eval_fraction` of the corpus is the
+(`trainer/data/chars.py`), or the same corpus prepared by `seqtrain prepare` and
+read in place from `data.prepared_dir` (trainer/data/chars_prepared.py; the same
+ids, vocabulary and splits, docs/prepared.md). The last `data.eval_fraction` of the corpus is the
 eval split; the vocabulary is fitted on the training split only (unseen
 characters map to an OOV id) and saved as `assets/vocab.json`. Examples are
 windows of integer ids: inputs `chars[i:i+T]`, targets `chars[i+1:i+T+1]`.
