@@ -33,10 +33,17 @@ import re
 import time
 import uuid
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from trainer import storage
 from trainer.errors import DataError
+
+if TYPE_CHECKING:  # imported where used: see the module docstring
+    import tensorflow as tf
+
+    from trainer.data import sampling
 from trainer.redact import REDACTED, redact
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from trainer import storage
-from trainer.data import chars, prepared
+from trainer.data import chars, prepared, prepared_writer
 from trainer.errors import DataError
 from trainer.redact import redact
 
@@ -232,7 +232,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         config["encoding"] = "utf-8"  # bundled corpora are UTF-8 whatever data.encoding says
     key = prepared.content_key(TASK, sources, config)
     summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
-    existing = prepared.check_out_dir(out_dir, key)
+    existing = prepared_writer.check_out_dir(out_dir, key)
     if existing is not None:
         prepared.open_dataset(out_dir, key="--out")  # verify what is reused
         return {**summary, "reused": True, "manifest": existing,
@@ -259,7 +259,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
 
     # Pass 3: encode into shards.
     dtype = vocab.id_dtype()
-    writer = prepared.Writer(out_dir, dtype=dtype, counts={"train": n_train, "eval": n_eval},
+    writer = prepared_writer.Writer(out_dir, dtype=dtype, counts={"train": n_train, "eval": n_eval},
                              shard_tokens=int(shard_mb * 2**20) // dtype.itemsize)
     eval_oov, eval_head, pos = 0, "", 0
     progress.start("pass 3/3 (encode, write shards)")
