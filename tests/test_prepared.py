@@ -223,3 +223,18 @@ def test_gs_source_and_gs_prepared_dir_through_a_verified_local_cache(gcs, tmp_p
     cached.write_bytes(bytes(data))
     with gcs.applied(), pytest.raises(DataError, match="Delete the local cache copy"):
         prepared.open_dataset(f"gs://{bucket}/prep", cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_source_changed_during_preparation_leaves_nothing(tmp_path):
+    _corpus(tmp_path / "corpus.txt", lines=200)
+    cfg = experiment.load("text_generation", None, [f"data.path={tmp_path}/corpus.txt"])
+
+    def append_during_pass_2(line):  # the progress callback runs between reads
+        if "pass 2/3" in line:
+            with open(tmp_path / "corpus.txt", "a") as f:
+                f.write("more text\n")
+
+    with pytest.raises(DataError, match="changed while it was being prepared"):
+        prepare_chars.prepare(cfg.data, str(tmp_path / "out"), progress_mb=0.001,
+                              log=append_during_pass_2)
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]  # no out dir, no temp dir

@@ -36,7 +36,7 @@ import numpy as np
 
 from trainer import storage
 from trainer.data import chars, prepared, prepared_writer
-from trainer.errors import DataError
+from trainer.errors import DataError, UserError, first_line
 from trainer.redact import redact
 
 TASK = "text_generation"
@@ -213,6 +213,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     source = resolve(d)
     sizes = [_size(p) for p in source.files]
     progress = Progress(sum(sizes), log, progress_mb)
+    prepared_writer.check_out_dir(out_dir, None)  # other files there: refuse before reading
 
     # Pass 1: hash and count.
     digests = [hashlib.sha256() for _ in source.files]
@@ -257,14 +258,23 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     known = np.nonzero(counts >= d.min_char_count)[0]
     vocab = chars.CharVocab("".join(map(chr, known)))
 
-    # Pass 3: encode into shards.
+    # Pass 3: encode into shards (hashing the source again: it must not have changed).
     dtype = vocab.id_dtype()
-    writer = prepared_writer.Writer(out_dir, dtype=dtype, counts={"train": n_train, "eval": n_eval},
-                             shard_tokens=int(shard_mb * 2**20) // dtype.itemsize)
+    writer = prepared_writer.Writer(out_dir, dtype=dtype,
+                                    counts={"train": n_train, "eval": n_eval},
+                                    shard_tokens=int(shard_mb * 2**20) // dtype.itemsize)
     eval_oov, eval_head, pos = 0, "", 0
+    again = [hashlib.sha256() for _ in source.files]
     progress.start("pass 3/3 (encode, write shards)")
+
+    def rehash(i, data):
+        again[i].update(data)
+        progress.add(len(data))
+
     try:
-        for text in iter_text(source, d.lowercase, on_bytes=lambda i, b: progress.add(len(b))):
+        for text in iter_text(source, d.lowercase, on_bytes=rehash):
+            if pos + len(text) > total:
+                raise _changed(source.files)
             cut = max(0, min(len(text), n_train - pos))
             if cut:
                 writer.add("train", vocab.encode(text[:cut]))
@@ -276,17 +286,30 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
                     eval_head += held_out[:EVAL_HEAD_CHARS - len(eval_head)]
                 writer.add("eval", ids)
             pos += len(text)
+        if pos != total or [h.hexdigest() for h in again] != [s["sha256"] for s in sources]:
+            raise _changed(source.files)
         manifest = writer.commit({
             "task": TASK, "content_key": key, "source": source.descriptor,
             "sources": sources, "data_config": config, "config": _recorded_config(d),
             "stats": {"chars": total, "train_chars": n_train, "eval_chars": n_eval,
                       "vocab_size": vocab.size, "eval_oov": eval_oov, "eval_head": eval_head},
         }, vocab.to_json())
-    except BaseException:
+    except BaseException as e:
         writer.abort()
+        if isinstance(e, OSError) and storage.is_disk_error(e):
+            raise UserError(
+                f"cannot write the prepared dataset for --out {out_dir!r}: "
+                f"{first_line(e)}. Free some space there or pick a writable --out; nothing "
+                "was left behind.") from None
         raise
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def _changed(files: list[str]) -> DataError:
+    return DataError(f"the source ({', '.join(files)}) changed while it was being prepared "
+                     "(its size or SHA-256 differs between the passes); nothing was written. "
+                     "Prepare it again once it is no longer being written to.")
 
 
 def _recorded_config(d) -> dict:

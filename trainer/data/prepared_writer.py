@@ -116,9 +116,10 @@ def _npy_header(dtype: np.dtype, n: int) -> bytes:
     return buf.getvalue()
 
 
-def check_out_dir(out_dir: str, key: str) -> dict | None:
+def check_out_dir(out_dir: str, key: str | None) -> dict | None:
     """The manifest already at `out_dir` if it holds the dataset with `key` (reuse),
-    None if `out_dir` is free (missing or empty).
+    None if `out_dir` is free (missing or empty). With `key` None, only refuses a file
+    or a directory holding other files (a check before the source is read).
 
     Raises:
       UserError: `out_dir` holds another dataset or other files.
@@ -136,6 +137,8 @@ def check_out_dir(out_dir: str, key: str) -> dict | None:
                 f"({MANIFEST} is missing); seqtrain prepare never overwrites other files. "
                 "Pass a new or empty directory.")
         return None
+    if key is None:
+        return manifest
     if manifest.get("content_key") != key:
         src = ", ".join(s.get("path", "?") for s in manifest.get("sources", []))
         raise UserError(
