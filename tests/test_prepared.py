@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from helpers import assert_checkpoints_equal, ckpt, seqtrain, user_error
+from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment
 from trainer.data import chars, prepare_chars, prepared
 from trainer.errors import DataError
@@ -84,14 +84,16 @@ def test_prepare_cli_manifest_checksums_and_reuse(tmp_path):
 
 
 def test_train_from_prepared_equals_train_from_source(tmp_path):
+    """Mirrored on 2 logical CPUs both ways: each replica gathers its own slice."""
     _corpus(tmp_path / "corpus.txt", lines=600)
     _prepare(tmp_path, "--shard-mb", "0.005")  # ~5 KB shards: many windows straddle two
-    args = ["train", "--task", "text_generation", *TINY, *SMALL, "--set", "train.steps=4",
-            "--set", "data.path=corpus.txt"]
+    args = ["train", "--task", "text_generation", *TINY, *SMALL, *MIRRORED, "--set",
+            "train.steps=4", "--set", "data.path=corpus.txt"]
     seqtrain(*args, "--model-dir", "direct", cwd=tmp_path)
     from_prep = seqtrain(*args, "--set", "data.prepared_dir=prep", "--model-dir", "prep_run",
                          cwd=tmp_path)
     assert "read prepared dataset prep (content key" in from_prep.stdout, from_prep.stdout
+    assert json.loads((tmp_path / "prep_run" / "runtime.json").read_text())["replicas"] == 2
     assert_checkpoints_equal(ckpt(tmp_path / "direct", 4), ckpt(tmp_path / "prep_run", 4))
     metrics = [json.loads((tmp_path / r / "metrics.json").read_text())["metrics"]
                for r in ("direct", "prep_run")]

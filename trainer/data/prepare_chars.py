@@ -257,6 +257,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         seen += len(text)
     known = np.nonzero(counts >= d.min_char_count)[0]
     vocab = chars.CharVocab("".join(map(chr, known)))
+    encode = _encoder(vocab, known)
 
     # Pass 3: encode into shards (hashing the source again: it must not have changed).
     dtype = vocab.id_dtype()
@@ -277,10 +278,10 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
                 raise _changed(source.files)
             cut = max(0, min(len(text), n_train - pos))
             if cut:
-                writer.add("train", vocab.encode(text[:cut]))
+                writer.add("train", encode(text[:cut]))
             if cut < len(text):
                 held_out = text[cut:]
-                ids = vocab.encode(held_out)
+                ids = encode(held_out)
                 eval_oov += int(np.count_nonzero(ids == chars.OOV_ID))
                 if len(eval_head) < EVAL_HEAD_CHARS:
                     eval_head += held_out[:EVAL_HEAD_CHARS - len(eval_head)]
@@ -304,6 +305,19 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         raise
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def _encoder(vocab: chars.CharVocab, codepoints: np.ndarray):
+    """`vocab.encode` as one table lookup per character (a code point -> id table of
+    1.1 M entries), ~7x faster than its binary search; the same ids."""
+    table = np.full(0x110000, chars.OOV_ID, vocab.id_dtype())
+    reserved = vocab.size - len(vocab.chars)  # ids below are padding and OOV
+    table[codepoints] = np.arange(len(codepoints)) + reserved
+
+    def encode(text: str) -> np.ndarray:
+        return table[_codepoints(text)]
+
+    return encode
 
 
 def _changed(files: list[str]) -> DataError:
