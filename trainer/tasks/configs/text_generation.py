@@ -42,7 +42,8 @@ class TextGenerationData:
                                    resume_ok=True)
     prepared_dir: str = field(
         "", "A prepared dataset (`seqtrain prepare --out DIR`, local or gs://) to train from "
-        "instead of reading the source: verified at open, memory-mapped. Its source and "
+        "instead of reading the source: checksums verified at open, windows read in place. "
+        "Its source and "
         "encoding/lowercase/eval_fraction/min_char_count must match this config. Empty: read "
         "the source.", resume_ok=True)
     encoding: str = field("utf-8", "Text encoding of the file or download.")
