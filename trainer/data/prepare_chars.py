@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import glob as globlib
 import hashlib
 import os
 import time
@@ -95,9 +94,7 @@ def resolve(d) -> Source:
 
 def _expand(path: str) -> list[str]:
     if any(c in path for c in "*?["):
-        files = sorted(_gfile().glob(path) if storage.is_remote(path)
-                       else globlib.glob(path))
-        files = [f for f in files if not storage.isdir(f)]
+        files = [f for f in storage.glob(path) if not storage.isdir(f)]
         if not files:
             raise DataError(f"data.path={path!r} matches no file. Check the pattern (it is "
                             "a glob: *, ? and [..] match file names).")
@@ -156,7 +153,7 @@ def iter_text(source: Source, lowercase: bool, *, on_bytes: Callable[[int, bytes
             raise DataError(f"data.encoding={source.encoding!r} is not a known text encoding "
                             "(for example utf-8).") from None
         offset = lines = 0
-        with prepared._open(path) as f:
+        with storage.open_read(path) as f:
             while True:
                 data = f.read(chunk_bytes)
                 on_bytes(index, data)
@@ -211,7 +208,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     """
     started = time.perf_counter()
     source = resolve(d)
-    sizes = [_size(p) for p in source.files]
+    sizes = [storage.size(p) for p in source.files]
     progress = Progress(sum(sizes), log, progress_mb)
     prepared_writer.check_out_dir(out_dir, None)  # other files there: refuse before reading
 
@@ -333,13 +330,3 @@ def _recorded_config(d) -> dict:
     return out
 
 
-def _size(path: str) -> int:
-    if storage.is_remote(path):
-        return _gfile().stat(path).length
-    return os.path.getsize(path)
-
-
-def _gfile():
-    import tensorflow as tf  # gs:// sources only
-
-    return tf.io.gfile

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 
 import numpy as np
 
@@ -55,7 +54,7 @@ def content_key(task: str, sources: list[dict], data_config: dict) -> str:
 def file_sha256(path: str) -> tuple[str, int]:
     """(SHA-256 hex, size in bytes) of a local or gs:// file, read in 8 MiB blocks."""
     digest, size = hashlib.sha256(), 0
-    with _open(path) as f:
+    with storage.open_read(path) as f:
         while block := f.read(_HASH_BLOCK):
             digest.update(block)
             size += len(block)
@@ -253,8 +252,6 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
     """
     from trainer.data.chars import default_cache_dir
 
-    import tensorflow as tf
-
     local = os.path.join(cache_dir or default_cache_dir(), "prepared", manifest["content_key"])
     os.makedirs(local, exist_ok=True)
     names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
@@ -262,15 +259,5 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
         dst = os.path.join(local, name)
         if os.path.exists(dst):
             continue
-        tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
-        tf.io.gfile.copy(storage.join(prepared_dir, name), tmp, overwrite=True)
-        os.replace(tmp, dst)
+        storage.copy_to_local(storage.join(prepared_dir, name), dst)
     return local
-
-
-def _open(path: str):
-    if storage.is_remote(path):
-        import tensorflow as tf
-
-        return tf.io.gfile.GFile(path, "rb")
-    return open(path, "rb")
