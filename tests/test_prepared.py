@@ -28,7 +28,8 @@ SMALL = ["--set", "data.seq_len=16", "--set", "model.units=8", "--set", "model.e
 
 def _corpus(path, lines=2500, seed=0):
     rng = random.Random(seed)
-    words = ["the", "quick", "brown", "fox", "ΟΔΟΣ", "naïve", "Straße", "dog", "ΣΊΣΥΦΟΣ"]
+    words = ["the", "quick", "brown", "fox", "ΟΔΟΣ", "naïve", "Straße", "dog",
+             "ΣΊΣΥΦΟΣ"]
     path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(10))
                               for _ in range(lines)) + "\n", encoding="utf-8")
 

@@ -32,19 +32,18 @@ import posixpath
 import re
 import time
 import uuid
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainer import storage
 from trainer.errors import DataError
+from trainer.redact import REDACTED, redact
 
 if TYPE_CHECKING:  # imported where used: see the module docstring
     import tensorflow as tf
 
     from trainer.data import sampling
-from trainer.redact import REDACTED, redact
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ times:
 
 Chunks are cut just after white space, so lowercasing chunk by chunk equals
 lowercasing the whole text (Python's only context-dependent lowercase rule, the final
-sigma, looks at the letters around a sigma and stops at white space). A prepared run therefore trains on
-the same ids with the same vocabulary as one that reads the source directly.
+sigma, looks at the letters around a sigma and stops at white space). A prepared run
+therefore trains on the same ids with the same vocabulary as one that reads the
+source directly.
 
 No TensorFlow here (it is imported only to read gs:// sources): preparing runs in the
 memory of the data, not of a TensorFlow process. Training reads the result through
@@ -138,8 +139,8 @@ def iter_text(source: Source, lowercase: bool, *, on_bytes: Callable[[int, bytes
     """The corpus text (the files concatenated, lowercased if asked) in chunks.
 
     `on_bytes(file_index, raw_bytes)` sees every byte read. When lowercasing, a
-    chunk ends just after white space when the text has some (see the module docstring); memory holds about
-    one chunk.
+    chunk ends just after white space when the text has some (see the module
+    docstring). Memory holds about one chunk.
 
     Raises:
       DataError: an unknown encoding, or bytes that are not `source.encoding`,

@@ -3,8 +3,8 @@
 Data: a bundled public-domain text, a text file (local or gs://) or a URL
 (`trainer/data/chars.py`), or the same corpus prepared by `seqtrain prepare` and
 read in place from `data.prepared_dir` (trainer/data/chars_prepared.py; the same
-ids, vocabulary and splits, docs/prepared.md). The last `data.eval_fraction` of the corpus is the
-eval split; the vocabulary is fitted on the training split only (unseen
+ids, vocabulary and splits, docs/prepared.md). The last `data.eval_fraction` of
+the corpus is the eval split; the vocabulary is fitted on the training split only (unseen
 characters map to an OOV id) and saved as `assets/vocab.json`. Examples are
 windows of integer ids: inputs `chars[i:i+T]`, targets `chars[i+1:i+T+1]`.
 
@@ -40,6 +40,7 @@ class TextGenerationTask(Task):
     """Character LM (Embedding -> RNN stack -> Dense) with a stateful sampler."""
 
     xla_on_cpu = True
+    prepared: chars_prepared.PreparedCorpus | None = None  # data.prepared_dir, opened
 
     # ---- host side ---------------------------------------------------------
     def prepare(self) -> None:
@@ -57,7 +58,7 @@ class TextGenerationTask(Task):
         self.eval_text_head = held_out[:40]
 
     def _open_prepared(self) -> None:
-        """The tokens and vocabulary of `data.prepared_dir` (verified, memory-mapped)."""
+        """The tokens and vocabulary of `data.prepared_dir` (verified, read in place)."""
         d = self.config.data
         self.prepared = chars_prepared.open_corpus(d)
         self.vocab = self.prepared.vocab
