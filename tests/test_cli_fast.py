@@ -58,6 +58,7 @@ def workdir(tmp_path):
     _write_run(tmp_path / "runs" / "lr-b", "multistep_forecasting", ["train.learning_rate=0.003"],
                {"mse": 0.6, "mse_h1": 0.35}, best={"metric": "mse", "value": 0.25, "step": 40})
     (tmp_path / "small.yaml").write_text(yaml.safe_dump({"train": {"steps": 20}}))
+    (tmp_path / "corpus.txt").write_text("Shall I compare thee to a summer's day?\n" * 50)
     (tmp_path / "model.txt").write_text("weights")
     return tmp_path
 
@@ -82,6 +83,10 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (["stage", "model.txt", "not-a-bucket"], 2),
     (["runs", "list", "no-such-dir"], 2),
     (["data", "inspect", "--help"], 0),
+    (["prepare", "--help"], 0),
+    (["prepare", "--task", "text_generation", "--set", "data.path=corpus.txt", "--out", "p"], 0),
+    (["prepare", "--task", "forecasting", "--out", "prepared"], 2),
+    (["prepare", "--task", "text_generation", "--set", "data.prepared_dir=p", "--out", "p"], 2),
     (["data", "inspect", "--model-dir", "runs/lr-a", "--step", "-1"], 2),
     (["data", "inspect", "--model-dir", "no-such-run", "--step", "3"], 2),
 ])

@@ -253,6 +253,28 @@ def check(task, config_file, overrides) -> None:
     click.echo(kernels.report_text(cfg))
 
 
+@main.command(cls=_SetAliases)
+@config_options
+@click.option("--out", required=True, metavar="DIR",
+              help="Directory for the prepared dataset (new, empty, or holding this same "
+                   "dataset, which is then reused).")
+@click.option("--shard-mb", type=click.FloatRange(min=0.001), default=256.0, show_default=True,
+              help="Size of each token shard file.")
+@click.option("--progress-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
+              hidden=True)
+def prepare(task, config_file, overrides, out, shard_mb, progress_mb) -> None:
+    """Write a task's data as a prepared dataset: verified token shards read in place.
+
+    Train from it with --set data.prepared_dir=DIR (same config otherwise).
+    """
+    from trainer.data import prepare_cmd
+
+    for line in prepare_cmd.run(task, config_file, overrides, out, shard_mb=shard_mb,
+                                progress_mb=progress_mb,
+                                log=lambda m: click.echo(m, err=True)):
+        click.echo(line)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--workers", "-n", type=int, required=True, help="Local worker processes.")
 @click.option("--grace", type=float, default=10.0, show_default=True,

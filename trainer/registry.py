@@ -64,6 +64,14 @@ class TaskSpec:
     headline_goal: str = "max"
     # The commands that serve this task's export (`seqtrain predict`, `generate`, ...).
     commands: tuple[Command, ...] = ()
+    # `seqtrain prepare` for this task: "module:function", called as
+    # function(data_config, out_dir, shard_mb=, log=, progress_mb=) -> summary dict
+    # (see trainer/data/prepare_chars.py). Empty: the task reads its source at every run.
+    prepare: str = ""
+
+    def load_prepare(self):
+        module, _, function = self.prepare.partition(":")
+        return getattr(importlib.import_module(module), function)
 
 
 def spec(name: str) -> TaskSpec:

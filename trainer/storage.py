@@ -103,6 +103,41 @@ def read_json(path: str):
     return json.loads(read_text(path))
 
 
+def open_read(path: str):
+    """A binary file object for streaming reads (`.read(n)`), local or gs://."""
+    if not is_remote(path):
+        return open(path, "rb")
+    return _gfile().GFile(path, "rb")
+
+
+def glob(pattern: str) -> list[str]:
+    """Paths matching `pattern` (local or gs://), sorted."""
+    if not is_remote(pattern):
+        import glob as globlib
+
+        return sorted(globlib.glob(pattern))
+    return sorted(_gfile().glob(pattern))
+
+
+def size(path: str) -> int:
+    """Size of a file in bytes."""
+    if not is_remote(path):
+        return os.path.getsize(path)
+    return _gfile().stat(path).length
+
+
+def copy_to_local(src: str, dst: str) -> None:
+    """Copies `src` (local or gs://) to the local path `dst` under a temporary name
+    renamed when complete, so `dst` is either absent or a whole copy."""
+    tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        _gfile().copy(src, tmp, overwrite=True)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def rmtree(path: str) -> None:
     if _gfile().exists(path):
         _gfile().rmtree(path)

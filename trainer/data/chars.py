@@ -16,6 +16,9 @@ Characters are Unicode code points mapped to integer ids by `CharVocab`
 array (1 byte per character for vocabularies up to 256), and training windows
 are slices of it made inside `tf.data`, so memory stays O(corpus size) instead
 of the O(corpus x window x vocab) of one-hot arrays.
+
+TensorFlow is imported only by the functions that use it: `seqtrain prepare`
+(trainer/data/prepare_chars.py) reads, fits and encodes without it.
 """
 
 from __future__ import annotations
@@ -29,14 +32,18 @@ import posixpath
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from trainer import storage
-from trainer.data import sampling
 from trainer.errors import DataError
 from trainer.redact import REDACTED, redact
+
+if TYPE_CHECKING:  # imported where used: see the module docstring
+    import tensorflow as tf
+
+    from trainer.data import sampling
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +106,18 @@ def decode(data: bytes, encoding: str, where: str) -> str:
             f"data.encoding={encoding!r} is not a known text encoding (for example utf-8)."
         ) from None
     except UnicodeDecodeError as e:
-        raise DataError(
-            f"{where} is not valid {encoding}: byte {e.start} ({data[e.start:e.start + 1]!r}) "
-            "cannot be decoded. Set data.encoding to the file's encoding "
-            "(for example latin-1) or re-save the file as UTF-8."
-        ) from None
+        raise decode_error(where, encoding, e.start, data[e.start:e.start + 1]) from None
+
+
+def decode_error(where: str, encoding: str, offset: int, byte: bytes,
+                 line: int | None = None) -> DataError:
+    """The error for bytes at `offset` (0-based; `line` 1-based) that are not `encoding`."""
+    at = f" (line {line})" if line is not None else ""
+    return DataError(
+        f"{where} is not valid {encoding}: byte {offset}{at} ({byte!r}) "
+        "cannot be decoded. Set data.encoding to the file's encoding "
+        "(for example latin-1) or re-save the file as UTF-8."
+    )
 
 
 def default_cache_dir() -> str:
@@ -219,6 +233,8 @@ def _cached_by_redacted_url(url: str, cache_dir: str, sha256: str) -> tuple[str,
 
 def _fetch(requests, url: str, path: str, *, sha256: str, max_bytes: int, timeout: float,
            allow_http: bool) -> str:
+    import tensorflow as tf
+
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     shown = redact(url)
     try:
@@ -279,6 +295,8 @@ def _short(e: Exception) -> str:
 
 
 def _file_sha256(path: str) -> str:
+    import tensorflow as tf
+
     digest = hashlib.sha256()
     with tf.io.gfile.GFile(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -370,6 +388,10 @@ def window_examples(ids: np.ndarray, seq_len: int, shift: int) -> sampling.Examp
     gather from the corpus held once as a constant: sampling a window start
     anywhere in the corpus costs the same as reading the next one.
     """
+    import tensorflow as tf
+
+    from trainer.data import sampling
+
     n = num_windows(len(ids), seq_len, shift)
     corpus = tf.constant(ids)
     offsets = tf.range(seq_len + 1, dtype=tf.int64)
@@ -387,6 +409,8 @@ def window_dataset(ids: np.ndarray, seq_len: int, shift: int) -> tf.data.Dataset
     The windows are slices of one constant tensor made on the fly, so the
     pipeline holds the corpus once. The order is deterministic.
     """
+    import tensorflow as tf
+
     n = num_windows(len(ids), seq_len, shift)
     corpus = tf.constant(ids)
 

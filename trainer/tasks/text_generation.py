@@ -1,8 +1,10 @@
 """Character-level language model and a stateful sampler.
 
 Data: a bundled public-domain text, a text file (local or gs://) or a URL
-(`trainer/data/chars.py`). The last `data.eval_fraction` of the corpus is the
-eval split; the vocabulary is fitted on the training split only (unseen
+(`trainer/data/chars.py`), or the same corpus prepared by `seqtrain prepare` and
+read in place from `data.prepared_dir` (trainer/data/chars_prepared.py; the same
+ids, vocabulary and splits, docs/prepared.md). The last `data.eval_fraction` of
+the corpus is the eval split; the vocabulary is fitted on the training split only (unseen
 characters map to an OOV id) and saved as `assets/vocab.json`. Examples are
 windows of integer ids: inputs `chars[i:i+T]`, targets `chars[i+1:i+T+1]`.
 
@@ -25,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from trainer import registry
-from trainer.data import chars, report as data_report, sampling
+from trainer.data import chars, chars_prepared, report as data_report, sampling
 from trainer.redact import redact
 from trainer.serving.char_sampler import CharSampler
 from trainer.models.losses import masked_token_cross_entropy
@@ -38,10 +40,14 @@ class TextGenerationTask(Task):
     """Character LM (Embedding -> RNN stack -> Dense) with a stateful sampler."""
 
     xla_on_cpu = True
+    prepared: chars_prepared.PreparedCorpus | None = None  # data.prepared_dir, opened
 
     # ---- host side ---------------------------------------------------------
     def prepare(self) -> None:
         d = self.config.data
+        self.prepared = None
+        if d.prepared_dir:
+            return self._open_prepared()
         text = self._read_corpus()
         if d.lowercase:
             text = text.lower()
@@ -50,6 +56,25 @@ class TextGenerationTask(Task):
         self.train_ids = self._checked_ids(train, "training", len(text))
         self.eval_ids = self._checked_ids(held_out, "eval", len(text))
         self.eval_text_head = held_out[:40]
+
+    def _open_prepared(self) -> None:
+        """The tokens and vocabulary of `data.prepared_dir` (verified, read in place)."""
+        d = self.config.data
+        self.prepared = chars_prepared.open_corpus(d)
+        self.vocab = self.prepared.vocab
+        stats = self.prepared.stats
+        for split, stream in (("training", self.prepared.train), ("eval", self.prepared.eval)):
+            if len(stream) < d.seq_len + 1:
+                raise chars.DataError(
+                    f"the {split} split of data.prepared_dir={d.prepared_dir!r} has "
+                    f"{len(stream)} characters (corpus {stats['chars']}), fewer than one "
+                    f"window of data.seq_len+1={d.seq_len + 1}. Lower data.seq_len or "
+                    "prepare a longer corpus.")
+        self.eval_text_head = stats["eval_head"]
+        ds = self.prepared.dataset
+        self._files = [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+                        "sources": ds.manifest["sources"], "chars": stats["chars"],
+                        "verify_secs": round(ds.verify_secs, 3)}]
 
     def _read_corpus(self) -> str:
         d = self.config.data
@@ -73,6 +98,8 @@ class TextGenerationTask(Task):
 
     def data_report(self) -> dict:
         d, t = self.config.data, self.config.train
+        if self.prepared:
+            return self._prepared_report()
         n_train, n_eval = len(self.train_ids), len(self.eval_ids)
         windows = chars.num_windows(n_train, d.seq_len, d.shift)
         oov = float((self.eval_ids == chars.OOV_ID).mean()) if n_eval else 0.0
@@ -88,6 +115,25 @@ class TextGenerationTask(Task):
                                                            "windows")] if w]
         return {"task": self.name, "source": "bundled" if "name" in where else
                 "url" if "url" in where else "file", "files": self._files,
+                "train": {"chars": n_train, "windows": windows},
+                "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
+                "warnings": warnings, "lines": lines}
+
+    def _prepared_report(self) -> dict:
+        d, t = self.config.data, self.config.train
+        stats, ds = self.prepared.stats, self.prepared.dataset
+        n_train, n_eval = len(self.prepared.train), len(self.prepared.eval)
+        windows = chars.num_windows(n_train, d.seq_len, d.shift)
+        oov = stats["eval_oov"] / n_eval if n_eval else 0.0
+        lines = [f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
+                 f"{ds.verified_bytes / 2**20:.1f} MB of shards verified in "
+                 f"{ds.verify_secs:.2f} s): {stats['chars']} characters",
+                 f"train {n_train} chars -> {windows} windows of data.seq_len={d.seq_len} "
+                 f"every data.shift={d.shift}; eval {n_eval} chars; vocabulary "
+                 f"{self.vocab.size} ids; eval OOV rate {oov:.2%}"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, windows,
+                                                           "windows")] if w]
+        return {"task": self.name, "source": "prepared", "files": self._files,
                 "train": {"chars": n_train, "windows": windows},
                 "eval": {"chars": n_eval, "oov_rate": oov, "vocab_size": self.vocab.size},
                 "warnings": warnings, "lines": lines}
@@ -108,6 +154,12 @@ class TextGenerationTask(Task):
     def dataset(self, split: str) -> tf.data.Dataset:
         """Training windows every `data.shift` chars; eval windows do not overlap."""
         d = self.config.data
+        if self.prepared:
+            stream = {"train": self.prepared.train, "eval": self.prepared.eval}.get(split)
+            if stream is None:
+                raise ValueError(f"unknown split {split!r}")
+            return chars_prepared.window_dataset(
+                stream, d.seq_len, d.shift if split == "train" else d.seq_len)
         if split == "train":
             return chars.window_dataset(self.train_ids, d.seq_len, d.shift)
         if split == "eval":
@@ -121,6 +173,8 @@ class TextGenerationTask(Task):
     def train_examples(self) -> sampling.Examples:
         """Every window start of the training split (every `data.shift` chars), by id."""
         d = self.config.data
+        if self.prepared:
+            return chars_prepared.window_examples(self.prepared.train, d.seq_len, d.shift)
         return chars.window_examples(self.train_ids, d.seq_len, d.shift)
 
     # ---- model -------------------------------------------------------------

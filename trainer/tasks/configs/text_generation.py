@@ -40,6 +40,12 @@ class TextGenerationData:
                                     min=0, resume_ok=True)
     download_timeout: float = field(30.0, "Seconds to wait for the server per attempt.", min=0,
                                    resume_ok=True)
+    prepared_dir: str = field(
+        "", "A prepared dataset (`seqtrain prepare --out DIR`, local or gs://) to train from "
+        "instead of reading the source: checksums verified at open, windows read in place. "
+        "Its source and "
+        "encoding/lowercase/eval_fraction/min_char_count must match this config. Empty: read "
+        "the source.", resume_ok=True)
     encoding: str = field("utf-8", "Text encoding of the file or download.")
     lowercase: bool = field(False, "Lowercase the corpus (smaller vocabulary).")
     seq_len: int = field(100, "Characters per training window (the unroll length).", min=1)
@@ -120,6 +126,7 @@ SPEC = TaskSpec(
         eval_every=100, checkpoint_every=250, log_every=100, eval_batches=20,
     ),
     headline_metric="loss",
+    prepare="trainer.data.prepare_chars:prepare",
     headline_goal="min",
     commands=(Command(
         "generate",

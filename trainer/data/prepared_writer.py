@@ -1,0 +1,150 @@
+"""Writing a prepared dataset (the layout is in trainer/data/prepared.py): shards
+streamed to a temporary sibling directory, renamed into place when complete.
+
+No TensorFlow here: `seqtrain prepare` runs in the memory of the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+
+from trainer import storage
+from trainer.data.prepared import FORMAT, MANIFEST, VERSION, VOCAB, read_manifest
+from trainer.errors import UserError
+
+
+class Writer:
+    """Writes a prepared dataset into a temporary directory beside `out_dir`, then
+    renames it into place (`commit`). Local directories only.
+
+    Shards are streamed: `add(split, tokens)` appends to the split's current shard
+    file and starts a new one every `shard_tokens`, hashing bytes as they are
+    written, so memory holds one chunk of tokens, never a split.
+    """
+
+    def __init__(self, out_dir: str, *, dtype, counts: dict[str, int], shard_tokens: int):
+        if storage.is_remote(out_dir):
+            raise UserError(f"--out {out_dir!r}: seqtrain prepare writes a local directory; "
+                            "prepare locally, then copy it with `gsutil -m cp -r` (training "
+                            "reads gs:// prepared directories through a verified local cache).")
+        self.out_dir = os.path.abspath(out_dir)
+        parent = os.path.dirname(self.out_dir)
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = os.path.join(parent, f".{os.path.basename(self.out_dir)}.tmp-"
+                                        f"{uuid.uuid4().hex[:8]}")
+        os.makedirs(self.tmp)
+        self.dtype = np.dtype(dtype)
+        self.shard_tokens = max(1, int(shard_tokens))
+        self.counts = counts
+        self.shards: dict[str, list[dict]] = {s: [] for s in counts}
+        self._open: dict[str, tuple] = {}  # split -> (file, digest, info, remaining)
+
+    def add(self, split: str, tokens: np.ndarray) -> None:
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        while len(tokens):
+            f, digest, info, remaining = self._current(split)
+            part, tokens = tokens[:remaining], tokens[remaining:]
+            data = part.tobytes()
+            f.write(data)
+            digest.update(data)
+            info["tokens"] += len(part)
+            self._open[split] = (f, digest, info, remaining - len(part))
+            if remaining == len(part):
+                self._close(split)
+
+    def _current(self, split: str):
+        if split not in self._open:
+            index = len(self.shards[split])
+            written = sum(s["tokens"] for s in self.shards[split])
+            n = min(self.shard_tokens, self.counts[split] - written)
+            if n <= 0:
+                raise ValueError(f"more tokens than the {self.counts[split]} declared for "
+                                 f"split {split!r}")
+            name = f"{split}-{index:05d}.npy"
+            f = open(os.path.join(self.tmp, name), "wb")
+            header = _npy_header(self.dtype, n)
+            f.write(header)
+            digest = hashlib.sha256(header)
+            self._open[split] = (f, digest, {"file": name, "tokens": 0}, n)
+        return self._open[split]
+
+    def _close(self, split: str) -> None:
+        f, digest, info, _ = self._open.pop(split)
+        f.close()
+        info["sha256"] = digest.hexdigest()
+        self.shards[split].append(info)
+
+    def commit(self, manifest: dict, vocab_text: str) -> dict:
+        """Writes vocab.json and manifest.json (shards filled in), renames into place."""
+        for split, n in self.counts.items():
+            written = sum(s["tokens"] for s in self.shards[split])
+            if split in self._open or written != n:
+                raise ValueError(f"split {split!r}: {written} tokens written, {n} declared")
+        with open(os.path.join(self.tmp, VOCAB), "w", encoding="utf-8") as f:
+            f.write(vocab_text)
+        manifest = {**manifest, "format": FORMAT, "version": VERSION, "dtype": self.dtype.str,
+                    "vocab": VOCAB, "vocab_sha256": hashlib.sha256(
+                        vocab_text.encode("utf-8")).hexdigest(),
+                    "splits": {s: {"tokens": n, "shards": self.shards[s]}
+                               for s, n in self.counts.items()}}
+        with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+        if os.path.isdir(self.out_dir):  # an empty directory (checked by the caller)
+            os.rmdir(self.out_dir)
+        os.rename(self.tmp, self.out_dir)
+        return manifest
+
+    def abort(self) -> None:
+        for f, *_ in self._open.values():
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _npy_header(dtype: np.dtype, n: int) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": (n,)})
+    return buf.getvalue()
+
+
+def check_out_dir(out_dir: str, key: str | None) -> dict | None:
+    """The manifest already at `out_dir` if it holds the dataset with `key` (reuse),
+    None if `out_dir` is free (missing or empty). With `key` None, only refuses a file
+    or a directory holding other files (a check before the source is read).
+
+    Raises:
+      UserError: `out_dir` holds another dataset or other files.
+    """
+    if not storage.exists(out_dir):
+        return None
+    if not storage.isdir(out_dir):
+        raise UserError(f"--out {out_dir!r} is a file; pass a directory for the prepared "
+                        "dataset.")
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        if storage.listdir(out_dir):
+            raise UserError(
+                f"--out {out_dir!r} is not empty and holds no prepared dataset "
+                f"({MANIFEST} is missing); seqtrain prepare never overwrites other files. "
+                "Pass a new or empty directory.")
+        return None
+    if key is None:
+        return manifest
+    if manifest.get("content_key") != key:
+        src = ", ".join(s.get("path", "?") for s in manifest.get("sources", []))
+        raise UserError(
+            f"--out {out_dir!r} already holds another prepared dataset (content key "
+            f"{str(manifest.get('content_key'))[:16]}..., from {src or '?'}, data config "
+            f"{json.dumps(manifest.get('data_config'), sort_keys=True)}); these sources and "
+            f"this data config make content key {key[:16]}.... A prepared dataset is "
+            "immutable: pass another --out, or delete that directory first.")
+    return manifest
