@@ -465,7 +465,7 @@ def test_float16_overflow_skips_the_step_and_halves_the_loss_scale(clipnorm):
                              strategy=tf.distribute.get_strategy(), global_batch=1,
                              clipnorm=clipnorm, clipvalue=None, jit_compile=False)
     before = [w.copy() for w in model.get_weights()]
-    batch = (tf.ones([1, 1, 4]), tf.zeros([1, 1]))
+    batch = (tf.ones([1, 4]), tf.zeros([1]))  # one replica's (features, labels)
     loss, _, _ = fns.train_steps(iter(tf.data.Dataset.from_tensors(batch)), tf.constant(1))
     assert np.isfinite(float(loss))
     for old, new in zip(before, model.get_weights()):
@@ -501,7 +501,7 @@ def test_repeated_tokens_get_the_adam_update_of_their_summed_gradient():
                              strategy=tf.distribute.get_strategy(), global_batch=1,
                              clipnorm=None, clipvalue=None, jit_compile=False)
     before = model.layers[1].get_weights()[0].copy()
-    batch = (tf.constant([[[1, 1, 2]]]), tf.constant([[5.0]]))  # token 1 twice
+    batch = (tf.constant([[1, 1, 2]]), tf.constant([5.0]))  # token 1 twice
     fns.train_steps(iter(tf.data.Dataset.from_tensors(batch)), tf.constant(1))
     step = model.layers[1].get_weights()[0] - before
     np.testing.assert_allclose(np.abs(step[[1, 2]]), 0.1, rtol=1e-4)
