@@ -24,6 +24,7 @@ from google.auth import jwt as google_jwt
 from trainer import gcs as gcs_lib
 from trainer import storage
 from trainer.errors import EXIT_USER_ERROR, UserError
+from trainer.cli import main
 from trainer.gcs_cli import runs, stage
 
 
@@ -315,8 +316,10 @@ def test_cli_stage_and_clean_user_errors(gcs, tmp_path):
     src.write_text("a\nb\n")
     with gcs.applied():
         ok = CliRunner().invoke(stage, [str(src), f"gs://{bucket}/assets/"])
-        missing = CliRunner().invoke(stage, [str(tmp_path / "nope.txt"), f"gs://{bucket}/x"])
-        no_bucket = CliRunner().invoke(runs, ["list", "gs://no-such-bucket-xyz"])
+        # Errors through the console script's group, the CLI's one error printer.
+        missing = CliRunner().invoke(main, ["stage", str(tmp_path / "nope.txt"),
+                                            f"gs://{bucket}/x"])
+        no_bucket = CliRunner().invoke(main, ["runs", "list", "gs://no-such-bucket-xyz"])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.startswith(f"gs://{bucket}/assets/vocab.txt  4 bytes  crc32c=")
     assert gcs.read_object(bucket, "assets/vocab.txt") == b"a\nb\n"

@@ -102,6 +102,7 @@ RUN_ORDER = [
     "--set model.layers=2 --model-dir runs/gru2",
     "seqtrain train --model-dir runs/a --set train.steps=600",
     "seqtrain train --model-dir runs/a --set train.steps=2000",
+    "seqtrain data inspect --model-dir runs/a --step 1234",
     "printf 'loved it\\nnever again\\n' > reviews.txt",
     'seqtrain predict --model-dir runs/a "great food, friendly staff" @reviews.txt',
     "seqtrain train --task text_generation --model-dir runs/gen",
@@ -123,6 +124,9 @@ RUN_ORDER = [
 def test_readme_commands_run_from_a_fresh_directory(tmp_path):
     """All runnable README commands, in order, in one working directory (runs share dirs)."""
     out = {line: run(line, tmp_path) for line in RUN_ORDER}
+
+    inspected = out["seqtrain data inspect --model-dir runs/a --step 1234"].stdout
+    assert inspected.startswith("global batch 1234 of runs/a") and "\nids: " in inspected, inspected
 
     # The resume pair: the first run stops at its steps, the second resumes from it.
     first = out["seqtrain train --model-dir runs/a --set train.steps=600"]

@@ -84,7 +84,12 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
             newest = checkpoints.discover(run_dir.checkpoint_dir)
             if newest and newest[0][0] > done:
                 run.checkpointer.skipped.clear()
-                step = run.checkpointer.restore()
+                try:
+                    step = run.checkpointer.restore()
+                except UserError:
+                    if checkpoints.discover(run_dir.checkpoint_dir) != newest:
+                        continue  # the trainer rotated them away while we read: look again
+                    raise
                 if step is not None and step > done:
                     metrics = evaluate_model(run.steps, run.task, run.model, run.eval_ds, step,
                                              run_dir.model_dir, writers, True, best=best)
