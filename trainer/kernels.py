@@ -10,7 +10,6 @@ their own CPU loop where they can.
 
 from __future__ import annotations
 
-import logging
 
 import keras
 import tensorflow as tf
@@ -22,7 +21,6 @@ from trainer.models.fused_gru import FusedGRU
 from trainer.models.fused_lstm import FusedLSTM
 from trainer.models.fused_simple_rnn import FusedSimpleRNN
 
-log = logging.getLogger(__name__)
 
 
 def cudnn_report(model: keras.Model, padding: str = "right") -> list[dict]:
@@ -100,15 +98,6 @@ def check_forced_cudnn(report: list[dict], model_config) -> None:
             f"model.use_cudnn=true but these layers cannot use the cuDNN kernel: {details}. "
             "Change those options, or set model.use_cudnn=auto to fall back silently."
         )
-
-
-def warn_ineligible(report: list[dict]) -> None:
-    for r in report:
-        if not r["eligible"]:
-            log.warning(
-                "%s (%s) will not use the fused cuDNN kernel on GPU: %s",
-                r["layer"], r["type"], "; ".join(r["reasons"]),
-            )
 
 
 def format_report(report: list[dict]) -> str:

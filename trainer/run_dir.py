@@ -56,8 +56,6 @@ class Previous:
     """What an existing run says about itself."""
 
     config: dict
-    replicas: int | None
-    batch_size: int | None
     progress_step: int  # the furthest step the run recorded (a checkpoint or an eval)
     progress_source: str  # the file that recorded it
 
@@ -163,9 +161,7 @@ class RunDir:
         steps = [(int((runtime.get("last_checkpoint") or {}).get("step") or 0), RUNTIME),
                  (int(metrics.get("step") or 0), METRICS)]
         step, source = max(steps)
-        return Previous(config=old, replicas=runtime.get("replicas"),
-                        batch_size=(old.get("train") or {}).get("batch_size"),
-                        progress_step=step, progress_source=source)
+        return Previous(config=old, progress_step=step, progress_source=source)
 
     def check_assets(self, assets: dict, previous: Previous | None) -> None:
         """Refuses a resume whose fitted assets (vocabularies...) differ from the saved ones."""
