@@ -76,6 +76,32 @@ def test_a_bad_task_module_is_one_paragraph_naming_the_variable(tmp_path):
                        expect=("SEQTRAIN_TASK_MODULES", repr(module), expect))
 
 
+def _installed(site, name, entry_points):
+    """A distribution as pip installs it: a .dist-info directory on sys.path."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[seqtrain.tasks]\n" + entry_points)
+    return os.pathsep.join([str(site), PLUGIN["PYTHONPATH"]])
+
+
+def test_an_installed_distribution_registers_its_task_through_the_entry_point_group(tmp_path):
+    path = _installed(tmp_path / "site", "echo_plugin", "echo = tasks_extra.echo_config\n")
+    listed = seqtrain("tasks", cwd=tmp_path, env={"PYTHONPATH": path})
+    assert "echo" in [line.split()[0] for line in listed.stdout.splitlines()], listed.stdout
+    helped = seqtrain("echo", "--help", cwd=tmp_path, env={"PYTHONPATH": path})
+    assert "--digits" in helped.stdout
+    # Named by the variable too: loaded once, not "declared twice".
+    both = seqtrain("tasks", cwd=tmp_path, env={"PYTHONPATH": path,
+                                                 "SEQTRAIN_TASK_MODULES": "tasks_extra.echo_config"})
+    assert both.stdout == listed.stdout
+
+    broken = _installed(tmp_path / "broken", "bad_plugin", "gone = no_such.config\n")
+    user_error("tasks", cwd=tmp_path, env={"PYTHONPATH": broken},
+               expect=("seqtrain.tasks entry point 'gone' of bad_plugin", "'no_such.config'",
+                       "cannot be imported", "uninstall"))
+
+
 def test_export_metadata_reads_the_one_file_and_older_exports(tmp_path):
     metadata.write(str(tmp_path / "new"), "forecasting", ["predict"], {"window": 4})
     assert metadata.read(str(tmp_path / "new")) == {

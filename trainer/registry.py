@@ -8,8 +8,9 @@ A task is two modules and one line:
   `seqtrain tasks`, `config`, `--help` and `job render` answer without importing it.
 * a Task module: the Task class, bound to the spec with `@register(name)`.
 * the config module's name in `trainer/tasks/__init__.py` (`SPECS`), or, for a
-  task outside seqtrain, in the environment variable `SEQTRAIN_TASK_MODULES`
-  (comma-separated module names; see docs/tasks.md).
+  task outside seqtrain, in an installed distribution's `seqtrain.tasks` entry-point
+  group or the environment variable `SEQTRAIN_TASK_MODULES` (comma-separated module
+  names; see docs/tasks.md).
 
 `spec(name)` reads only config modules; `get(name)` imports the Task module.
 """
@@ -24,6 +25,9 @@ from trainer.errors import ConfigError
 
 # Config modules of tasks defined outside seqtrain, comma-separated.
 MODULES_ENV = "SEQTRAIN_TASK_MODULES"
+# The entry-point group through which an installed distribution declares its tasks'
+# config modules: `[project.entry-points."seqtrain.tasks"] echo = "pkg.echo_config"`.
+ENTRY_POINT_GROUP = "seqtrain.tasks"
 
 _SPECS: dict[str, "TaskSpec"] = {}
 _TASKS: dict[str, type] = {}
@@ -149,8 +153,8 @@ def _load_specs() -> dict[str, TaskSpec]:
 
         for module in SPECS:
             _add(importlib.import_module(module).SPEC, module)
-        for module in _extra_modules():
-            _add(_import_spec_module(module).SPEC, module)
+        for module, origin in _extra_modules():
+            _add(_import_spec_module(module, origin).SPEC, module)
     return _SPECS
 
 
@@ -161,20 +165,34 @@ def _add(s: TaskSpec, module: str) -> None:
     _SPECS[s.name] = s
 
 
-def _extra_modules() -> list[str]:
-    return [m.strip() for m in os.environ.get(MODULES_ENV, "").split(",") if m.strip()]
+def _extra_modules() -> list[tuple[str, str]]:
+    """(config module, where it was named) of the tasks defined outside seqtrain: the
+    installed distributions' entry points first, then the environment variable. A
+    module named by both is loaded once."""
+    from importlib import metadata
+
+    found: dict[str, str] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else "an installed distribution"
+        found.setdefault(ep.value.strip(),
+                         f"the {ENTRY_POINT_GROUP} entry point {ep.name!r} of {dist}")
+    for m in os.environ.get(MODULES_ENV, "").split(","):
+        if m.strip():
+            found.setdefault(m.strip(), MODULES_ENV)
+    return list(found.items())
 
 
-def _import_spec_module(module: str):
+def _import_spec_module(module: str, origin: str):
+    fix = ("Fix or uninstall that distribution." if origin != MODULES_ENV else
+           "It takes comma-separated module names importable from PYTHONPATH.")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(
-            f"{MODULES_ENV} names {module!r}, which cannot be imported ({e}). It takes "
-            "comma-separated module names importable from PYTHONPATH, each defining a task's "
-            "`SPEC = registry.TaskSpec(...)`.") from None
+            f"{origin} names {module!r}, which cannot be imported ({e}). {fix} Each names a "
+            "task's config module, defining `SPEC = registry.TaskSpec(...)`.") from None
     if not isinstance(getattr(mod, "SPEC", None), TaskSpec):
         raise ConfigError(
-            f"{MODULES_ENV} names {module!r}, which defines no `SPEC = registry.TaskSpec(...)`; "
+            f"{origin} names {module!r}, which defines no `SPEC = registry.TaskSpec(...)`; "
             "name the task's config module there, not its Task module.")
     return mod

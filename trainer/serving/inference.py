@@ -62,8 +62,9 @@ def command_for(model_dir: str, command: str, expected: str | None = None) -> re
     except UserError:
         raise UserError(f"--model-dir {model_dir!r} is a run of task {task!r}, which this "
                         f"seqtrain does not know (registered: {', '.join(registry.names())}). "
-                        "A task from outside seqtrain needs its config module in "
-                        f"{registry.MODULES_ENV}.") from None
+                        "A task from outside seqtrain needs its distribution installed "
+                        f"(entry-point group {registry.ENTRY_POINT_GROUP}) or its config "
+                        f"module in {registry.MODULES_ENV}.") from None
     served = {c.name: c for c in spec.commands}
     if command not in served or (expected and task != expected):
         use = " or ".join(f"`seqtrain {name} --model-dir {model_dir} ...`" for name in served)
