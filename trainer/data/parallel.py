@@ -8,7 +8,7 @@ Three things live here, all host side and deterministic:
   -> ISO dates, numbers in words -> digits).
 * Tokenization and `Vocab`: char- or word-level tokens with pad/start/end/unk
   ids. `tokenize` has a TensorFlow twin, `tf_tokenize`, used inside exported
-  SavedModels; the two must agree (tests/test_parallel_data.py checks it).
+  SavedModels; the two must agree (tests/data/test_parallel_data.py checks it).
 """
 
 from __future__ import annotations
