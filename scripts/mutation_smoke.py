@@ -9,7 +9,8 @@ named for it run against the copy (PYTHONPATH and working directory point at it)
 
   killed    the tests failed: good
   SURVIVED  the tests passed with the code broken: the tests do not check this
-  STALE     the pattern no longer matches (the code was rewritten): update the mutant
+  STALE     the pattern no longer matches (the code was rewritten) or its test file moved:
+            update the mutant
   ERROR     pytest could not run (exit code other than 0 or 1)
 
 Exit status 0 only if every mutant selected was killed.
@@ -157,6 +158,10 @@ def stale(m: Mutant, root: str = REPO) -> str | None:
     path = os.path.join(root, m.file)
     if not os.path.exists(path):
         return f"{m.file} does not exist"
+    for arg in m.tests:  # a moved test file: caught by --check, not first by a full run
+        test_file = arg.split("::")[0]
+        if test_file.startswith("tests/") and not os.path.exists(os.path.join(root, test_file)):
+            return f"its test {test_file} does not exist"
     with open(path, encoding="utf-8") as f:
         hits = len(re.findall(m.pattern, f.read()))
     return None if hits == 1 else f"pattern {m.pattern!r} matches {hits} times in {m.file}"
