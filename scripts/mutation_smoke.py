@@ -9,7 +9,8 @@ named for it run against the copy (PYTHONPATH and working directory point at it)
 
   killed    the tests failed: good
   SURVIVED  the tests passed with the code broken: the tests do not check this
-  STALE     the pattern no longer matches (the code was rewritten): update the mutant
+  STALE     the pattern no longer matches (the code was rewritten) or its test file moved:
+            update the mutant
   ERROR     pytest could not run (exit code other than 0 or 1)
 
 Exit status 0 only if every mutant selected was killed.
@@ -49,99 +50,99 @@ MUTANTS = [
     Mutant("checkpoint-path-join-doubled", "trainer/checkpoints.py",
            r'storage\.join\(ckpt_dir, f"ckpt-\{s\}"\)',
            'storage.join(ckpt_dir, storage.join(ckpt_dir, f"ckpt-{s}"))',
-           ("tests/test_resume.py", "-k", "text_classification and default"),
+           ("tests/run/test_resume.py", "-k", "text_classification and default"),
            "the checkpoint dir joined twice onto a discovered checkpoint (the relative "
            "--model-dir resume bug): absolute paths still work, relative ones do not"),
     Mutant("data-position-restarts", "trainer/loop.py",
            r"iter\(self\.distributed_dataset\(int\(self\.step\.numpy\(\)\)\)\)",
            "iter(self.distributed_dataset(0))",
-           ("tests/test_resume.py", "-k", "text_classification and default"),
+           ("tests/run/test_resume.py", "-k", "text_classification and default"),
            "the input no longer starts at the restored step: a resume restarts the data"),
     Mutant("gradient-all-reduce-skipped", "trainer/loop.py",
            r"grads = ctx\.all_reduce\(SUM, grads\)",
            "grads = list(grads)",
-           ("tests/test_mixed_precision.py", "-k", "clipnorm_under_mirrored"),
+           ("tests/models/test_mixed_precision.py", "-k", "clipnorm_under_mirrored"),
            "loop._aggregate_and_clip no longer sums the replicas' gradients before clipping "
            "(reached under Mirrored with clipping or a loss scale; the test compares clipped "
            "Mirrored training with one device)"),
     Mutant("fused-backward", "trainer/models/fused_lstm.py",
            r"d_c = d_c_new \* f\b",
            "d_c = d_c_new",
-           ("tests/test_fused_lstm.py", "-k", "finite_differences or matches_keras"),
+           ("tests/models/test_fused_lstm.py", "-k", "finite_differences or matches_keras"),
            "the fused LSTM backward pass forgets the forget gate on the cell-state path"),
     Mutant("text-left-padded", "trainer/tasks/text_classification.py",
            r"return np\.asarray\(self\.vectorizer\(tf\.constant\(texts\)\), dtype=np\.int32\)",
            "return np.asarray(self.vectorizer(tf.constant(texts)), dtype=np.int32)[:, ::-1]",
-           ("tests/test_text_data.py", "-k", "integer_labels"),
+           ("tests/data/test_text_data.py", "-k", "integer_labels"),
            "token ids left-padded instead of right-padded"),
     Mutant("task-flag-ignored", "trainer/experiment.py",
            r"name = task or _task_name_from\(layers\)",
            "name = _task_name_from(layers)",
-           ("tests/test_config.py", "-k", "task_flag"),
+           ("tests/cli/test_config.py", "-k", "task_flag"),
            "experiment.load ignores its task argument and uses the default task"),
     Mutant("toy-dates-two-formats", "trainer/data/parallel.py",
            r"_DATE_FORMATS\[int\(rng\.integers\(len\(_DATE_FORMATS\)\)\)\]",
            "_DATE_FORMATS[int(rng.integers(len(_DATE_FORMATS))) % 2]",
-           ("tests/test_parallel_data.py", "-k", "toy_dates"),
+           ("tests/data/test_parallel_data.py", "-k", "toy_dates"),
            "the toy date corpus uses two surface forms instead of ten"),
     Mutant("batch-not-split", "trainer/distribute.py",
            r"return global_batch // replicas",
            "return global_batch",
-           ("tests/test_distribute.py", "-k", "batch_size"),
+           ("tests/cluster/test_distribute.py", "-k", "batch_size"),
            "check_batch_size returns the global batch as the per-replica batch"),
     Mutant("cosine-floor", "trainer/runner.py",
            r"alpha=0\.0, warmup_target",
            "alpha=0.1, warmup_target",
-           ("tests/test_optimizers.py", "-k", "schedules"),
+           ("tests/run/test_optimizers.py", "-k", "schedules"),
            "the cosine schedule decays to 10% of the learning rate instead of 0"),
     Mutant("adamw-without-decay", "trainer/runner.py",
            r"keras\.optimizers\.AdamW\(lr, weight_decay=t\.weight_decay\)",
            "keras.optimizers.AdamW(lr)",
-           ("tests/test_optimizers.py", "-k", "formula"),
+           ("tests/run/test_optimizers.py", "-k", "formula"),
            "train.weight_decay is not passed to AdamW"),
     Mutant("evaluator-trains", "trainer/cli.py",
            r'(nothing to do here\."\)\n)(\s+)return\n',
            r'\1\2pass\n',
-           ("tests/test_distribute.py", "-k", "evaluator"),
+           ("tests/cluster/test_distribute.py", "-k", "evaluator"),
            "the evaluator role goes on to train instead of exiting"),
     Mutant("credentials-principal-lost", "trainer/gcs.py",
            r'principal = getattr\(credentials, "service_account_email", None\) or "these credentials"',
            'principal = "these credentials"',
-           ("tests/test_gcs_tools.py", "-k", "service_account"),
+           ("tests/storage/test_gcs_tools.py", "-k", "service_account"),
            "errors no longer name the service account the key file loaded"),
     Mutant("credentials-skip-auth", "trainer/gcs.py",
            r'return gcs_storage\.Client\(project=project, credentials=credentials\), principal',
            "from google.auth.credentials import AnonymousCredentials\n"
            "    return gcs_storage.Client(project=project, credentials=AnonymousCredentials()), "
            "principal",
-           ("tests/test_gcs_tools.py", "-k", "service_account"),
+           ("tests/storage/test_gcs_tools.py", "-k", "service_account"),
            "the loaded credentials are not used for GCS requests"),
     Mutant("logsync-own-sigterm-handler", "trainer/logsync.py",
            r"(def __enter__\(self\) -> \"LogSync\":\n)",
            r"\1        import signal; signal.signal(signal.SIGTERM, lambda *a: None)\n",
-           ("tests/test_logsync.py", "-k", "one_owner"),
+           ("tests/run/test_logsync.py", "-k", "one_owner"),
            "LogSync installs a SIGTERM handler of its own again"),
     Mutant("logsync-not-registered", "trainer/logsync.py",
            r"stop_signal\.on_forced_exit\(self\.final_sync\)",
            "pass",
-           ("tests/test_logsync.py", "-k", "forced_exit"),
+           ("tests/run/test_logsync.py", "-k", "forced_exit"),
            "LogSync no longer registers its final upload with the preemption watchdog"),
     Mutant("profile-window-not-split", "trainer/profiling.py",
            r"for edge in \(self\.first - 1, self\.last\)",
            "for edge in (self.last,)",
-           ("tests/test_profiling.py", "-k", "exactly_the_window"),
+           ("tests/run/test_profiling.py", "-k", "exactly_the_window"),
            "the outer loop no longer splits after step A-1, so the trace misses step A (or "
            "holds steps before it)"),
     Mutant("predict-probabilities-misordered", "trainer/serving/classifier.py",
            r'\[float\(p\) for p in out\["probability"\]\.numpy\(\)\]',
            '[float(p) for p in out["probability"].numpy()][::-1]',
-           ("tests/test_train.py", "-k", "predict_and_evaluate"),
+           ("tests/run/test_train.py", "-k", "predict_and_evaluate"),
            "`seqtrain predict` pairs each text with another text's probability (the old "
            "0.5 <= p <= 1 range check could not see it)"),
     Mutant("lost-peer-not-retryable", "trainer/distribute.py",
            r"except PEER_ERRORS as e:",
            "except () as e:",
-           ("tests/test_lost_peer.py", "-k", "worker-1"),
+           ("tests/cluster/test_lost_peer.py", "-k", "worker-1"),
            "a killed peer ends the survivor with a traceback and exit 1 instead of the "
            "retryable 144"),
 ]
@@ -157,6 +158,10 @@ def stale(m: Mutant, root: str = REPO) -> str | None:
     path = os.path.join(root, m.file)
     if not os.path.exists(path):
         return f"{m.file} does not exist"
+    for arg in m.tests:  # a moved test file: caught by --check, not first by a full run
+        test_file = arg.split("::")[0]
+        if test_file.startswith("tests/") and not os.path.exists(os.path.join(root, test_file)):
+            return f"its test {test_file} does not exist"
     with open(path, encoding="utf-8") as f:
         hits = len(re.findall(m.pattern, f.read()))
     return None if hits == 1 else f"pattern {m.pattern!r} matches {hits} times in {m.file}"

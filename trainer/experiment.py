@@ -67,20 +67,10 @@ def default_config(task: str) -> config.ExperimentConfig:
 
 
 def read_yaml(path: str) -> dict:
-    if not storage.exists(path):
-        raise ConfigError(f"config file {path!r} does not exist. Check the --config path "
-                          "(`seqtrain config > my.yaml` writes a starting file).")
-    if storage.isdir(path):
-        raise ConfigError(f"config file {path!r} is a directory; pass a YAML file to --config.")
-    raw = storage.read_bytes(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ConfigError(
-            f"config file {path!r} is not UTF-8: line {line}, byte offset {e.start} holds "
-            f"{raw[e.start:e.start + 1]!r}. Re-save it as UTF-8 "
-            "(`iconv -f latin1 -t utf-8`).") from None
+    text = storage.read_input(
+        path, f"config file {path!r}", error=ConfigError, text=True,
+        missing="Check the --config path (`seqtrain config > my.yaml` writes a starting file).",
+        directory="pass a YAML file to --config.")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

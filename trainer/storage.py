@@ -18,7 +18,7 @@ import shutil
 import sys
 import uuid
 
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
@@ -60,6 +60,62 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     with _gfile().GFile(path, "rb") as f:
         return f.read()
+
+
+def read_input(path: str, name: str, *, missing: str, directory: str, empty: str | None = None,
+               text: bool = False, error: type[UserError] = UserError) -> bytes | str:
+    """The bytes (or, with `text`, the UTF-8 text) of a file the user named, local or gs://.
+
+    Every failure is one `error` paragraph that starts with `name`, says what is wrong
+    and ends with the fix the caller suggests for it.
+
+    Args:
+      name: how the messages name the input, with the path as the user typed it:
+        "config file 'c.yaml'", "input file @in.txt", "data.train_path='r.csv'".
+      missing: the fix for a path that does not exist.
+      directory: the fix for a path that is a directory.
+      empty: the fix for a file with nothing but white space in it; None accepts one.
+      text: decode as UTF-8 (a byte-order mark is kept); False returns the bytes.
+
+    Raises:
+      `error` (a UserError): missing, a directory, unreadable (permissions, I/O or a
+        GCS error), empty (if `empty` is given) or, with `text`, not UTF-8.
+    """
+    try:
+        kind = "missing" if not exists(path) else "directory" if isdir(path) else "file"
+        raw = read_bytes(path) if kind == "file" else b""
+    except _io_errors() as e:
+        raise error(f"{name} cannot be read: {first_line(e, 200)}. Check that this user may "
+                    "read it (`ls -l` it; on gs://, the account needs storage.objects.get)."
+                    ) from None
+    if kind == "missing":
+        raise error(f"{name} does not exist. {missing}")
+    if kind == "directory":
+        raise error(f"{name} is a directory; {directory}")
+    if empty is not None and not raw.strip():
+        raise error(f"{name} is empty; {empty}")
+    if not text:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{name} is not UTF-8: {undecodable_at(raw, e)}. Re-save it as UTF-8 "
+                    "(`iconv -f latin1 -t utf-8`).") from None
+
+
+def undecodable_at(raw: bytes, e: UnicodeDecodeError) -> str:
+    """Where `raw` failed to decode, as messages quote it:
+    "line 3, byte offset 14 (column 4) holds b'\\xe9'"."""
+    line = raw[:e.start].count(b"\n") + 1
+    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+    return (f"line {line}, byte offset {e.start} (column {column}) holds "
+            f"{raw[e.start:e.start + 1]!r}")
+
+
+def _io_errors() -> tuple[type[BaseException], ...]:
+    """What a failed read raises: OSError locally, tf.errors.OpError through gfile."""
+    tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    return (OSError, tf_errors.OpError) if tf_errors is not None else (OSError,)
 
 
 def write_text(path: str, text: str) -> None:
@@ -163,9 +219,7 @@ def is_disk_error(e: BaseException) -> bool:
     """Whether `e` means the file system is full or not writable by this process."""
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
         return True
-    tf_errors = getattr(sys.modules.get("tensorflow"), "errors", None)
-    kinds = (OSError, tf_errors.OpError) if tf_errors is not None else (OSError,)
-    return isinstance(e, kinds) and any(t in str(e) for t in _DISK_TEXTS)
+    return isinstance(e, _io_errors()) and any(t in str(e) for t in _DISK_TEXTS)
 
 
 @contextlib.contextmanager

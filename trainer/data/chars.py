@@ -88,13 +88,10 @@ def read_file(path: str, encoding: str = "utf-8", key: str = "data.path") -> str
     """
     if not path:
         raise DataError(f"{key} is empty; set it to a text file (local path or gs://).")
-    if not storage.exists(path):
-        raise DataError(f"{key}={path!r} does not exist. Point it at a text file.")
-    if storage.isdir(path):
-        raise DataError(f"{key}={path!r} is a directory; point it at a text file.")
-    data = storage.read_bytes(path)
-    if not data:
-        raise DataError(f"{key}={path!r} is empty (0 bytes); the corpus needs text.")
+    data = storage.read_input(path, f"{key}={path!r}", error=DataError,
+                              missing="Point it at a text file.",
+                              directory="point it at a text file.",
+                              empty="the corpus needs text.")
     return decode(data, encoding, f"{key}={path!r}")
 
 

@@ -8,7 +8,7 @@ Three things live here, all host side and deterministic:
   -> ISO dates, numbers in words -> digits).
 * Tokenization and `Vocab`: char- or word-level tokens with pad/start/end/unk
   ids. `tokenize` has a TensorFlow twin, `tf_tokenize`, used inside exported
-  SavedModels; the two must agree (tests/test_parallel_data.py checks it).
+  SavedModels; the two must agree (tests/data/test_parallel_data.py checks it).
 """
 
 from __future__ import annotations
@@ -58,22 +58,13 @@ def read_tsv(path: str, *, reverse: bool = False, limit: int = 0, encoding: str 
         without a tab, or an empty source/target; the message names the file
         and line number.
     """
-    if storage.exists(path) and not storage.isdir(path):
-        raw = storage.read_bytes(path)
-    elif storage.isdir(path):
-        raise DataError(f"data.path={path!r} is a directory; point it at a file of "
-                        "'source<TAB>target' lines.")
-    else:
-        raise DataError(
-            f"parallel corpus {path!r} does not exist. Set data.path to a UTF-8 text file "
-            "with one 'source<TAB>target' pair per line (local or gs://), "
-            "or use data.source=toy."
-        )
+    raw = storage.read_input(
+        path, f"parallel corpus {path!r}", error=DataError,
+        missing="Set data.path to a UTF-8 text file with one 'source<TAB>target' pair per "
+                "line (local or gs://), or use data.source=toy.",
+        directory="point data.path at a file of 'source<TAB>target' lines.",
+        empty="expected one 'source<TAB>target' pair per line.")
     text = tables.decode(raw, encoding, path)
-    if not text.strip():
-        raise DataError(
-            f"parallel corpus {path!r} is empty: expected one 'source<TAB>target' pair per line."
-        )
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line

@@ -70,18 +70,16 @@ class Table:
 
 
 def read_file_bytes(path: str, key: str) -> bytes:
-    """The bytes of a data file, with clear errors for missing, directory and empty."""
+    """The bytes of a data file, with clear errors for missing, directory, unreadable and
+    empty."""
     if not path:
         raise DataError(f"{key} is empty; set it to a data file (local path or gs://).")
-    if not storage.exists(path):
-        raise DataError(f"{key}={path!r} does not exist. Check the path (relative paths are "
-                        "relative to the directory you run seqtrain from).")
-    if storage.isdir(path):
-        raise DataError(f"{key}={path!r} is a directory; point {key} at a file inside it.")
-    raw = storage.read_bytes(path)
-    if not raw.strip():
-        raise DataError(f"{key}={path!r} is empty; it needs at least one row of data.")
-    return raw
+    return storage.read_input(
+        path, f"{key}={path!r}", error=DataError,
+        missing="Check the path (relative paths are relative to the directory you run "
+                "seqtrain from).",
+        directory=f"point {key} at a file inside it.",
+        empty="it needs at least one row of data.")
 
 
 def decode(raw: bytes, encoding: str, path: str) -> str:
@@ -92,13 +90,10 @@ def decode(raw: bytes, encoding: str, path: str) -> str:
         raise DataError(f"data.encoding={encoding!r} is not a known text encoding "
                         "(for example utf-8, latin-1, cp1252).") from None
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1)
         raise DataError(
-            f"{path!r} is not valid {encoding}: line {line}, byte offset {e.start} (column "
-            f"{col + 1}) holds {raw[e.start:e.start + 1]!r}. Set data.encoding to the file's "
-            "encoding (for example latin-1 or cp1252) or re-save it as UTF-8 "
-            "(`iconv -f latin1 -t utf-8`).") from None
+            f"{path!r} is not valid {encoding}: {storage.undecodable_at(raw, e)}. Set "
+            "data.encoding to the file's encoding (for example latin-1 or cp1252) or re-save "
+            "it as UTF-8 (`iconv -f latin1 -t utf-8`).") from None
     return text.removeprefix("\ufeff")  # spreadsheet exports add a byte-order mark
 
 

@@ -120,18 +120,10 @@ def expand_inputs(args: Iterable[str], stdin=None) -> list[str]:
 
 
 def _read_input_file(path: str) -> str:
-    if not storage.exists(path):
-        raise UserError(f"input file @{path} does not exist. @FILE reads one input a line "
-                        "(use @@text for a literal text starting with @).")
-    if storage.isdir(path):
-        raise UserError(f"input file @{path} is a directory; @FILE needs a text file.")
-    raw = storage.read_bytes(path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"input file @{path} is not UTF-8: line {line}, byte offset {e.start}. "
-                        "Re-save it as UTF-8 (`iconv -f latin1 -t utf-8`).") from None
+    return storage.read_input(
+        path, f"input file @{path}", text=True,
+        missing="@FILE reads one input a line (use @@text for a literal text starting with @).",
+        directory="@FILE needs a text file.")
 
 
 def _lines(text: str) -> list[str]:

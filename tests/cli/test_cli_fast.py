@@ -19,7 +19,7 @@ import yaml
 
 from trainer import experiment, quiet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Runs the real click entry point, then prints whether TensorFlow got imported.
 PROBE = """
 import atexit, sys
@@ -100,12 +100,12 @@ def test_command_answers_without_importing_tensorflow(workdir, args, code):
 
 
 def test_a_user_task_and_its_command_answer_without_importing_tensorflow(workdir):
-    """A task registered through SEQTRAIN_TASK_MODULES (tests/tasks_extra/, docs/tasks.md)."""
+    """A task registered through SEQTRAIN_TASK_MODULES (tests/tasks/tasks_extra/, docs/tasks.md)."""
     env = {"SEQTRAIN_TASK_MODULES": "tasks_extra.echo_config"}
     listed = seqtrain(["tasks"], cwd=workdir, env=env,
-                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests", "tasks")]))
     helped = seqtrain(["echo", "--help"], cwd=workdir, env=env,
-                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+                      path=os.pathsep.join([ROOT, os.path.join(ROOT, "tests", "tasks")]))
     assert listed.stdout.startswith("echo ") and "--digits" in helped.stdout, helped.stderr
     for result in (listed, helped):
         assert result.returncode == 0 and "TF_IMPORTED=False" in result.stderr, result.stderr

@@ -1,6 +1,6 @@
 """trainer/jobs: specs validate offline and give each pod the TF_CONFIG its platform would.
 
-Reference formats are written down in tests/test_cluster.py's docstring.
+Reference formats are written down in tests/cluster/test_cluster.py's docstring.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from trainer.cluster import from_environ, resolve_dirs
 from trainer.jobs import render
 from trainer.jobs.cli import job
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S_VERSION = kubernetes_validate.latest_version()
 IMAGE = "us-docker.pkg.dev/proj/seqtrain/seqtrain:0.1.0"
 WORKERS, GPUS = 3, 2

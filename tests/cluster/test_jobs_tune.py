@@ -21,7 +21,7 @@ from trainer import cli, experiment, tuning
 from trainer.errors import UserError
 from trainer.jobs import render
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S_VERSION = kubernetes_validate.latest_version()
 TUNE = ("train.learning_rate=1e-4:1e-2:log", "model.units=16,32", "model.cell=lstm,gru",
         "model.layers=1:3")

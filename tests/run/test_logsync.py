@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 
 from trainer.logsync import LogSync
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _wait_for(predicate, timeout=10.0):

@@ -1,6 +1,6 @@
 """A task from outside seqtrain gets its own CLI command without touching trainer/cli.py.
 
-The `echo` task (tests/tasks_extra/) is registered the way a user registers one, through
+The `echo` task (tests/tasks/tasks_extra/) is registered the way a user registers one, through
 SEQTRAIN_TASK_MODULES (docs/tasks.md). It is trained, exported and served through
 `seqtrain` in subprocesses from a temporary working directory with a relative --model-dir.
 Also: the one export metadata file, and how older exports' files are still read.
@@ -19,7 +19,7 @@ from helpers import REPO, seqtrain, user_error
 from trainer.errors import UserError
 from trainer.serving import metadata
 
-PLUGIN = {"PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+PLUGIN = {"PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests", "tasks")]),
           "SEQTRAIN_TASK_MODULES": "tasks_extra.echo_config"}
 TRAIN = ["train", "--task", "echo", "--model-dir", "run", "--set", "train.steps=120",
          "--set", "train.steps_per_loop=20", "--set", "model.units=16", "--set", "model.cell=gru",

@@ -5,7 +5,7 @@ The trace is read back with TensorFlow's own XPlane proto: it must hold host
 events (the ops of the training loop), and its "train" step markers (one per
 compiled loop, `step_num` = the loop's last step) must be exactly the loops
 inside the window, which proves the outer loop split at A-1 and B. Bad values
-are in the table of tests/test_bad_inputs.py.
+are in the table of tests/cli/test_bad_inputs.py.
 """
 
 from __future__ import annotations

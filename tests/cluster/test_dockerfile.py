@@ -14,7 +14,7 @@ import sys
 import sysconfig
 from importlib import metadata, util
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKERFILE = os.path.join(REPO, "Dockerfile")
 # Located without importing TensorFlow, which would take seconds.
 TF_DIR = util.find_spec("tensorflow").submodule_search_locations[0]

@@ -1,5 +1,5 @@
 """Prepared datasets (trainer/data/prepared.py, prepare_chars.py, chars_prepared.py and
-`seqtrain prepare`; tests/test_cli_fast.py checks that preparing imports no TensorFlow).
+`seqtrain prepare`; tests/cli/test_cli_fast.py checks that preparing imports no TensorFlow).
 
 CLI tests run `seqtrain prepare` and `train` in subprocesses from a temporary working
 directory with relative paths; in-process tests check the streaming reader against the

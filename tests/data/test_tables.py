@@ -54,6 +54,17 @@ def test_decode_error_names_file_line_and_offset(tmp_path):
     assert texts == ["café"]
 
 
+def test_missing_directory_unreadable_and_empty_files_name_the_key(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b" \n")
+    for path, fragment in [(tmp_path / "nope.csv", "does not exist. Check the path"),
+                           (tmp_path, "is a directory; point data.train_path at a file"),
+                           ("/proc/self/mem", "cannot be read: [Errno 5]"),  # EIO, even as root
+                           (tmp_path / "empty.csv", "is empty; it needs at least one row")]:
+        with pytest.raises(DataError) as e:
+            tables.read_table(str(path), key="data.train_path")
+        assert str(e.value).startswith(f"data.train_path={str(path)!r} {fragment}"), e.value
+
+
 def test_field_size_limit_is_configurable(tmp_path):
     path = tmp_path / "big.tsv"
     path.write_text("text\tlabel\n" + "x" * 5000 + "\ta\nshort\tb\n")

@@ -108,6 +108,10 @@ CASES = [
     Case("config-not-utf8", ["train", "--config", "c.yaml", "--model-dir", "run"],
          ("'c.yaml'", "not UTF-8", "line 2", "Re-save"),
          files={"c.yaml": b"train:\n  steps: 5 # \xe9t\xe9\n"}),
+    # /proc/self/mem exists and is a file, but reading it from offset 0 fails (EIO) even as
+    # root: a real unreadable file (chmod 000 does not stop root).
+    Case("config-unreadable", ["train", "--config", "/proc/self/mem", "--model-dir", "run"],
+         ("config file '/proc/self/mem'", "cannot be read", "Input/output error", "ls -l")),
     Case("config-bad-yaml", ["train", "--config", "c.yaml", "--model-dir", "run"],
          ("'c.yaml'", "not valid YAML", "line"), files={"c.yaml": b"train:\n  steps: [1, 2\n"}),
     Case("config-is-list", ["train", "--config", "c.yaml", "--model-dir", "run"],
@@ -220,6 +224,9 @@ CASES = [
     Case("predict-input-file-is-dir", ["predict", "--model-dir", "run", "@inputs"],
          ("@inputs", "is a directory"),
          **_run("text_classification", {"inputs": "DIR"})),
+    Case("predict-input-file-unreadable", ["predict", "--model-dir", "run", "@/proc/self/mem"],
+         ("input file @/proc/self/mem", "cannot be read", "ls -l"),
+         **_run("text_classification")),
     Case("translate-input-not-utf8", ["translate", "--model-dir", "run", "@in.txt"],
          ("@in.txt", "not UTF-8", "line 2"),
          **_run("translation", {"in.txt": b"hello\ncaf\xe9\n"})),

@@ -26,7 +26,7 @@ import sys
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 NOT_RUN = {
     'python3 -m venv .venv && . .venv/bin/activate && pip install . && seqtrain train':
@@ -35,7 +35,7 @@ NOT_RUN = {
         "the whole suite in a new venv: .ci/run runs exactly this line",
     "tensorboard --logdir runs/": "starts a server that runs until stopped",
     "seqtrain runs compare gs://my-bucket/sweeps/tc": "needs a real gs:// bucket and credentials",
-    "python -m pytest -q tests/test_train.py": "a test module, not a user command (run by the suite)",
+    "python -m pytest -q tests/run/test_train.py": "a test module, not a user command (run by the suite)",
 }
 
 # Tiny shapes for every training command: documented config keys only.
