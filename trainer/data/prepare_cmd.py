@@ -49,7 +49,6 @@ def summary_lines(task: str, r: dict) -> list[str]:
     origin = files[0]["path"] if len(files) == 1 else f"{len(files)} files ({files[0]['path']} ...)"
     splits = m["splits"]
     shards = sum(len(s["shards"]) for s in splits.values())
-    stats = m.get("stats", {})
     if r["reused"]:
         head = (f"reused: {where} already holds this dataset (same content key), verified "
                 f"{shards} shard(s); nothing was written")

@@ -229,11 +229,13 @@ def open_dataset(prepared_dir: str, *, cache_dir: str = "", key: str = "data.pre
             arrays.append(FileShard(path, arr.offset, len(arr), arr.dtype))
             del arr
         splits[split] = TokenStream(arrays)
-    vocab_path = os.path.join(local, manifest["vocab"])
-    _verify(vocab_path, manifest["vocab_sha256"], f"{key}={prepared_dir!r}: {manifest['vocab']}",
-            fix)
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab_text = f.read()
+    vocab_text = ""
+    if manifest.get("vocab"):
+        vocab_path = os.path.join(local, manifest["vocab"])
+        _verify(vocab_path, manifest["vocab_sha256"],
+                f"{key}={prepared_dir!r}: {manifest['vocab']}", fix)
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab_text = f.read()
     texts = {}
     for name, sha in manifest.get("files", {}).items():
         path = os.path.join(local, name)
@@ -267,7 +269,8 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
     local = os.path.join(cache_dir or default_cache_dir(), "prepared", manifest["content_key"])
     os.makedirs(local, exist_ok=True)
     names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
-    for name in [*names, manifest["vocab"], *manifest.get("files", {})]:
+    for name in [*names, *([manifest["vocab"]] if manifest.get("vocab") else []),
+                 *manifest.get("files", {})]:
         dst = os.path.join(local, name)
         if os.path.exists(dst):
             continue
@@ -276,7 +279,7 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
 
 
 def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the data",
-                 command: str = "") -> PreparedDataset:
+                 command: str = "", accept: tuple = ()) -> PreparedDataset:
     """Opens `d.prepared_dir` for a run of `task` whose data config makes `source` (the
     prepare module's `describe`) and content-defining `config`.
 
@@ -286,7 +289,7 @@ def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the d
     """
     ds = open_dataset(d.prepared_dir, cache_dir=getattr(d, "cache_dir", ""))
     m, where = ds.manifest, f"data.prepared_dir={d.prepared_dir!r}"
-    if m.get("task") != task:
+    if m.get("task") != task and not (accept and m.get("task") in accept):
         raise DataError(f"{where} was prepared for task {m.get('task')!r}, not {task}. "
                         f"Prepare this task's data into another directory: seqtrain prepare "
                         f"--task {task} --out NEW_DIR (same config), or train --task "

@@ -93,20 +93,22 @@ class Writer:
         info["sha256"] = digest.hexdigest()
         self.shards[split].append(info)
 
-    def commit(self, manifest: dict, vocab_text: str, files: dict[str, str] | None = None
-               ) -> dict:
+    def commit(self, manifest: dict, vocab_text: str | None,
+               files: dict[str, str] | None = None) -> dict:
         """Writes vocab.json, the other text `files` ({name: text}, e.g. labels,
         statistics) and manifest.json (shards filled in), renames into place."""
         for split, n in self.counts.items():
             written = sum(s["tokens"] for s in self.shards[split])
             if split in self._open or written != n:
                 raise ValueError(f"split {split!r}: {written} tokens written, {n} declared")
-        for name, text in {VOCAB: vocab_text, **(files or {})}.items():
+        texts = {VOCAB: vocab_text} if vocab_text is not None else {}
+        for name, text in {**texts, **(files or {})}.items():
             with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
                 f.write(text)
         manifest = {**manifest, "format": FORMAT, "version": VERSION, "dtype": self.dtype.str,
-                    "vocab": VOCAB, "vocab_sha256": hashlib.sha256(
-                        vocab_text.encode("utf-8")).hexdigest(),
+                    "vocab": VOCAB if vocab_text is not None else None,
+                    "vocab_sha256": hashlib.sha256(vocab_text.encode("utf-8")).hexdigest()
+                    if vocab_text is not None else None,
                     "files": {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
                               for name, text in (files or {}).items()},
                     "splits": {s: {"tokens": n, "dtype": self.dtypes[s].str,
