@@ -72,6 +72,7 @@ class TextClassificationTask(Task):
         self.vectorizer = keras.layers.TextVectorization(
             max_tokens=d.vocab_size, output_sequence_length=d.sequence_length,
             vocabulary=p.vocabulary, name="vectorizer")
+        self.vectorizer(tf.constant([""]))  # built, as `adapt` leaves it (export tracks it)
         stats, ds = p.stats, p.dataset
         train_counts, eval_counts = stats["labels"]["train"], stats["labels"]["eval"]
         rows = stats["rows"]
