@@ -135,11 +135,12 @@ class _File:
         return tuple(cols)
 
 
-def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None] = print,
-            progress_mb: float = 64, seed: int = 0) -> dict:
+def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
+            log: Callable[[str], None] = print, progress_mb: float = 64) -> dict:
     """Prepares the labelled rows of data config `d` into `out_dir` (or finds them there).
 
-    `seed` is runtime.seed: the in-memory path draws the eval split with it.
+    `seed` is runtime.seed: the in-memory path draws the eval split with it (required:
+    a preparation with another seed than the run's would be refused when opened).
 
     Raises:
       DataError / UserError: a bad source, or `out_dir` holding something else.
@@ -197,12 +198,14 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     progress.start("pass 2/3 (fit the vocabulary on the training split)")
     for i, (f, digest) in enumerate(zip(files, again)):
         for r, (text, label) in enumerate(f.rows(_feed(digest, progress))):
-            split = "eval" if i or in_eval[r] else "train"
+            split = _split(i, r, in_eval, files)
             toks = words(text)
             n_tokens[split] += len(toks)
             labels[split][label] += 1
             if split == "train":
                 counts.update(toks)
+    if [h.hexdigest() for h in again] != [s["sha256"] for s in sources]:
+        raise changed_error([f.path for f in files])
     class_names = sorted(labels["train"], key=text_data.label_sort_key)
     if len(class_names) < 2:
         raise DataError(
@@ -244,7 +247,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         for i, (f, digest) in enumerate(zip(files, third)):
             batch = _Batch(writer)
             for r, (text, label) in enumerate(f.rows(_feed(digest, progress))):
-                split = "eval" if i or in_eval[r] else "train"
+                split = _split(i, r, in_eval, files)
                 ids = [index.get(t, 1) for t in words(text)]
                 if split == "eval":
                     eval_oov += ids.count(1)
@@ -264,6 +267,15 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         raise writer.failed(e) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def _split(i: int, row: int, in_eval: np.ndarray, files) -> str:
+    """The split of row `row` of file `i` (the eval file: every row)."""
+    if i:
+        return "eval"
+    if row >= len(in_eval):  # more rows than pass 1 counted
+        raise changed_error([f.path for f in files])
+    return "eval" if in_eval[row] else "train"
 
 
 class _Batch:
