@@ -259,11 +259,11 @@ def check(task, config_file, overrides) -> None:
               help="Directory for the prepared dataset (new, empty, or holding this same "
                    "dataset, which is then reused).")
 @click.option("--shard-mb", type=click.FloatRange(min=0.001), default=256.0, show_default=True,
-              help="Size of each token shard file.")
+              help="Size of each shard file.")
 @click.option("--progress-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
               hidden=True)
 def prepare(task, config_file, overrides, out, shard_mb, progress_mb) -> None:
-    """Write a task's data as a prepared dataset: verified token shards read in place.
+    """Write a task's data as a prepared dataset: verified arrays read in place.
 
     Train from it with --set data.prepared_dir=DIR (same config otherwise).
     """

@@ -69,8 +69,9 @@ class TaskSpec:
     # The commands that serve this task's export (`seqtrain predict`, `generate`, ...).
     commands: tuple[Command, ...] = ()
     # `seqtrain prepare` for this task: "module:function", called as
-    # function(data_config, out_dir, shard_mb=, log=, progress_mb=) -> summary dict
-    # (see trainer/data/prepare_chars.py). Empty: the task reads its source at every run.
+    # function(data_config, out_dir, shard_mb=, log=, progress_mb=, seed=runtime.seed)
+    # -> summary dict (see trainer/data/prepare_cmd.py; text_classification's eval split
+    # is drawn with the seed). Empty: the task reads its source at every run.
     prepare: str = ""
 
     def load_prepare(self):

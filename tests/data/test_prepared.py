@@ -140,7 +140,7 @@ def test_prepare_bad_inputs_exit_2(tmp_path):
     user_error("prepare", "--task", "text_generation", "--set", "data.path=corpus.txt",
                "--out", "p", cwd=tmp_path, model_dir="p",
                expect=("--out 'p' is not empty and holds no prepared dataset",))
-    user_error("prepare", "--task", "multistep_forecasting", "--out", "q", cwd=tmp_path,
+    user_error("prepare", "--task", "translation", "--out", "q", cwd=tmp_path,
                model_dir="q", expect=("does not support this task yet", "text_generation"))
 
 

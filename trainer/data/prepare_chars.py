@@ -36,7 +36,8 @@ import numpy as np
 
 from trainer import storage
 from trainer.data import chars, prepared, prepared_writer
-from trainer.errors import DataError, UserError, first_line
+from trainer.data.prepared_writer import Progress, changed_error, recorded_config
+from trainer.errors import DataError
 from trainer.redact import redact
 
 TASK = "text_generation"
@@ -114,26 +115,6 @@ def _expand(path: str) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-class Progress:
-    """Prints `prepare: <pass> <done> of <total> MB (<rate> MB/s)` every `every_mb` MB."""
-
-    def __init__(self, total_bytes: int, log: Callable[[str], None], every_mb: float = 64):
-        self.total, self.log, self.every = total_bytes, log, every_mb * 2**20
-        self.label, self.done, self.next, self.started = "", 0, self.every, time.perf_counter()
-
-    def start(self, label: str) -> None:
-        self.label, self.done, self.next = label, 0, self.every
-        self.started = time.perf_counter()
-
-    def add(self, n: int) -> None:
-        self.done += n
-        if self.done >= self.next:
-            self.next += self.every
-            secs = max(time.perf_counter() - self.started, 1e-9)
-            self.log(f"prepare: {self.label}: {self.done / 2**20:.0f} of "
-                     f"{self.total / 2**20:.0f} MB ({self.done / 2**20 / secs:.1f} MB/s)")
-
-
 def iter_text(source: Source, lowercase: bool, *, on_bytes: Callable[[int, bytes], None]
               = lambda i, b: None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """The corpus text (the files concatenated, lowercased if asked) in chunks.
@@ -199,7 +180,7 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None] = print,
-            progress_mb: float = 64) -> dict:
+            progress_mb: float = 64, seed: int = 0) -> dict:
     """Prepares the corpus of data config `d` into `out_dir` (or finds it there).
 
     Returns a summary: content key, counts, bytes read, seconds, whether it was reused.
@@ -273,7 +254,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     try:
         for text in iter_text(source, d.lowercase, on_bytes=rehash):
             if pos + len(text) > total:
-                raise _changed(source.files)
+                raise changed_error(source.files)
             cut = max(0, min(len(text), n_train - pos))
             if cut:
                 writer.add("train", encode(text[:cut]))
@@ -286,21 +267,15 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
                 writer.add("eval", ids)
             pos += len(text)
         if pos != total or [h.hexdigest() for h in again] != [s["sha256"] for s in sources]:
-            raise _changed(source.files)
+            raise changed_error(source.files)
         manifest = writer.commit({
             "task": TASK, "content_key": key, "source": source.descriptor,
-            "sources": sources, "data_config": config, "config": _recorded_config(d),
+            "sources": sources, "data_config": config, "config": recorded_config(d),
             "stats": {"chars": total, "train_chars": n_train, "eval_chars": n_eval,
                       "vocab_size": vocab.size, "eval_oov": eval_oov, "eval_head": eval_head},
         }, vocab.to_json())
     except BaseException as e:
-        writer.abort()
-        if isinstance(e, OSError) and storage.is_disk_error(e):
-            raise UserError(
-                f"cannot write the prepared dataset for --out {out_dir!r}: "
-                f"{first_line(e)}. Free some space there or pick a writable --out; nothing "
-                "was left behind.") from None
-        raise
+        raise writer.failed(e) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
 
@@ -316,18 +291,3 @@ def _encoder(vocab: chars.CharVocab, codepoints: np.ndarray):
         return table[_codepoints(text)]
 
     return encode
-
-
-def _changed(files: list[str]) -> DataError:
-    return DataError(f"the source ({', '.join(files)}) changed while it was being prepared "
-                     "(its size or SHA-256 differs between the passes); nothing was written. "
-                     "Prepare it again once it is no longer being written to.")
-
-
-def _recorded_config(d) -> dict:
-    """The whole data section that produced the dataset (URL query strings redacted)."""
-    out = dataclasses.asdict(d)
-    out["url"] = redact(out.get("url", ""))
-    return out
-
-

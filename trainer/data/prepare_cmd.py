@@ -37,7 +37,7 @@ def run(task: str | None, config_file: str | None, overrides, out: str, *, shard
                         "run reads a prepared dataset, not what seqtrain prepare reads. Drop "
                         "it here (the output is --out).")
     result = spec.load_prepare()(cfg.data, out, shard_mb=shard_mb, log=log,
-                                 progress_mb=progress_mb)
+                                 progress_mb=progress_mb, seed=cfg.runtime.seed)
     return summary_lines(name, result)
 
 
@@ -49,7 +49,6 @@ def summary_lines(task: str, r: dict) -> list[str]:
     origin = files[0]["path"] if len(files) == 1 else f"{len(files)} files ({files[0]['path']} ...)"
     splits = m["splits"]
     shards = sum(len(s["shards"]) for s in splits.values())
-    stats = m.get("stats", {})
     if r["reused"]:
         head = (f"reused: {where} already holds this dataset (same content key), verified "
                 f"{shards} shard(s); nothing was written")
@@ -58,7 +57,19 @@ def summary_lines(task: str, r: dict) -> list[str]:
     return [head,
             f"  source      : {origin}, {mb:.2f} MB, {r['seconds']:.2f} s "
             f"({mb / max(r['seconds'], 1e-9):.1f} MB/s of source)",
-            f"  tokens      : train {splits['train']['tokens']}, eval {splits['eval']['tokens']} "
-            f"({m['dtype']}), {shards} shard(s); vocabulary {stats.get('vocab_size', '?')} ids",
+            _counts_line(m, shards),
             f"  content key : {r['content_key']}",
             f"  train with  : --set data.prepared_dir={r['out']}"]
+
+
+def _counts_line(m: dict, shards: int) -> str:
+    """Tokens of a token stream (text_generation), else examples (rows) per split."""
+    splits, stats = m["splits"], m.get("stats", {})
+    if "train" in splits:
+        return (f"  tokens      : train {splits['train']['tokens']}, eval "
+                f"{splits['eval']['tokens']} ({m['dtype']}), {shards} shard(s); vocabulary "
+                f"{stats.get('vocab_size', '?')} ids")
+    rows = stats.get("rows", {})
+    extra = (f"; vocabulary {stats['vocab_size']} ids" if "vocab_size" in stats else "")
+    return (f"  rows        : train {rows.get('train')}, eval {rows.get('eval')}, "
+            f"{len(splits)} arrays in {shards} shard(s){extra}")

@@ -3,10 +3,14 @@
 A prepared dataset is a directory written once by `seqtrain prepare`:
 
     manifest.json        format version, task, content key, the data config that
-                         produced it, the sources (path, bytes, SHA-256), per-split
-                         token counts and shards (file, tokens, SHA-256), statistics
+                         produced it, the sources (path, bytes, SHA-256), per array
+                         (`splits`) its element count, dtype and shards (file,
+                         count, SHA-256), other text files (`files`), statistics
     vocab.json           the fitted vocabulary (task-specific text)
-    <split>-NNNNN.npy    fixed-dtype 1-D token arrays (`np.load(mmap_mode="r")`)
+    <array>-NNNNN.npy    fixed-dtype 1-D arrays (`np.load(mmap_mode="r")`): a split's
+                         tokens, or, for tasks of variable-length examples, a split's
+                         tokens plus an offsets index and labels (see the task's
+                         prepare module)
 
 The content key is the SHA-256 of the source hashes and the content-defining data
 config, so preparing the same inputs again finds the directory already holds them.
@@ -175,9 +179,10 @@ class PreparedDataset:
     local_path: str         # where the shards are mapped from
     manifest: dict
     vocab_text: str
-    splits: dict[str, TokenStream]
+    splits: dict[str, TokenStream]  # every array of the manifest, by name
     verify_secs: float      # time spent hashing the shards at open
     verified_bytes: int
+    texts: dict[str, str] = dataclasses.field(default_factory=dict)  # manifest `files`
 
     @property
     def content_key(self) -> str:
@@ -216,20 +221,29 @@ def open_dataset(prepared_dir: str, *, cache_dir: str = "", key: str = "data.pre
             nbytes += _verify(path, shard["sha256"], f"{key}={prepared_dir!r}: shard "
                                                      f"{shard['file']}", fix)
             arr = np.load(path, mmap_mode="r")  # parses and checks the header; not read
-            if arr.ndim != 1 or len(arr) != shard["tokens"] or arr.dtype.str != manifest["dtype"]:
+            dtype = info.get("dtype", manifest["dtype"])
+            if arr.ndim != 1 or len(arr) != shard["tokens"] or arr.dtype.str != dtype:
                 raise DataError(f"{key}={prepared_dir!r}: shard {shard['file']} holds "
                                 f"{arr.shape} {arr.dtype}, the manifest says {shard['tokens']} "
-                                f"tokens of {manifest['dtype']}. Prepare the data again.")
+                                f"values of {dtype}. Prepare the data again.")
             arrays.append(FileShard(path, arr.offset, len(arr), arr.dtype))
             del arr
         splits[split] = TokenStream(arrays)
-    vocab_path = os.path.join(local, manifest["vocab"])
-    _verify(vocab_path, manifest["vocab_sha256"], f"{key}={prepared_dir!r}: {manifest['vocab']}",
-            fix)
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab_text = f.read()
+    vocab_text = ""
+    if manifest.get("vocab"):
+        vocab_path = os.path.join(local, manifest["vocab"])
+        _verify(vocab_path, manifest["vocab_sha256"],
+                f"{key}={prepared_dir!r}: {manifest['vocab']}", fix)
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab_text = f.read()
+    texts = {}
+    for name, sha in manifest.get("files", {}).items():
+        path = os.path.join(local, name)
+        _verify(path, sha, f"{key}={prepared_dir!r}: {name}", fix)
+        with open(path, encoding="utf-8") as f:
+            texts[name] = f.read()
     return PreparedDataset(prepared_dir, local, manifest, vocab_text, splits,
-                           time.perf_counter() - started, nbytes)
+                           time.perf_counter() - started, nbytes, texts)
 
 
 def _verify(path: str, expected: str, what: str, fix: str) -> int:
@@ -255,9 +269,51 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
     local = os.path.join(cache_dir or default_cache_dir(), "prepared", manifest["content_key"])
     os.makedirs(local, exist_ok=True)
     names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
-    for name in [*names, manifest["vocab"]]:
+    for name in [*names, *([manifest["vocab"]] if manifest.get("vocab") else []),
+                 *manifest.get("files", {})]:
         dst = os.path.join(local, name)
         if os.path.exists(dst):
             continue
         storage.copy_to_local(storage.join(prepared_dir, name), dst)
     return local
+
+
+def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the data",
+                 command: str = "", accept: tuple = ()) -> PreparedDataset:
+    """Opens `d.prepared_dir` for a run of `task` whose data config makes `source` (the
+    prepare module's `describe`) and content-defining `config`.
+
+    Raises:
+      DataError: another task's dataset, damaged, or prepared from other sources or
+        with another content-defining config (each differing key named, both values).
+    """
+    ds = open_dataset(d.prepared_dir, cache_dir=getattr(d, "cache_dir", ""))
+    m, where = ds.manifest, f"data.prepared_dir={d.prepared_dir!r}"
+    if m.get("task") != task and not (accept and m.get("task") in accept):
+        raise DataError(f"{where} was prepared for task {m.get('task')!r}, not {task}. "
+                        f"Prepare this task's data into another directory: seqtrain prepare "
+                        f"--task {task} --out NEW_DIR (same config), or train --task "
+                        f"{m.get('task')}.")
+    prep = m.get("data_config", {})
+    diffs = [f"{_key(k)}={_show(v)} (prepared with {_show(prep.get(k))})"
+             for k, v in config.items() if prep.get(k) != v]
+    if source != m.get("source"):
+        diffs.insert(0, f"{kind} {json.dumps(source, sort_keys=True)} (prepared from "
+                        f"{json.dumps(m.get('source'), sort_keys=True)})")
+    if diffs:
+        raise DataError(
+            f"{where} does not match this run's config: {'; '.join(diffs)}. These change "
+            "what was prepared. Set them as prepared, or prepare this config into a new "
+            f"directory: seqtrain prepare --task {task} {command}--out NEW_DIR.")
+    return ds
+
+
+def _key(k: str) -> str:
+    return "runtime.seed" if k == "split_seed" else f"data.{k}"
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return repr(v) if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, tuple)) \
+        else str(v)

@@ -6,30 +6,40 @@ No TensorFlow here: `seqtrain prepare` runs in the memory of the data.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import shutil
+import time
 import uuid
+from typing import Callable
 
 import numpy as np
 
 from trainer import storage
 from trainer.data.prepared import FORMAT, MANIFEST, VERSION, VOCAB, read_manifest
-from trainer.errors import UserError
+from trainer.errors import DataError, UserError, first_line
+from trainer.redact import redact
 
 
 class Writer:
     """Writes a prepared dataset into a temporary directory beside `out_dir`, then
     renames it into place (`commit`). Local directories only.
 
-    Shards are streamed: `add(split, tokens)` appends to the split's current shard
-    file and starts a new one every `shard_tokens`, hashing bytes as they are
-    written, so memory holds one chunk of tokens, never a split.
+    Shards are streamed: `add(name, values)` appends to the array's current shard
+    file and starts a new one every `shard_tokens` elements (or `shard_bytes`),
+    hashing bytes as they are written, so memory holds one chunk, never an array.
+
+    Each array (a split's tokens, an offsets index, labels...) is declared up front
+    with its element count; `dtype` is every array's type unless `dtypes` names
+    another for it. The manifest's `splits` maps each array's name to its element
+    count (`tokens`), dtype and shards.
     """
 
-    def __init__(self, out_dir: str, *, dtype, counts: dict[str, int], shard_tokens: int):
+    def __init__(self, out_dir: str, *, dtype, counts: dict[str, int], shard_tokens: int = 0,
+                 dtypes: dict | None = None, shard_bytes: int = 0):
         if storage.is_remote(out_dir):
             raise UserError(f"--out {out_dir!r}: seqtrain prepare writes a local directory; "
                             "prepare locally, then copy it with `gsutil -m cp -r` (training "
@@ -41,13 +51,15 @@ class Writer:
                                         f"{uuid.uuid4().hex[:8]}")
         os.makedirs(self.tmp)
         self.dtype = np.dtype(dtype)
-        self.shard_tokens = max(1, int(shard_tokens))
+        self.dtypes = {n: np.dtype((dtypes or {}).get(n, dtype)) for n in counts}
+        self.limits = {n: max(1, int(shard_tokens) if shard_tokens
+                              else int(shard_bytes) // self.dtypes[n].itemsize) for n in counts}
         self.counts = counts
         self.shards: dict[str, list[dict]] = {s: [] for s in counts}
         self._open: dict[str, tuple] = {}  # split -> (file, digest, info, remaining)
 
     def add(self, split: str, tokens: np.ndarray) -> None:
-        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtypes[split])
         while len(tokens):
             f, digest, info, remaining = self._current(split)
             part, tokens = tokens[:remaining], tokens[remaining:]
@@ -63,13 +75,13 @@ class Writer:
         if split not in self._open:
             index = len(self.shards[split])
             written = sum(s["tokens"] for s in self.shards[split])
-            n = min(self.shard_tokens, self.counts[split] - written)
+            n = min(self.limits[split], self.counts[split] - written)
             if n <= 0:
                 raise ValueError(f"more tokens than the {self.counts[split]} declared for "
                                  f"split {split!r}")
             name = f"{split}-{index:05d}.npy"
             f = open(os.path.join(self.tmp, name), "wb")
-            header = _npy_header(self.dtype, n)
+            header = _npy_header(self.dtypes[split], n)
             f.write(header)
             digest = hashlib.sha256(header)
             self._open[split] = (f, digest, {"file": name, "tokens": 0}, n)
@@ -81,18 +93,26 @@ class Writer:
         info["sha256"] = digest.hexdigest()
         self.shards[split].append(info)
 
-    def commit(self, manifest: dict, vocab_text: str) -> dict:
-        """Writes vocab.json and manifest.json (shards filled in), renames into place."""
+    def commit(self, manifest: dict, vocab_text: str | None,
+               files: dict[str, str] | None = None) -> dict:
+        """Writes vocab.json, the other text `files` ({name: text}, e.g. labels,
+        statistics) and manifest.json (shards filled in), renames into place."""
         for split, n in self.counts.items():
             written = sum(s["tokens"] for s in self.shards[split])
             if split in self._open or written != n:
                 raise ValueError(f"split {split!r}: {written} tokens written, {n} declared")
-        with open(os.path.join(self.tmp, VOCAB), "w", encoding="utf-8") as f:
-            f.write(vocab_text)
+        texts = {VOCAB: vocab_text} if vocab_text is not None else {}
+        for name, text in {**texts, **(files or {})}.items():
+            with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
+                f.write(text)
         manifest = {**manifest, "format": FORMAT, "version": VERSION, "dtype": self.dtype.str,
-                    "vocab": VOCAB, "vocab_sha256": hashlib.sha256(
-                        vocab_text.encode("utf-8")).hexdigest(),
-                    "splits": {s: {"tokens": n, "shards": self.shards[s]}
+                    "vocab": VOCAB if vocab_text is not None else None,
+                    "vocab_sha256": hashlib.sha256(vocab_text.encode("utf-8")).hexdigest()
+                    if vocab_text is not None else None,
+                    "files": {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
+                              for name, text in (files or {}).items()},
+                    "splits": {s: {"tokens": n, "dtype": self.dtypes[s].str,
+                                   "shards": self.shards[s]}
                                for s, n in self.counts.items()}}
         with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
@@ -101,6 +121,17 @@ class Writer:
             os.rmdir(self.out_dir)
         os.rename(self.tmp, self.out_dir)
         return manifest
+
+    def failed(self, e: BaseException) -> BaseException:
+        """Removes the temporary directory after `e` and returns what to raise: a disk
+        full or unwritable --out becomes a UserError naming it."""
+        self.abort()
+        if isinstance(e, OSError) and storage.is_disk_error(e):
+            return UserError(
+                f"cannot write the prepared dataset for --out {self.out_dir!r}: "
+                f"{first_line(e)}. Free some space there or pick a writable --out; nothing "
+                "was left behind.")
+        return e
 
     def abort(self) -> None:
         for f, *_ in self._open.values():
@@ -148,3 +179,37 @@ def check_out_dir(out_dir: str, key: str | None) -> dict | None:
             f"this data config make content key {key[:16]}.... A prepared dataset is "
             "immutable: pass another --out, or delete that directory first.")
     return manifest
+
+
+class Progress:
+    """Prints `prepare: <pass> <done> of <total> MB (<rate> MB/s)` every `every_mb` MB."""
+
+    def __init__(self, total_bytes: int, log: Callable[[str], None], every_mb: float = 64):
+        self.total, self.log, self.every = total_bytes, log, every_mb * 2**20
+        self.label, self.done, self.next, self.started = "", 0, self.every, time.perf_counter()
+
+    def start(self, label: str) -> None:
+        self.label, self.done, self.next = label, 0, self.every
+        self.started = time.perf_counter()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.done >= self.next:
+            self.next += self.every
+            secs = max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"prepare: {self.label}: {self.done / 2**20:.0f} of "
+                     f"{self.total / 2**20:.0f} MB ({self.done / 2**20 / secs:.1f} MB/s)")
+
+
+def changed_error(files: list[str]) -> DataError:
+    return DataError(f"the source ({', '.join(files)}) changed while it was being prepared "
+                     "(its size or SHA-256 differs between the passes); nothing was written. "
+                     "Prepare it again once it is no longer being written to.")
+
+
+def recorded_config(d) -> dict:
+    """The whole data section that produced the dataset (URL query strings redacted)."""
+    out = dataclasses.asdict(d)
+    if "url" in out:
+        out["url"] = redact(out["url"])
+    return out

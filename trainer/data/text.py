@@ -85,3 +85,8 @@ def split(texts: list[str], labels: list[str], fraction: float, seed: int):
     ev, tr = order[:n_eval], order[n_eval:]
     pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
     return pick(texts, tr), pick(labels, tr), pick(texts, ev), pick(labels, ev)
+
+
+def label_sort_key(label: str):
+    """Class ids follow this order of the label strings: integers by value, then text."""
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)

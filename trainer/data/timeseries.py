@@ -1,7 +1,8 @@
 """Time-series loading, splitting, normalization and tf.data windowing.
 
 A series is a float32 array `[time, features]`. Everything here runs on the
-host and is a deterministic function of its arguments: the synthetic series
+host and is a deterministic function of its arguments (TensorFlow is imported only
+by the windowing functions, so `seqtrain prepare` can read series without it): the synthetic series
 comes from a seeded numpy generator, CSV rows are sorted with a stable sort,
 and windows are cut in order inside tf.data.
 """
@@ -12,12 +13,14 @@ import dataclasses
 import json
 import math
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from trainer.data import sampling, tables
+from trainer.data import tables
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 from trainer.errors import DataError
 
 # series_sines.csv: synthetic_series(length=2000, features=1, components=3,
@@ -233,20 +236,26 @@ def split_point(
     Raises:
       DataError: either part is too short for one window (+ horizon).
     """
-    total = len(series.values)
+    return split_rows(len(series.values), series.origin, window, horizon, val_fraction,
+                      horizon_key)
+
+
+def split_rows(total: int, origin: str, window: int, horizon: int, val_fraction: float,
+               horizon_key: str = "") -> int:
+    """`split_point` of a series of `total` rows described as `origin`."""
     split = int(round(total * (1.0 - val_fraction)))
     need = window + horizon
     h_name = horizon_key or "horizon"
     lower = f"data.window or {horizon_key}" if horizon_key else "data.window"
     if total < need + horizon:
         raise DataError(
-            f"the {series.origin} has {total} rows, but one training example needs "
+            f"the {origin} has {total} rows, but one training example needs "
             f"data.window + {h_name} = {window} + {horizon} = {need} rows and validation "
             f"{horizon} more ({need + horizon} in all). Use a longer series or lower {lower}."
         )
     if split < need or total - split < horizon:
         raise DataError(
-            f"the {series.origin} has {total} rows; data.val_fraction={val_fraction} "
+            f"the {origin} has {total} rows; data.val_fraction={val_fraction} "
             f"leaves {split} for training and {total - split} for validation, but "
             f"training needs at least data.window + {h_name} = {need} rows and "
             f"validation at least {horizon}. Adjust data.val_fraction, lower {lower}, "
@@ -255,13 +264,39 @@ def split_point(
     return split
 
 
+STATS_CHUNK_ROWS = 1 << 20
+
+
 def fit_stats(series: Series, split: int) -> Stats:
     """Mean and standard deviation of each column over rows `[0, split)`."""
-    train = series.values[:split].astype(np.float64)
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+    train = series.values[:split]
+    return stats_of(lambda: (train[i:i + STATS_CHUNK_ROWS]
+                             for i in range(0, split, STATS_CHUNK_ROWS)), series.columns)
+
+
+def stats_of(chunks, columns) -> Stats:
+    """Mean and standard deviation per column of the rows that `chunks()` yields (each
+    call yields them again, in blocks of STATS_CHUNK_ROWS rows but the last), in
+    float64: sums of each block added in order, then the squared deviations likewise.
+
+    One rule for the in-memory series and `seqtrain prepare`, which streams the rows
+    (trainer/data/prepare_series.py), so both get the same bits. Up to
+    STATS_CHUNK_ROWS rows it is exactly `np.mean` / `np.std` of the whole block.
+    """
+    total, n = None, 0
+    for block in chunks():
+        part = np.add.reduce(block.astype(np.float64), axis=0)
+        total = part if total is None else total + part
+        n += len(block)
+    mean = total / n
+    squares = None
+    for block in chunks():
+        x = block.astype(np.float64) - mean
+        part = np.add.reduce(x * x, axis=0)
+        squares = part if squares is None else squares + part
+    std = np.sqrt(squares / n)
     std = np.where(std < 1e-8, 1.0, std)  # a constant column is only centred
-    return Stats(series.columns, tuple(map(float, mean)), tuple(map(float, std)))
+    return Stats(tuple(columns), tuple(map(float, mean)), tuple(map(float, std)))
 
 
 def normalize(values: np.ndarray, stats: Stats) -> np.ndarray:
@@ -285,6 +320,8 @@ def window_dataset(
     O(series + chunk * window), and the per-window cost is about 15x lower than
     `Dataset.window` + `flat_map` (which builds a dataset per window).
     """
+    import tensorflow as tf
+
     size = window + horizon
     n = num_windows(len(values), window, horizon, stride)
     data = tf.constant(values, dtype=tf.float32)
@@ -299,8 +336,13 @@ def window_dataset(
 
 
 def window_examples(values: np.ndarray, window: int, horizon: int, target_index: int,
-                    stride: int = 1) -> sampling.Examples:
-    """Window k of `window_dataset` (rows from k*stride) as example id k, cut by one gather."""
+                    stride: int = 1):
+    """Window k of `window_dataset` (rows from k*stride) as example id k, cut by one gather
+    (a `sampling.Examples`)."""
+    import tensorflow as tf
+
+    from trainer.data import sampling
+
     size = window + horizon
     data = tf.constant(values, dtype=tf.float32)
     offsets = tf.range(size, dtype=tf.int64)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import plots, registry, storage
-from trainer.data import report as data_report, sampling, timeseries
+from trainer.data import report as data_report, sampling, series_prepared, timeseries
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
 from trainer.tasks.configs.forecasting import ForecastingModel
@@ -54,16 +54,56 @@ class ForecastingTask(Task):
     def horizon(self) -> int:
         return 1
 
+    prepared: series_prepared.PreparedSeries | None = None  # data.prepared_dir, opened
+
     def prepare(self) -> None:
         d = self.config.data
-        self.series = self._read_series()
-        self.split = timeseries.split_point(
-            self.series, d.window, self.horizon, d.val_fraction, self.horizon_key
-        )
-        self.stats = timeseries.fit_stats(self.series, self.split)
-        self.normalized = timeseries.normalize(self.series.values, self.stats)
+        self.prepared = None
+        if d.prepared_dir:
+            self._open_prepared()
+        else:
+            self.series = self._read_series()
+            self.length = len(self.series.values)
+            self.split = timeseries.split_point(
+                self.series, d.window, self.horizon, d.val_fraction, self.horizon_key
+            )
+            self.stats = timeseries.fit_stats(self.series, self.split)
+            self.normalized = timeseries.normalize(self.series.values, self.stats)
         t = self.series.target_index
         self.target_mean, self.target_std = self.stats.mean[t], self.stats.std[t]
+
+    def _open_prepared(self) -> None:
+        """The normalized series of `data.prepared_dir` (verified, read in place)."""
+        d = self.config.data
+        self.prepared = p = series_prepared.open_series(d)
+        ds = p.dataset
+        origin = f"prepared series {d.prepared_dir!r}"
+        # Rows are read on demand (`_rows`); the Series keeps names, not values.
+        self.series = timeseries.Series(np.empty((0, len(p.columns)), np.float32), p.columns,
+                                        p.target, origin)
+        self.length, self.stats = p.length, p.stats
+        self.split = timeseries.split_rows(self.length, origin, d.window, self.horizon,
+                                           d.val_fraction, self.horizon_key)
+        self._files = [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+                        "sources": ds.manifest["sources"],
+                        "verify_secs": round(ds.verify_secs, 3),
+                        "summary": f"read prepared dataset {d.prepared_dir} (content key "
+                                   f"{ds.content_key[:16]}..., {ds.verified_bytes / 2**20:.1f} "
+                                   f"MB verified in {ds.verify_secs:.2f} s)"}]
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Normalized rows `[start, stop)` (host side)."""
+        if self.prepared:
+            return self.prepared.rows(start, stop)
+        return self.normalized[start:stop]
+
+    def _raw_target(self, start: int, stop: int) -> np.ndarray:
+        """The target column on its original scale, rows `[start, stop)` (for plots; from a
+        prepared dataset it is the normalized value scaled back, float64)."""
+        t = self.series.target_index
+        if self.prepared:
+            return self._rows(start, stop)[:, t] * self.target_std + self.target_mean
+        return self.series.values[start:stop, t]
 
     def _read_series(self) -> timeseries.Series:
         d = self.config.data
@@ -85,7 +125,7 @@ class ForecastingTask(Task):
 
     def data_report(self) -> dict:
         d = self.config.data
-        length = len(self.series.values)
+        length = self.length
         train_windows = timeseries.num_windows(self.split, d.window, self.horizon, d.stride)
         eval_windows = timeseries.num_windows(length - self.split + d.window, d.window,
                                               self.horizon)
@@ -107,7 +147,8 @@ class ForecastingTask(Task):
                 f"the naive forecast (compare skill).{hint}, or use a longer series.")
         # No epochs warning here: stride-1 windows overlap almost entirely, so passes over
         # them say little about overfitting; the windows-per-window check above does.
-        source = "file" if d.path else "synthetic" if d.source == "auto" else d.source
+        source = ("prepared" if self.prepared else "file" if d.path else
+                  "synthetic" if d.source == "auto" else d.source)
         return {"task": self.name, "source": source, "files": self._files,
                 "series": {"length": length, "columns": list(self.series.columns),
                            "target": self.series.target},
@@ -119,13 +160,18 @@ class ForecastingTask(Task):
         meta = dict(
             json.loads(self.stats.to_json()),
             target=self.series.target, window=self.config.data.window, horizon=self.horizon,
-            train_rows=self.split, val_rows=len(self.series.values) - self.split,
+            train_rows=self.split, val_rows=self.length - self.split,
         )
         return {"normalization.json": json.dumps(meta, indent=2, sort_keys=True) + "\n"}
 
     def dataset(self, split: str) -> tf.data.Dataset:
         """Windows of the normalized series; eval windows predict validation rows."""
         d = self.config.data
+        if self.prepared:
+            base, stop, stride = ((0, self.split, d.stride) if split == "train"
+                                  else (self.split - d.window, self.length, 1))
+            return series_prepared.window_dataset(self.prepared, base, stop, d.window,
+                                                  self.horizon, stride)
         if split == "train":
             values, stride = self.normalized[: self.split], d.stride
         else:  # inputs may reach back into training rows; targets never do
@@ -137,6 +183,9 @@ class ForecastingTask(Task):
     def train_examples(self) -> sampling.Examples:
         """Every training window (one every `data.stride` rows), by id."""
         d = self.config.data
+        if self.prepared:
+            return series_prepared.window_examples(self.prepared, 0, self.split, d.window,
+                                                   self.horizon, d.stride)
         return timeseries.window_examples(self.normalized[: self.split], d.window, self.horizon,
                                           self.series.target_index, d.stride)
 
@@ -204,18 +253,18 @@ class ForecastingTask(Task):
     def _val_windows(self, limit: int) -> tuple[np.ndarray, int]:
         """Up to `limit` normalized validation input windows and the first target row."""
         w = self.config.data.window
-        n = min(limit, len(self.series.values) - self.split - self.horizon + 1)
+        n = min(limit, self.length - self.split - self.horizon + 1)
         start = self.split - w
-        idx = start + np.arange(n)[:, None] + np.arange(w)[None, :]
-        return self.normalized[idx], self.split
+        idx = np.arange(n)[:, None] + np.arange(w)[None, :]
+        return self._rows(start, start + n + w - 1)[idx], self.split
 
     def _plot(self, model, step: int) -> bytes:
         inputs, first = self._val_windows(limit=200)
         pred = self._predict_raw(model, inputs)[:, 0]
-        actual = self.series.values[:, self.series.target_index]
+        actual = self._raw_target(first - 1, first + len(pred))
         times = np.arange(first, first + len(pred))
         return plots.one_step_png(
-            times, actual[times], pred, actual[times - 1],
+            times, actual[1:], pred, actual[:-1],
             title=f"{self.name}: next-step forecast of {self.series.target!r}, step {step}",
         )
 

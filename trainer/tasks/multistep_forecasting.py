@@ -58,16 +58,18 @@ class MultistepForecastingTask(ForecastingTask):
 
     def _plot(self, model, step: int) -> bytes:
         """Three validation windows (start, middle, end): context, actual, forecast."""
-        w, h, t = self.config.data.window, self.horizon, self.series.target_index
-        inputs, first = self._val_windows(limit=10**9)
-        picks = np.unique(np.linspace(0, len(inputs) - 1, num=3).astype(int))
-        pred = self._predict_raw(model, inputs[picks])
-        raw = self.series.values[:, t]
+        w, h = self.config.data.window, self.horizon
+        first = self.split
+        count = self.length - self.split - h + 1  # validation windows
+        picks = np.unique(np.linspace(0, count - 1, num=3).astype(int))
+        inputs = np.stack([self._rows(first + p - w, first + p) for p in picks.tolist()])
+        pred = self._predict_raw(model, inputs)
         panels = []
-        for p, forecast in zip(picks, pred):
+        for p, forecast in zip(picks.tolist(), pred):
             start = first + p  # first forecast row
             ct, ft = np.arange(start - w, start), np.arange(start, start + h)
-            panels.append((ct, raw[ct], ft, raw[ft], forecast, np.full(h, raw[start - 1])))
+            raw = self._raw_target(start - w, start + h)
+            panels.append((ct, raw[:w], ft, raw[w:], forecast, np.full(h, raw[w - 1])))
         return plots.multi_step_png(
             panels,
             title=f"{self.name} ({self.config.model.head}, H={h}): {self.series.target!r}, "

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import registry
-from trainer.data import text as text_data, report as data_report, sampling
+from trainer.data import labelled_prepared, text as text_data, report as data_report, sampling
 from trainer.errors import DataError
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
@@ -20,8 +20,13 @@ from trainer.tasks.base import EXPORT_OPTIONS, Task
 
 @registry.register("text_classification")
 class TextClassificationTask(Task):
+    prepared: labelled_prepared.PreparedRows | None = None  # data.prepared_dir, opened
+
     def prepare(self) -> None:
         d = self.config.data
+        self.prepared = None
+        if d.prepared_dir:
+            return self._open_prepared()
         files = []
         if not d.train_path:  # source auto or bundled
             texts, labels, rep = text_data.read_labelled(
@@ -38,7 +43,7 @@ class TextClassificationTask(Task):
         else:
             tr_x, tr_y, ev_x, ev_y = text_data.split(texts, labels, d.eval_fraction,
                                                      self.config.runtime.seed)
-        self.labels = sorted(set(tr_y), key=_label_sort_key)
+        self.labels = sorted(set(tr_y), key=text_data.label_sort_key)
         if len(self.labels) < 2:
             raise DataError(
                 f"the training data has a single class ({self.labels[0]!r}) in column "
@@ -58,6 +63,39 @@ class TextClassificationTask(Task):
             "eval": (self._vectorize(ev_x), np.array([index[y] for y in ev_y], np.int32)),
         }
         self._report = self._build_report(files, tr_y, ev_y)
+
+    def _open_prepared(self) -> None:
+        """Rows, vocabulary and labels of `data.prepared_dir` (verified, read in place)."""
+        d = self.config.data
+        self.prepared = p = labelled_prepared.open_rows(d, self.config.runtime.seed)
+        self.labels = p.labels
+        self.vectorizer = keras.layers.TextVectorization(
+            max_tokens=d.vocab_size, output_sequence_length=d.sequence_length,
+            vocabulary=p.vocabulary, name="vectorizer")
+        self.vectorizer(tf.constant([""]))  # built, as `adapt` leaves it (export tracks it)
+        stats, ds = p.stats, p.dataset
+        train_counts, eval_counts = stats["labels"]["train"], stats["labels"]["eval"]
+        rows = stats["rows"]
+        eval_tokens = stats["tokens"]["eval"]
+        oov = stats["eval_oov"] / eval_tokens if eval_tokens else 0.0
+        t = self.config.train
+        lines = [f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
+                 f"{ds.verified_bytes / 2**20:.1f} MB verified in {ds.verify_secs:.2f} s)",
+                 f"train {rows['train']} rows, eval {rows['eval']} rows; labels (train) "
+                 f"{data_report.short_counts(train_counts)}",
+                 f"vocabulary {len(p.vocabulary)} tokens; eval OOV rate {oov:.1%} (of "
+                 f"{eval_tokens} eval tokens, untruncated)"]
+        warnings = [w for w in [data_report.epochs_warning(t.steps, t.batch_size, rows["train"],
+                                                           "rows")] if w]
+        self._report = {
+            "task": self.name, "source": "prepared",
+            "files": [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+                       "sources": ds.manifest["sources"],
+                       "verify_secs": round(ds.verify_secs, 3)}],
+            "train": {"rows": rows["train"], "labels": train_counts},
+            "eval": {"rows": rows["eval"], "labels": eval_counts, "oov_rate": oov,
+                     "tokens": eval_tokens},
+            "warnings": warnings, "lines": lines}
 
     def _read(self, path: str, key: str):
         d = self.config.data
@@ -98,6 +136,9 @@ class TextClassificationTask(Task):
         }
 
     def dataset(self, split: str) -> tf.data.Dataset:
+        if self.prepared:
+            return labelled_prepared.dataset(self.prepared.splits[split],
+                                             self.config.data.sequence_length)
         ids, labels = self._splits[split]
         return tf.data.Dataset.from_tensor_slices((ids, labels))
 
@@ -107,6 +148,9 @@ class TextClassificationTask(Task):
         return " ".join(vocab[i] for i in ids.tolist() if i)
 
     def train_examples(self) -> sampling.Examples:
+        if self.prepared:
+            return labelled_prepared.examples(self.prepared.splits["train"],
+                                              self.config.data.sequence_length)
         return sampling.tensor_examples(self._splits["train"])
 
     def build_model(self) -> keras.Model:
@@ -168,7 +212,3 @@ def _trim_padding(ids):
     positions = tf.range(1, tf.shape(ids)[1] + 1)
     used = tf.reduce_max(tf.where(ids != 0, positions[tf.newaxis, :], 0))
     return ids[:, :tf.maximum(used, 1)]
-
-
-def _label_sort_key(label: str):
-    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)

@@ -46,6 +46,11 @@ class ForecastingData:
         "", "CSV column to sort rows by (numbers or ISO 8601); empty keeps file order "
         "(bundled files: `time`)."
     )
+    prepared_dir: str = field(
+        "", "A prepared dataset (`seqtrain prepare --out DIR`, local or gs://) to train from "
+        "instead of reading the file: checksums verified at open, windows read in place. Its "
+        "file and format/header/encoding/columns/target/time_column/val_fraction must match "
+        "this config. Empty: read the file.", resume_ok=True)
     window: int = field(48, "Input window length in time steps.", min=1)
     stride: int = field(1, "Time steps between the starts of consecutive training windows.", min=1)
     val_fraction: float = field(
@@ -108,4 +113,5 @@ SPEC = TaskSpec(
     headline_metric="mse",
     headline_goal="min",
     commands=(predict_command("trainer.serving.forecaster:predict_lines"),),
+    prepare="trainer.data.prepare_series:prepare",
 )

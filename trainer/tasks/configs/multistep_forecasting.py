@@ -39,4 +39,5 @@ SPEC = TaskSpec(
     headline_metric="mse",
     headline_goal="min",
     commands=FORECASTING.commands,
+    prepare=FORECASTING.prepare,
 )

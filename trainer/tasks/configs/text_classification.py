@@ -38,6 +38,11 @@ class DataConfig:
     eval_fraction: float = field(0.15, "Share of rows held out for eval when eval_path is empty.", min=0)
     vocab_size: int = field(2000, "Max vocabulary size, including padding and OOV.", min=3)
     sequence_length: int = field(32, "Tokens per example (right-padded or truncated).", min=1)
+    prepared_dir: str = field(
+        "", "A prepared dataset (`seqtrain prepare --out DIR`, local or gs://) to train from "
+        "instead of reading the files: checksums verified at open, rows read in place. Its "
+        "files, reading keys, eval_fraction, vocab_size (and runtime.seed, which draws the "
+        "eval split) must match this config. Empty: read the files.", resume_ok=True)
 
     def validate(self, path: str) -> None:
         if self.source == "file" and not self.train_path:
@@ -69,4 +74,5 @@ SPEC = TaskSpec(
     headline_metric="accuracy",
     headline_goal="max",
     commands=(predict_command("trainer.serving.classifier:predict_lines"),),
+    prepare="trainer.data.prepare_labelled:prepare",
 )
