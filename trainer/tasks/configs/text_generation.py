@@ -46,6 +46,15 @@ class TextGenerationData:
         "Its source and "
         "encoding/lowercase/eval_fraction/min_char_count must match this config. Empty: read "
         "the source.", resume_ok=True)
+    prepare: Literal["auto", "off"] = field(
+        "auto", "auto: with data.prepared_dir empty, `train` prepares the corpus into "
+        "MODEL_DIR/data/<content key>/ (reused while the sources and the content-defining keys "
+        "are unchanged) and trains from it; off: read the source into memory at every start. "
+        "Both train on the same examples.", resume_ok=True)
+    vocab_sample_mb: float = field(
+        0, "Fit the vocabulary on the first N x 2^20 characters of the training split only "
+        "(faster on huge corpora; characters first seen later become OOV, so ids can differ "
+        "from the full fit). 0: the whole training split.", min=0)
     encoding: str = field("utf-8", "Text encoding of the file or download.")
     lowercase: bool = field(False, "Lowercase the corpus (smaller vocabulary).")
     seq_len: int = field(100, "Characters per training window (the unroll length).", min=1)
