@@ -85,7 +85,8 @@ def test_implicit_prepare_trains_on_the_same_examples_and_a_resume_reuses_it(tmp
     os.rename(tmp_path / "corpus.txt", tmp_path / "moved.txt")
     evaluated = seqtrain("evaluate", "--model-dir", "run", cwd=tmp_path)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
-    assert f"loss: {metrics['loss']:.4f}" in evaluated.stdout, evaluated.stdout
+    loss = float(evaluated.stdout.split("loss: ")[1].split()[0])  # one replica, not two:
+    assert abs(loss - metrics["loss"]) < 1e-3, (evaluated.stdout, metrics)  # reduction order
     assert _data_files(tmp_path / "run") == before
 
 
