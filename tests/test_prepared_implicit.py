@@ -36,10 +36,9 @@ def _write(path, lines):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _train(cwd, *extra, steps=4, model_dir="run", check=True):
+def _train(cwd, *extra, steps=4, model_dir="run", env=None):
     return seqtrain("train", "--task", "text_generation", *TINY, *SMALL, "--set",
-                    f"train.steps={steps}", *extra, "--model-dir", model_dir, cwd=cwd,
-                    check=check)
+                    f"train.steps={steps}", *extra, "--model-dir", model_dir, cwd=cwd, env=env)
 
 
 def _data_files(run_dir):
@@ -180,6 +179,28 @@ def test_prepare_out_gs_uploads_manifest_last_and_reuses(gcs, tmp_path):
     assert again.stdout.startswith("reused:")
     assert {n: gcs.object_metadata(bucket, f"prep/{n}")["generation"] for n in names} == \
         generations
+
+
+def test_implicit_prepare_into_a_gs_model_dir_and_reuse(gcs, tmp_path):
+    _write(tmp_path / "corpus.txt", _lines(200))
+    bucket = gcs.new_bucket()
+    run = f"gs://{bucket}/runs/a"
+    first = _train(tmp_path, "--set", "data.cache_dir=cache", steps=2, model_dir=run,
+                   env=gcs.env)
+    objects = gcs.list_objects(bucket, "runs/a/data/")
+    [manifest] = [o for o in objects if o.endswith("/manifest.json")]
+    key_dir = manifest.split("/")[3]
+    assert f"prepared data: 0.02 MB of source into {run}/data/{key_dir}" in first.stdout
+    assert sorted(o.split("/")[-1] for o in objects) == [
+        "eval-00000.npy", "manifest.json", "train-00000.npy", "vocab.json"]
+    generations = {o: gcs.object_metadata(bucket, o)["generation"] for o in objects}
+    again = _train(tmp_path, "--set", "data.cache_dir=cache", model_dir=run, env=gcs.env)
+    assert f"prepared data: reused {run}/data/{key_dir}" in again.stdout
+    assert "resumed from" in again.stdout
+    assert {o: gcs.object_metadata(bucket, o)["generation"]
+            for o in gcs.list_objects(bucket, "runs/a/data/")} == generations
+    assert json.loads(gcs.read_object(bucket, "runs/a/runtime.json"))["prepared"]["dir"] == \
+        f"{run}/data/{key_dir}"
 
 
 @pytest.mark.parametrize("racer_lowercase", [False, True])

@@ -219,9 +219,8 @@ class RunDir:
                 if storage.exists(self.file(name))}
         return Snapshot({root: storage.tree(root) for root in roots}, kept)
 
-    def roll_back(self, snapshot: "Snapshot", *, restore_files: bool = True) -> None:
-        """Removes what was written since `snapshot` and puts back the files it rewrote
-        (unless `restore_files` is false: nothing rewrote them)."""
+    def roll_back(self, snapshot: "Snapshot") -> None:
+        """Removes what was written since `snapshot` and puts back the files it rewrote."""
         with storage.writing(self.model_dir):
             for root, before in snapshot.trees.items():
                 for rel in sorted(storage.tree(root) - before):  # a dir before its contents
@@ -230,7 +229,7 @@ class RunDir:
                         storage.rmtree(path)
                     else:
                         storage.remove(path)
-            for name, data in snapshot.files.items() if restore_files else ():
+            for name, data in snapshot.files.items():
                 storage.write_bytes(self.file(name), data)
 
     def write_start(self, config, assets: dict, runtime: dict) -> None:

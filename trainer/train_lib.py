@@ -82,14 +82,20 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
 def _build(config, run_dir: RunDir, cluster, previous) -> Run:
     """`build_run`; when it prepares the data into the model dir (data.prepare=auto) and
     then fails (a bad model config, a resume whose vocabulary changed, an interrupt),
-    what it wrote is removed: a failed start leaves the model dir as it was."""
+    what it wrote under MODEL_DIR/data/ is removed: a failed start leaves the model dir
+    as it was. (Only there: a side-car evaluator may be writing elsewhere meanwhile.)"""
     if not (cluster.is_chief and auto_prepare.wanted(config)):
         return build_run(config, run_dir, cluster, previous=previous)
-    before = run_dir.snapshot()
+    data_dir = run_dir.data_dir
+    existed, before = storage.exists(data_dir), storage.tree(data_dir)
     try:
         return build_run(config, run_dir, cluster, previous=previous)
     except BaseException:
-        run_dir.roll_back(before, restore_files=False)  # build_run writes no run files
+        for rel in sorted(storage.tree(data_dir) - before):  # a dir before its contents
+            path = storage.join(data_dir, rel)
+            (storage.rmtree if storage.isdir(path) else storage.remove)(path)
+        if not existed:
+            storage.rmtree(data_dir)
         raise
 
 
