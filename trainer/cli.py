@@ -256,8 +256,9 @@ def check(task, config_file, overrides) -> None:
 @main.command(cls=_SetAliases)
 @config_options
 @click.option("--out", required=True, metavar="DIR",
-              help="Directory for the prepared dataset (new, empty, or holding this same "
-                   "dataset, which is then reused).")
+              help="Directory for the prepared dataset, local or gs:// (new, empty, or "
+                   "holding this same dataset, which is then reused); '{key}' in it becomes "
+                   "the content key's first 16 hex digits.")
 @click.option("--shard-mb", type=click.FloatRange(min=0.001), default=256.0, show_default=True,
               help="Size of each shard file.")
 @click.option("--progress-mb", type=click.FloatRange(min=0.01), default=64.0, show_default=True,
@@ -265,7 +266,8 @@ def check(task, config_file, overrides) -> None:
 def prepare(task, config_file, overrides, out, shard_mb, progress_mb) -> None:
     """Write a task's data as a prepared dataset: verified arrays read in place.
 
-    Train from it with --set data.prepared_dir=DIR (same config otherwise).
+    Train from it with --set data.prepared_dir=DIR (same config otherwise). `train`
+    also prepares by itself into MODEL_DIR/data/ (data.prepare=auto, the default).
     """
     from trainer.data import prepare_cmd
 

@@ -98,6 +98,23 @@ class TrainConfig:
         "permutation of all examples per epoch, with no buffer.", min=1)
 
 
+def _prepare_mode(value, path: str):
+    """YAML 1.1 reads a bare `off` as false (and `on` as true): take them as meant."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return value
+
+
+def prepare_mode_field():
+    """`data.prepare` of a task that can be prepared (its spec names `prepare`):
+    trainer/data/auto_prepare.py reads it."""
+    return field(
+        "auto", "auto: with data.prepared_dir empty, `train` prepares the data into "
+        "MODEL_DIR/data/<content key>/ (reused while the sources and the content-defining "
+        "data keys are unchanged) and trains from it; off: read the source into memory at "
+        "every start. Both train on the same examples.", resume_ok=True, parse=_prepare_mode)
+
+
 def _step_window(value, path: str) -> tuple:
     """`"A,B"`, `[A, B]`, or empty/none (off) -> `(A, B)` or `()`; 1 <= A <= B."""
     accepted = ("Accepted: two steps A,B with 1 <= A <= B <= train.steps (--set "

@@ -71,7 +71,11 @@ class TaskSpec:
     # `seqtrain prepare` for this task: "module:function", called as
     # function(data_config, out_dir, shard_mb=, log=, progress_mb=, seed=runtime.seed)
     # -> summary dict (see trainer/data/prepare_cmd.py; text_classification's eval split
-    # is drawn with the seed). Empty: the task reads its source at every run.
+    # is drawn with the seed). `out_dir` may end in "{key}": the function replaces it
+    # with `prepared.keyed(out_dir, key)` once it knows the content key (the summary's
+    # "out" is the result). Such a task's data config has `prepared_dir` and
+    # `prepare: ... = config.prepare_mode_field()`, and `train` prepares it implicitly
+    # (trainer/data/auto_prepare.py). Empty: the task reads its source at every run.
     prepare: str = ""
 
     def load_prepare(self):

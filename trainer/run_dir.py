@@ -12,6 +12,8 @@ This module is the one owner of a model dir's names. Everything else asks it:
       train/ eval/     TensorBoard event files (or AIP_TENSORBOARD_LOG_DIR); profiler
                        traces in train/plugins/profile/
       export/          the SavedModel, written when the run finishes
+      data/<key>/      the data prepared by `train` (data.prepare=auto), one directory
+                       per content key (trainer/data/auto_prepare.py)
       lease.json       present while a trainer holds the run (see trainer/lease.py)
 
 Paths may be local (relative or absolute) or gs://.
@@ -38,6 +40,7 @@ METRICS = "metrics.json"
 ASSETS = "assets"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
+DATA = "data"
 LEASE = "lease.json"
 
 # Keys a resume may not change: they define the model, its data and its variables.
@@ -90,6 +93,19 @@ class RunDir:
 
     def file(self, *names: str) -> str:
         return storage.join(self.model_dir, *names)
+
+    @property
+    def data_dir(self) -> str:
+        """Where `train` prepares the run's data (one subdirectory per content key)."""
+        return self.file(DATA)
+
+    def relative(self, path: str) -> str:
+        """`path` as runtime.json records it (relative to the model dir when local)."""
+        return self._to_record(path)
+
+    def resolve(self, value: str) -> str:
+        """A path runtime.json records, usable from the current working directory."""
+        return self._from_record(value)
 
     # ---------------------------------------------------------------- reading
     def read_config_dict(self) -> dict:

@@ -22,7 +22,7 @@ import tensorflow as tf
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import kernels, loop, precision, preemption, redact, registry, storage
 from trainer.best import BestCheckpoint
-from trainer.data import report as data_report
+from trainer.data import auto_prepare, report as data_report
 from trainer.run_dir import RunDir
 from trainer.serving import metadata
 
@@ -59,6 +59,8 @@ class Run:
     cudnn: list
     xla: XlaDecision
     stop: preemption.StopSignal | None
+    # What `train` prepared implicitly (data.prepare=auto): trainer/data/auto_prepare.py.
+    prepared: dict | None = None
     # Time to first step, by phase (seconds): build (strategy, data, model), restore,
     # first compiled loop (tracing, XLA compilation, its steps).
     startup: dict = dataclasses.field(default_factory=dict)
@@ -75,7 +77,9 @@ class Run:
 def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool = True) -> Run:
     """Builds the strategy, task, model, optimizer, step functions, checkpointer and data.
 
-    Writes nothing. Raises UserError for anything the user can fix.
+    Writes nothing, except, when training with data.prepare=auto, the prepared data
+    (the chief under MODEL_DIR/data/, other workers in their local cache; after all
+    its sources were read and checked). Raises UserError for anything the user can fix.
     """
     strategy = distribute.build_strategy(config.runtime, cluster)
     per_replica_batch = distribute.check_batch_size(config.train.batch_size, strategy)
@@ -84,7 +88,16 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    task = registry.get(config.task.name)(config)
+    prepared, task_config = None, config
+    if training:
+        prepared = auto_prepare.prepare(config, run_dir.data_dir, is_chief=cluster.is_chief)
+        if prepared and cluster.is_chief:
+            print(auto_prepare.summary(prepared, prepared["out"]), flush=True)
+        task_config = auto_prepare.with_prepared_dir(config, prepared and prepared["out"])
+    else:  # evaluation reads what the run prepared (never prepares)
+        task_config = auto_prepare.with_prepared_dir(config, auto_prepare.recorded(
+            config, run_dir.read_runtime(), run_dir.resolve))
+    task = registry.get(config.task.name)(task_config)
     task.prepare()
     if training and cluster.is_chief and task.data_report():  # say what was read
         print(data_report.text(task.data_report()), flush=True)
@@ -123,7 +136,7 @@ def build_run(config, run_dir: RunDir, cluster, *, previous=None, training: bool
     return Run(config=config, run_dir=run_dir, cluster=cluster, strategy=strategy, task=task,
                model=model, optimizer=optimizer, steps=steps, checkpointer=ckpt, step_var=step_var,
                train_iterator=iterator, eval_ds=eval_ds, assets=assets, cudnn=report, xla=xla,
-               stop=stop)
+               stop=stop, prepared=prepared)
 
 
 def evaluation_run(run_dir: RunDir) -> Run:

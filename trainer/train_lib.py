@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from trainer import checkpoints, cluster as cluster_lib, config as config_lib, distribute
 from trainer import profiling, storage, summaries
-from trainer.data import report as data_report
+from trainer.data import auto_prepare, report as data_report
 from trainer.best import BestCheckpoint, BestTracker
 from trainer.errors import Preempted, UserError, first_line
 from trainer.evaluator import evaluate_model
@@ -62,7 +62,7 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         if cluster.is_chief:  # one writer per run: before anything is written
             lease = held.enter_context(_lease(run_dir, config))
         t0 = time.perf_counter()
-        run = build_run(config, run_dir, cluster, previous=previous)
+        run = _build(config, run_dir, cluster, previous)
         run.startup["build_secs"] = time.perf_counter() - t0
         with (distribute.peer_errors_as_worker_lost(run.workers, cluster),
               storage.writing(model_dir)):
@@ -77,6 +77,26 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
                 if before is not None:  # nothing trained: leave the dirs as they were
                     run.run_dir.roll_back(before)
                 raise
+
+
+def _build(config, run_dir: RunDir, cluster, previous) -> Run:
+    """`build_run`; when it prepares the data into the model dir (data.prepare=auto) and
+    then fails (a bad model config, a resume whose vocabulary changed, an interrupt),
+    what it wrote under MODEL_DIR/data/ is removed: a failed start leaves the model dir
+    as it was. (Only there: a side-car evaluator may be writing elsewhere meanwhile.)"""
+    if not (cluster.is_chief and auto_prepare.wanted(config)):
+        return build_run(config, run_dir, cluster, previous=previous)
+    data_dir = run_dir.data_dir
+    existed, before = storage.exists(data_dir), storage.tree(data_dir)
+    try:
+        return build_run(config, run_dir, cluster, previous=previous)
+    except BaseException:
+        for rel in sorted(storage.tree(data_dir) - before):  # a dir before its contents
+            path = storage.join(data_dir, rel)
+            (storage.rmtree if storage.isdir(path) else storage.remove)(path)
+        if not existed:
+            storage.rmtree(data_dir)
+        raise
 
 
 def _lease(run_dir: RunDir, config):
@@ -150,6 +170,10 @@ def _start_writing(run: Run, restored: str | None) -> None:
         log.warning("removed %s, left by a writer that was killed", path)
     info = runtime_info(run.config, run.strategy, run.cluster, run.cudnn, run.xla)
     info["data"] = run.task.data_report()
+    if run.prepared:
+        info["prepared"] = {"dir": run.run_dir.relative(run.prepared["out"]),
+                            "content_key": run.prepared["content_key"],
+                            "reused": run.prepared["reused"]}
     if restored:
         info["last_checkpoint"] = {"step": int(run.step_var.numpy()),
                                    "path": os.path.basename(restored), "time": _utc()}

@@ -189,6 +189,14 @@ CASES = [
                      "run"], ("data.url must start with https://",)),
     Case("text-file-empty", ["train", *TG, "--set", "data.path=c.txt", "--model-dir", "run"],
          ("data.path='c.txt'", "is empty"), files={"c.txt": b""}),
+    # data.prepare=auto (the default) streams the source before writing MODEL_DIR/data/
+    Case("text-file-not-utf8", ["train", *TG, "--set", "data.path=c.txt", "--model-dir", "run"],
+         ("data.path='c.txt'", "not valid utf-8", "line 2", "data.encoding"),
+         files={"c.txt": b"abc\ncaf\xe9\n"}),
+    Case("prepare-mode-unknown", ["train", *TG, "--set", "data.prepare=sometimes",
+                                  "--model-dir", "run"], ("data.prepare", "auto|off", "sometimes")),
+    Case("vocab-sample-negative", ["train", *TG, "--set", "data.vocab_sample_mb=-1",
+                                   "--model-dir", "run"], ("data.vocab_sample_mb", "-1")),
     # ---- an existing model dir ------------------------------------------------------------
     Case("run-config-corrupt", ["train", *FC, "--model-dir", "run"],
          ("config.yaml is damaged", "new --model-dir"),

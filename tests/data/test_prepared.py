@@ -90,7 +90,7 @@ def test_train_from_prepared_equals_train_from_source(tmp_path):
     _prepare(tmp_path, "--shard-mb", "0.005")  # ~5 KB shards: many windows straddle two
     args = ["train", "--task", "text_generation", *TINY, *SMALL, *MIRRORED, "--set",
             "train.steps=4", "--set", "data.path=corpus.txt"]
-    seqtrain(*args, "--model-dir", "direct", cwd=tmp_path)
+    seqtrain(*args, "--set", "data.prepare=off", "--model-dir", "direct", cwd=tmp_path)
     from_prep = seqtrain(*args, "--set", "data.prepared_dir=prep", "--model-dir", "prep_run",
                          cwd=tmp_path)
     assert "read prepared dataset prep (content key" in from_prep.stdout, from_prep.stdout

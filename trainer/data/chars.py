@@ -365,6 +365,14 @@ class CharVocab:
 # ----------------------------------------------------------------------------
 
 
+def vocab_sample_size(n_train: int, sample_mb: float) -> int:
+    """How many leading characters of the training split the vocabulary is fitted on:
+    all of them, or the first `data.vocab_sample_mb` x 2^20 when that is set (a bounded
+    fit; characters first seen later map to the OOV id, so ids can differ from the
+    full fit's)."""
+    return n_train if not sample_mb else min(n_train, int(sample_mb * 2**20))
+
+
 def split_tail(text: str, eval_fraction: float) -> tuple[str, str]:
     """(train, eval): eval is the last `eval_fraction` of the corpus."""
     n_eval = int(round(len(text) * eval_fraction))

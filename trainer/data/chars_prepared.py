@@ -16,7 +16,7 @@ import dataclasses
 import tensorflow as tf
 
 from trainer.data import chars, prepared, sampling
-from trainer.data.prepare_chars import CONTENT_KEYS, TASK, describe
+from trainer.data.prepare_chars import CONTENT_KEYS, TASK, content_config, describe
 from trainer.errors import DataError
 
 
@@ -47,11 +47,12 @@ def open_corpus(d) -> PreparedCorpus:
     if m.get("task") != TASK:
         raise DataError(f"{where} was prepared for task {m.get('task')!r}, not {TASK}. "
                         f"Prepare it with `seqtrain prepare --task {TASK}`.")
-    ours = {k: getattr(d, k) for k in CONTENT_KEYS}
-    if m["source"].get("kind") == "bundled":
-        ours["encoding"] = "utf-8"
-    diffs = [f"data.{k}={_show(ours[k])} (prepared with {_show(m['data_config'].get(k))})"
-             for k in CONTENT_KEYS if m["data_config"].get(k) != ours[k]]
+    ours = content_config(d, m["source"])
+    defaults = {"vocab_sample_mb": 0}  # recorded only when set
+    diffs = [f"data.{k}={_show(ours.get(k, defaults.get(k)))} (prepared with "
+             f"{_show(m['data_config'].get(k, defaults.get(k)))})"
+             for k in dict.fromkeys([*CONTENT_KEYS, *ours, *m["data_config"]])
+             if m["data_config"].get(k) != ours.get(k)]
     if describe(d) != m["source"]:
         diffs.insert(0, f"the corpus {_source_text(describe(d))} (prepared from "
                         f"{_source_text(m['source'])})")

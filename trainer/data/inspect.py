@@ -49,9 +49,11 @@ def batch_lines(model_dir: str, step: int, replica: int | None = None,
     import tensorflow as tf
 
     from trainer import registry
-    from trainer.data import sampling
+    from trainer.data import auto_prepare, sampling
 
-    task = registry.get(config.task.name)(config)
+    # what the run prepared (data.prepare=auto), if it did: the same examples, read in place
+    task = registry.get(config.task.name)(auto_prepare.with_prepared_dir(config, (
+        auto_prepare.recorded(config, run_dir.read_runtime(), run_dir.resolve))))
     task.prepare()
     examples = task.train_examples()
     ids = sampling.example_ids(config.runtime.seed, step, batch, examples.count,

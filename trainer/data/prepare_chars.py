@@ -207,10 +207,9 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         total += len(text)
     sources = [{"path": p, "bytes": n, "sha256": h.hexdigest()}
                for p, n, h in zip(source.files, sizes, digests)]
-    config = {k: getattr(d, k) for k in CONTENT_KEYS}
-    if source.descriptor["kind"] == "bundled":
-        config["encoding"] = "utf-8"  # bundled corpora are UTF-8 whatever data.encoding says
+    config = content_config(d, source.descriptor)
     key = prepared.content_key(TASK, sources, config)
+    out_dir = prepared.keyed(out_dir, key)
     summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
     existing = prepared_writer.check_out_dir(out_dir, key)
     if existing is not None:
@@ -225,15 +224,19 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
                         f"which leaves {n_train} for training at data.eval_fraction="
                         f"{d.eval_fraction}. Use a longer corpus or a smaller eval_fraction.")
 
-    # Pass 2: the vocabulary of the training split (CharVocab.fit's rule).
+    # Pass 2: the vocabulary of the training split (CharVocab.fit's rule), or of its
+    # first data.vocab_sample_mb (chars.vocab_sample): then the pass stops there.
+    fit_chars = chars.vocab_sample_size(n_train, d.vocab_sample_mb)
     counts = np.zeros(0x110000, np.int64)
     seen = 0
     progress.start("pass 2/3 (fit the vocabulary on the training split)")
     for text in iter_text(source, d.lowercase, on_bytes=lambda i, b: progress.add(len(b))):
-        take = text[:max(0, n_train - seen)]
+        take = text[:max(0, fit_chars - seen)]
         if take:
             counts += np.bincount(_codepoints(take), minlength=len(counts))
         seen += len(text)
+        if seen >= fit_chars:
+            break
     known = np.nonzero(counts >= d.min_char_count)[0]
     vocab = chars.CharVocab("".join(map(chr, known)))
     encode = _encoder(vocab, known)
@@ -278,6 +281,20 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         raise writer.failed(e) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def content_config(d, descriptor: dict) -> dict:
+    """The data keys recorded as the content-defining config (and hashed into the key).
+
+    data.vocab_sample_mb appears only when set, so the default (the full fit) keeps the
+    keys of datasets prepared before it existed.
+    """
+    config = {k: getattr(d, k) for k in CONTENT_KEYS}
+    if descriptor["kind"] == "bundled":
+        config["encoding"] = "utf-8"  # bundled corpora are UTF-8 whatever data.encoding says
+    if d.vocab_sample_mb:
+        config["vocab_sample_mb"] = d.vocab_sample_mb
+    return config
 
 
 def _encoder(vocab: chars.CharVocab, codepoints: np.ndarray):

@@ -50,10 +50,10 @@ def resolve(d) -> tuple[dict, str, str]:
     """(descriptor, file, time column) of a series data config, without reading it.
 
     Raises:
-      UserError: the synthetic series (generated at every run, nothing to prepare).
+      NothingToPrepare: the synthetic series (generated at every run).
     """
     if d.source == "synthetic" or (d.source == "auto" and not d.path):
-        raise UserError(
+        raise prepared.NothingToPrepare(
             f"data.source={d.source!r}{'' if d.path else ' without data.path'} is the synthetic "
             "series, generated from runtime.seed at every run: there is nothing to prepare. "
             "Set data.path to a CSV/TSV file (or data.source=bundled) to prepare a series.")

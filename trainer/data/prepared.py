@@ -37,13 +37,23 @@ import time
 import numpy as np
 
 from trainer import storage
-from trainer.errors import DataError
+from trainer.errors import DataError, UserError
+
+
+class NothingToPrepare(UserError):
+    """The data config names data generated at every run (e.g. the synthetic series):
+    `seqtrain prepare` refuses it, and `train`'s implicit preparation skips it."""
 
 FORMAT = "seqtrain-prepared"
 VERSION = 1
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 _HASH_BLOCK = 8 << 20
+# An output path may end in this placeholder: the preparation names its directory by
+# the content key's first KEY_CHARS hex digits (`keyed`), so datasets of different
+# sources or data configs sit side by side (`train`'s implicit MODEL_DIR/data/{key}).
+KEY_PLACEHOLDER = "{key}"
+KEY_CHARS = 16
 
 
 def content_key(task: str, sources: list[dict], data_config: dict) -> str:
@@ -53,6 +63,20 @@ def content_key(task: str, sources: list[dict], data_config: dict) -> str:
                        "sources": [[s["sha256"], s["bytes"]] for s in sources],
                        "data_config": data_config}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def keyed(out_dir: str, key: str) -> str:
+    """`out_dir` with its `{key}` placeholder replaced by the content key's prefix.
+
+    A preparation function calls this once it knows the content key (after hashing the
+    sources) and before checking or writing `out_dir`; paths without the placeholder
+    are returned unchanged.
+    """
+    return out_dir.replace(KEY_PLACEHOLDER, key[:KEY_CHARS])
+
+
+def is_keyed(out_dir: str) -> bool:
+    return KEY_PLACEHOLDER in out_dir
 
 
 def file_sha256(path: str) -> tuple[str, int]:

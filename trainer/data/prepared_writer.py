@@ -1,7 +1,14 @@
 """Writing a prepared dataset (the layout is in trainer/data/prepared.py): shards
 streamed to a temporary sibling directory, renamed into place when complete.
 
-No TensorFlow here: `seqtrain prepare` runs in the memory of the data.
+A `gs://` output is written locally first (a temporary directory), then each shard and
+the vocabulary are uploaded with the precondition `if_generation_match=0` (create only,
+never overwrite) and the manifest last, the same way: a dataset whose manifest exists
+is complete, and two preparers writing one directory cannot clobber each other's
+objects (the loser of the manifest finds the winner's dataset, reuses it if it has
+the same content key, and is refused otherwise).
+
+No TensorFlow here for local outputs: `seqtrain prepare` runs in the memory of the data.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from typing import Callable
@@ -19,14 +27,16 @@ from typing import Callable
 import numpy as np
 
 from trainer import storage
-from trainer.data.prepared import FORMAT, MANIFEST, VERSION, VOCAB, read_manifest
+from trainer.data.prepared import (FORMAT, MANIFEST, VERSION, VOCAB, is_keyed, keyed,
+                                   read_manifest)
 from trainer.errors import DataError, UserError, first_line
 from trainer.redact import redact
 
 
 class Writer:
     """Writes a prepared dataset into a temporary directory beside `out_dir`, then
-    renames it into place (`commit`). Local directories only.
+    renames it into place (`commit`); a gs:// `out_dir` is staged in a local temporary
+    directory and uploaded at `commit` (see the module docstring).
 
     Shards are streamed: `add(name, values)` appends to the array's current shard
     file and starts a new one every `shard_tokens` elements (or `shard_bytes`),
@@ -40,16 +50,17 @@ class Writer:
 
     def __init__(self, out_dir: str, *, dtype, counts: dict[str, int], shard_tokens: int = 0,
                  dtypes: dict | None = None, shard_bytes: int = 0):
-        if storage.is_remote(out_dir):
-            raise UserError(f"--out {out_dir!r}: seqtrain prepare writes a local directory; "
-                            "prepare locally, then copy it with `gsutil -m cp -r` (training "
-                            "reads gs:// prepared directories through a verified local cache).")
-        self.out_dir = os.path.abspath(out_dir)
-        parent = os.path.dirname(self.out_dir)
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = os.path.join(parent, f".{os.path.basename(self.out_dir)}.tmp-"
-                                        f"{uuid.uuid4().hex[:8]}")
-        os.makedirs(self.tmp)
+        self.remote = storage.is_remote(out_dir)
+        if self.remote:
+            self.out_dir = out_dir.rstrip("/")
+            self.tmp = tempfile.mkdtemp(prefix="seqtrain-prepare-")
+        else:
+            self.out_dir = os.path.abspath(out_dir)
+            parent = os.path.dirname(self.out_dir)
+            os.makedirs(parent, exist_ok=True)
+            self.tmp = os.path.join(parent, f".{os.path.basename(self.out_dir)}.tmp-"
+                                            f"{uuid.uuid4().hex[:8]}")
+            os.makedirs(self.tmp)
         self.dtype = np.dtype(dtype)
         self.dtypes = {n: np.dtype((dtypes or {}).get(n, dtype)) for n in counts}
         self.limits = {n: max(1, int(shard_tokens) if shard_tokens
@@ -96,7 +107,14 @@ class Writer:
     def commit(self, manifest: dict, vocab_text: str | None,
                files: dict[str, str] | None = None) -> dict:
         """Writes vocab.json, the other text `files` ({name: text}, e.g. labels,
-        statistics) and manifest.json (shards filled in), renames into place."""
+        statistics) and manifest.json (shards filled in), renames (or uploads) into
+        place. Returns the manifest now at `out_dir`: another preparer's, if one
+        published the same dataset (same content key) there first.
+
+        Raises:
+          UserError: another preparer published a different dataset at `out_dir`
+            meanwhile, or a gs:// upload failed.
+        """
         for split, n in self.counts.items():
             written = sum(s["tokens"] for s in self.shards[split])
             if split in self._open or written != n:
@@ -117,9 +135,22 @@ class Writer:
         with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.write("\n")
-        if os.path.isdir(self.out_dir):  # an empty directory (checked by the caller)
-            os.rmdir(self.out_dir)
-        os.rename(self.tmp, self.out_dir)
+        if self.remote:
+            try:
+                return _publish(self.tmp, self.out_dir, manifest)
+            finally:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if os.path.isdir(self.out_dir):  # an empty directory (checked by the caller)
+                os.rmdir(self.out_dir)
+            os.rename(self.tmp, self.out_dir)
+        except OSError:  # another preparer renamed its dataset into place first
+            existing = read_manifest(self.out_dir) if os.path.isdir(self.out_dir) else None
+            if existing is None:
+                raise
+            self.abort()
+            _same_key(self.out_dir, existing, manifest["content_key"])
+            return existing
         return manifest
 
     def failed(self, e: BaseException) -> BaseException:
@@ -139,6 +170,63 @@ class Writer:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _same_key(out_dir: str, existing: dict, key: str) -> None:
+    if existing.get("content_key") != key:
+        raise UserError(
+            f"--out {out_dir!r}: another preparation published a different dataset there "
+            f"while this one ran (content key {str(existing.get('content_key'))[:16]}..., "
+            f"this one {key[:16]}...); nothing of this one was kept. Prepare into another "
+            "directory.")
+
+
+def _publish(local_dir: str, out_uri: str, manifest: dict) -> dict:
+    """Uploads a complete local dataset to `out_uri`: data files, then the manifest,
+    each created only if absent (`if_generation_match=0`).
+
+    A data object that already exists is accepted only if its bytes are ours (same
+    CRC32C: a concurrent preparer of the same content key wrote it); the manifest
+    decides which preparer won.
+    """
+    from google.api_core import exceptions as gexc
+
+    from trainer import gcs
+
+    client, principal = gcs._client([out_uri])
+    bucket_name, prefix = gcs.split_uri(out_uri)
+    bucket = client.bucket(bucket_name)
+    names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
+    names += ([VOCAB] if manifest.get("vocab") else []) + sorted(manifest.get("files") or {})
+    for name in [*names, MANIFEST]:
+        path, blob = os.path.join(local_dir, name), bucket.blob(f"{prefix}/{name}")
+        uri = f"gs://{bucket_name}/{prefix}/{name}"
+
+        def upload() -> bool:
+            try:
+                blob.upload_from_filename(path, checksum="crc32c", if_generation_match=0)
+            except gexc.PreconditionFailed:  # it exists (this upload's retry, or another's)
+                return False
+            return True
+
+        try:
+            created = gcs._explained(upload, bucket_name, uri, principal, "write")
+        except gcs._Transient as e:
+            raise UserError(f"could not upload {name} to {uri}: {e}. Check the network and "
+                            "run the command again.") from None
+        if created:
+            continue
+        if name == MANIFEST:
+            existing = read_manifest(out_uri) or {}
+            _same_key(out_uri, existing, manifest["content_key"])
+            return existing
+        blob.reload()
+        if blob.crc32c != gcs._local_checksums(path)[0]:
+            raise UserError(
+                f"--out {out_uri!r}: {name} already exists there with other bytes: another "
+                "preparation is writing a different dataset into this directory. Prepare "
+                "into another directory.")
+    return manifest
+
+
 def _npy_header(dtype: np.dtype, n: int) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
@@ -155,6 +243,10 @@ def check_out_dir(out_dir: str, key: str | None) -> dict | None:
     Raises:
       UserError: `out_dir` holds another dataset or other files.
     """
+    if is_keyed(out_dir):
+        if key is None:  # named by the key: nothing to check before the source is read
+            return None
+        out_dir = keyed(out_dir, key)
     if not storage.exists(out_dir):
         return None
     if not storage.isdir(out_dir):

@@ -52,7 +52,8 @@ class TextGenerationTask(Task):
         if d.lowercase:
             text = text.lower()
         train, held_out = chars.split_tail(text, d.eval_fraction)
-        self.vocab = chars.CharVocab.fit(train, d.min_char_count)
+        self.vocab = chars.CharVocab.fit(
+            train[:chars.vocab_sample_size(len(train), d.vocab_sample_mb)], d.min_char_count)
         self.train_ids = self._checked_ids(train, "training", len(text))
         self.eval_ids = self._checked_ids(held_out, "eval", len(text))
         self.eval_text_head = held_out[:40]

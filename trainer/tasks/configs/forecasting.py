@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from trainer.config import field
+from trainer.config import field, prepare_mode_field
 from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
@@ -51,6 +51,7 @@ class ForecastingData:
         "instead of reading the file: checksums verified at open, windows read in place. Its "
         "file and format/header/encoding/columns/target/time_column/val_fraction must match "
         "this config. Empty: read the file.", resume_ok=True)
+    prepare: Literal["auto", "off"] = prepare_mode_field()
     window: int = field(48, "Input window length in time steps.", min=1)
     stride: int = field(1, "Time steps between the starts of consecutive training windows.", min=1)
     val_fraction: float = field(

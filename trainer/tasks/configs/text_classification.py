@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from trainer.config import field
+from trainer.config import field, prepare_mode_field
 from trainer.data import tables
 from trainer.errors import DataError
 from trainer.models.configs import RecurrentConfig
@@ -43,6 +43,7 @@ class DataConfig:
         "instead of reading the files: checksums verified at open, rows read in place. Its "
         "files, reading keys, eval_fraction, vocab_size (and runtime.seed, which draws the "
         "eval split) must match this config. Empty: read the files.", resume_ok=True)
+    prepare: Literal["auto", "off"] = prepare_mode_field()
 
     def validate(self, path: str) -> None:
         if self.source == "file" and not self.train_path:

@@ -10,7 +10,7 @@ from typing import Literal
 
 import click
 
-from trainer.config import field
+from trainer.config import field, prepare_mode_field
 from trainer.redact import redact
 from trainer.errors import ConfigError
 from trainer.models.configs import RecurrentConfig
@@ -46,6 +46,11 @@ class TextGenerationData:
         "Its source and "
         "encoding/lowercase/eval_fraction/min_char_count must match this config. Empty: read "
         "the source.", resume_ok=True)
+    prepare: Literal["auto", "off"] = prepare_mode_field()
+    vocab_sample_mb: float = field(
+        0.0, "Fit the vocabulary on the first N x 2^20 characters of the training split only "
+        "(faster on huge corpora; characters first seen later become OOV, so ids can differ "
+        "from the full fit). 0: the whole training split.", min=0)
     encoding: str = field("utf-8", "Text encoding of the file or download.")
     lowercase: bool = field(False, "Lowercase the corpus (smaller vocabulary).")
     seq_len: int = field(100, "Characters per training window (the unroll length).", min=1)
