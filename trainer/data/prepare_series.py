@@ -34,7 +34,7 @@ import numpy as np
 from trainer import storage
 from trainer.data import prepared, prepared_writer, table_stream, timeseries
 from trainer.data.prepared_writer import Progress, recorded_config
-from trainer.errors import DataError, UserError
+from trainer.errors import DataError
 
 TASKS = ("forecasting", "multistep_forecasting")  # one prepared format for both
 CONTENT_KEYS = ("format", "header", "encoding", "max_field_bytes", "columns", "target",
