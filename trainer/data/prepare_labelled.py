@@ -165,6 +165,7 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
                for f, n, h in zip(files, sizes, digests)]
     config = content_config(d, seed)
     key = prepared.content_key(TASK, sources, config)
+    out_dir = prepared.keyed(out_dir, key)
     summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
     existing = prepared_writer.check_out_dir(out_dir, key)
     if existing is not None:

@@ -82,9 +82,14 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     size = storage.size(path) if storage.exists(path) else 0
     progress = Progress(size, log, progress_mb)
     prepared_writer.check_out_dir(out_dir, None)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    fd, raw_path = tempfile.mkstemp(prefix=f".{os.path.basename(out_dir)}.raw-", dir=parent)
+    # The parsed values wait in a temporary file beside the output (a local temporary
+    # directory for gs://) until the statistics are known.
+    if storage.is_remote(out_dir):
+        parent = None
+    else:
+        parent = os.path.dirname(os.path.abspath(out_dir))
+        os.makedirs(parent, exist_ok=True)
+    fd, raw_path = tempfile.mkstemp(prefix=".series.raw-", dir=parent)
     try:
         with os.fdopen(fd, "wb") as raw:
             digest = hashlib.sha256()
@@ -93,6 +98,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
         sources = [{"path": path, "bytes": size, "sha256": digest.hexdigest()}]
         config = content_config(d)
         key = prepared.content_key("series", sources, config)
+        out_dir = prepared.keyed(out_dir, key)
         summary = {"content_key": key, "out": out_dir, "source_bytes": size,
                    "sources": sources}
         existing = prepared_writer.check_out_dir(out_dir, key)
