@@ -220,7 +220,9 @@ def test_gs_source_and_gs_prepared_dir_through_a_verified_local_cache(gcs, tmp_p
         assert len(ds.splits[split].shards) > 1 or split == "eval"
         for got in (ds, again, from_gs):
             assert np.array_equal(got.splits[split].read(0, n), want.splits[split].read(0, n))
-    cached = tmp_path / "cache" / "prepared" / ds.content_key / "train-00000.npy"
+    [cache] = os.listdir(tmp_path / "cache" / "prepared")  # content key + shard layout
+    assert cache.startswith(ds.content_key + "-")
+    cached = tmp_path / "cache" / "prepared" / cache / "train-00000.npy"
     data = bytearray(cached.read_bytes())
     data[-1] ^= 1
     cached.write_bytes(bytes(data))

@@ -190,7 +190,7 @@ def test_implicit_prepare_into_a_gs_model_dir_and_reuse(gcs, tmp_path):
     objects = gcs.list_objects(bucket, "runs/a/data/")
     [manifest] = [o for o in objects if o.endswith("/manifest.json")]
     key_dir = manifest.split("/")[3]
-    assert f"prepared data: 0.02 MB of source into {run}/data/{key_dir}" in first.stdout
+    assert f"MB of source into {run}/data/{key_dir}" in first.stdout, first.stdout
     assert sorted(o.split("/")[-1] for o in objects) == [
         "eval-00000.npy", "manifest.json", "train-00000.npy", "vocab.json"]
     generations = {o: gcs.object_metadata(bucket, o)["generation"] for o in objects}

@@ -213,7 +213,7 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
     existing = prepared_writer.check_out_dir(out_dir, key)
     if existing is not None:
-        prepared.open_dataset(out_dir, key="--out")  # verify what is reused
+        prepared.open_dataset(out_dir, key="--out", cache_dir=d.cache_dir)  # verify it
         return {**summary, "reused": True, "manifest": existing,
                 "seconds": time.perf_counter() - started}
 

@@ -284,13 +284,19 @@ def _verify(path: str, expected: str, what: str, fix: str) -> int:
 def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
     """A local copy of a gs:// prepared dataset, one per content key.
 
-    Each file is copied under a temporary name and renamed, so a present file is a
+    One directory per content key and shard layout. Each file is copied under a
+    temporary name and renamed, so a present file is a
     complete copy; `open_dataset` then verifies it like a local shard (a damaged
     cache copy is named in that error, with the fix: delete it).
     """
     from trainer.data.chars import default_cache_dir
 
-    local = os.path.join(cache_dir or default_cache_dir(), "prepared", manifest["content_key"])
+    # By content key *and* layout: the same content prepared with another --shard-mb has
+    # other shard files under the same names.
+    layout = hashlib.sha256(json.dumps([manifest["splits"], manifest["vocab_sha256"]],
+                                       sort_keys=True).encode()).hexdigest()
+    local = os.path.join(cache_dir or default_cache_dir(), "prepared",
+                         f"{manifest['content_key']}-{layout[:16]}")
     os.makedirs(local, exist_ok=True)
     names = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
     for name in [*names, *([manifest["vocab"]] if manifest.get("vocab") else []),
