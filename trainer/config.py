@@ -374,6 +374,29 @@ def resume_ok(cfg: ExperimentConfig, dotted: str) -> bool:
     return key in fields and fields[key].metadata.get("resume_ok", False)
 
 
+def new_key_at_default(cfg: ExperimentConfig, old: Mapping, dotted: str) -> bool:
+    """Whether `section.key` is absent from an older run's config dict `old` (the field
+    was added since that run was written) and `cfg` holds the field's default there,
+    which by the schema's rule reproduces what older versions did."""
+    section, _, key = dotted.partition(".")
+    if "." in key or key in (old.get(section) or {}):
+        return False
+    obj = getattr(cfg, section, None)
+    if obj is None or not dataclasses.is_dataclass(obj):
+        return False
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        return False
+    f = fields[key]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        return False
+    return getattr(obj, key) == default
+
+
 def diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
     """Key paths whose values differ between two config dicts."""
     keys = []

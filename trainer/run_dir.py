@@ -165,7 +165,8 @@ class RunDir:
         new = config.to_dict()
         changed = [k for k in config_lib.diff(redact(old), redact(new))  # as config.yaml has it
                    if any(k == f or k.startswith(f + ".") for f in FROZEN_ON_RESUME)
-                   and not config_lib.resume_ok(config, k)]
+                   and not config_lib.resume_ok(config, k)
+                   and not config_lib.new_key_at_default(config, old, k)]
         if changed:
             details = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in changed)
             raise UserError(

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, tree_hash, user_error
+from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment
 from trainer.data import chars, prepare_chars, prepared
 from trainer.errors import UserError

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from helpers import assert_checkpoints_equal, checkpoint_values, cli_env, tree_hash
 
@@ -253,3 +254,20 @@ def test_a_vertex_split_run_is_found_by_every_command_from_its_model_dir(tmp_pat
     resumed = seqtrain(tmp_path, "train", "--model-dir", "base/model")
     assert "resumed from base/checkpoints/ckpt-4 at step 4" in resumed.stdout
     assert (tmp_path / "base/checkpoints/ckpt-8.index").exists()
+
+
+def test_a_run_from_before_a_new_data_key_resumes_at_its_default_and_refuses_another(tmp_path):
+    """config.yaml of a run written before `data.vocab_sample_mb` existed lacks the key:
+    the default reproduces what that version did, so the resume goes on; another value
+    would train on other ids and is refused."""
+    from trainer import experiment, run_dir
+    from trainer.errors import UserError
+
+    cfg = experiment.load("text_generation")
+    older = cfg.to_dict()
+    del older["data"]["vocab_sample_mb"]
+    (tmp_path / run_dir.CONFIG).write_text(yaml.safe_dump(older, sort_keys=False))
+    assert run_dir.RunDir(str(tmp_path)).inspect(cfg) is not None
+    with pytest.raises(UserError, match=r"data\.vocab_sample_mb: None -> 1"):
+        run_dir.RunDir(str(tmp_path)).inspect(
+            experiment.load("text_generation", overrides=["data.vocab_sample_mb=1"]))
