@@ -15,7 +15,13 @@ Side by side in one run, each in its own fresh process that reports its own peak
 4. the in-memory path the task uses without data.prepared_dir (`task.prepare()`: the
    whole text decoded, vocabulary fitted with a Counter, ids encoded): seconds and peak
    RSS, the baseline the prepared path's memory is compared with. Skipped with
-   --no-baseline.
+   --no-baseline;
+5. with --train-steps N: `seqtrain train` of the default text_generation model for N
+   steps from the prepared corpus and, side by side, from a prepared --small-mb
+   corpus generated the same way (10 MB by default): peak RSS of each training
+   process and the difference (the issue's target: within +100 MB).
+   --reuse-prepared skips steps 1-4 and reuses WORK_DIR/corpus.txt and
+   WORK_DIR/prepared from an earlier run with the same --work-dir.
 
 The corpus is generated (random words from a fixed list, including non-ASCII
 letters, lines of 6-14 words; seeded) and streamed to disk, never held in memory.
@@ -96,6 +102,13 @@ def main() -> None:
                    "removed at the end).")
     p.add_argument("--no-baseline", action="store_true",
                    help="Skip the in-memory baseline (it holds the whole corpus).")
+    p.add_argument("--train-steps", type=int, default=0,
+                   help="Also train the default text_generation model this many steps on the "
+                        "prepared corpus and on a --small-mb one; report both peak RSS.")
+    p.add_argument("--small-mb", type=float, default=10.0,
+                   help="Size of the small corpus for --train-steps (default 10).")
+    p.add_argument("--reuse-prepared", action="store_true",
+                   help="With --work-dir: reuse its corpus.txt and prepared/ (only --train-steps).")
     args = p.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_data_")
     os.makedirs(work, exist_ok=True)
@@ -109,6 +122,10 @@ def main() -> None:
 def run(args, work: str) -> None:
     corpus = os.path.join(work, "corpus.txt")
     out = os.path.join(work, "prepared")
+    if args.reuse_prepared:
+        if not (os.path.exists(corpus) and os.path.isdir(out)):
+            raise SystemExit(f"--reuse-prepared: no corpus.txt and prepared/ in {work}")
+        return train_rss(args, work, corpus, out)
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     size = generate(corpus, int(args.mb * 2**20))
@@ -136,6 +153,38 @@ def run(args, work: str) -> None:
                                 "peak_rss_mb": r["peak"]}
     print(json.dumps(results, indent=2))
     report(results)
+    if args.train_steps:
+        train_rss(args, work, corpus, out)
+
+
+def train_rss(args, work: str, corpus: str, out: str) -> None:
+    """Peak RSS of training from the prepared corpus against a --small-mb one."""
+    small = os.path.join(work, "small.txt")
+    small_out = os.path.join(work, "prepared-small")
+    shutil.rmtree(small_out, ignore_errors=True)
+    generate(small, int(args.small_mb * 2**20))
+    child(_PREPARE, ["prepare", "--task", "text_generation", "--set", f"data.path={small}",
+                     "--out", small_out], work)
+    results = {}
+    for name, (src, prep) in (("small", (small, small_out)), ("large", (corpus, out)),
+                              ("small_again", (small, small_out))):
+        model_dir = os.path.join(work, f"run-{name}")
+        shutil.rmtree(model_dir, ignore_errors=True)
+        r = child(_PREPARE, ["train", "--task", "text_generation", "--model-dir", model_dir,
+                             "--set", f"data.path={src}", "--set", f"data.prepared_dir={prep}",
+                             "--set", f"train.steps={args.train_steps}",
+                             "--set", f"train.steps_per_loop={max(1, args.train_steps // 2)}",
+                             "--set", f"train.eval_every={args.train_steps}",
+                             "--set", "train.eval_batches=2"], work)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        results[name] = {"source_mb": os.path.getsize(src) / 2**20, "secs": r["secs"],
+                         "peak_rss_mb": r["peak"]}
+    print(json.dumps({"train": results}, indent=2))
+    smalls = [results["small"]["peak_rss_mb"], results["small_again"]["peak_rss_mb"]]
+    print(f"train {args.train_steps} steps: peak RSS {results['large']['peak_rss_mb']:.0f} MB "
+          f"from {results['large']['source_mb']:.0f} MB, {smalls[0]:.0f} / {smalls[1]:.0f} MB "
+          f"from {results['small']['source_mb']:.0f} MB (before / after); difference "
+          f"{results['large']['peak_rss_mb'] - max(smalls):+.0f} MB against the larger")
 
 
 def generate(path: str, nbytes: int) -> int:

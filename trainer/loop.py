@@ -26,7 +26,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.data import sampling
+from trainer.data import input_log, sampling
 from trainer.errors import ConfigError
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -189,7 +189,8 @@ class TrainInput:
         return sampling.replica_dataset(
             self.examples, seed=self.seed, global_batch=self.global_batch,
             first_step=first_step, replica_ids=list(range(first, first + local)),
-            num_replicas=ctx.num_replicas_in_sync)
+            num_replicas=ctx.num_replicas_in_sync,
+            observe=input_log.recorder(ctx.input_pipeline_id))
 
 
 def make_eval_dataset(ds: tf.data.Dataset, *, per_replica_batch: int, replicas: int,

@@ -67,3 +67,43 @@ def test_launch_propagates_a_user_error_exit_code(run_cli):
 def test_free_ports_are_distinct():
     ports = launch.free_ports(4)
     assert len(set(ports)) == 4
+
+
+def test_two_launched_workers_each_materialise_half_of_every_global_batch(tmp_path):
+    """`seqtrain launch --workers 2 -- train` (from a temporary working directory, relative
+    model dir), with the input pipelines' opt-in record (SEQTRAIN_INPUT_LOG,
+    trainer/data/input_log.py): per step, each worker gathered B/2 examples (the rows of
+    the features its real pipeline built), its own replica's slice, and together
+    exactly the ids of global batch s, as `seqtrain data inspect` shows them."""
+    from helpers import seqtrain
+    from trainer.data import sampling
+
+    batch, steps = 8, 4
+    seqtrain("launch", "--workers", "2", "--", "train", "--task", "text_generation",
+             "--model-dir", "runs/two", "--set", f"train.steps={steps}",
+             "--set", f"train.batch_size={batch}", "--set", "train.steps_per_loop=2",
+             "--set", "train.eval_every=100", "--set", "train.eval_batches=1",
+             "--set", "model.units=8", "--set", "data.seq_len=12", "--set", "runtime.seed=3",
+             cwd=tmp_path, env={"SEQTRAIN_INPUT_LOG": "input-log"})
+    logs = sorted((tmp_path / "input-log").glob("input-pipeline*.jsonl"))
+    assert [p.name.split("-pid")[0] for p in logs] == ["input-pipeline0", "input-pipeline1"]
+    read = {}  # (worker, step) -> (replica, rows, ids)
+    for worker, path in enumerate(logs):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            assert (worker, r["step"]) not in read, "a step gathered twice by one worker"
+            read[worker, r["step"]] = (r["replica"], r["rows"], r["ids"])
+    # Prefetching reads ahead past the last step, never behind the first.
+    assert min(s for _, s in read) == 0
+    inspect = seqtrain("data", "inspect", "--model-dir", "runs/two", "--step", "3",
+                       "--replica", "1", cwd=tmp_path).stdout.splitlines()
+    assert "replica 1 of 2, 4 of train.batch_size=8 examples" in inspect[0]
+    n = int(inspect[0].split(" examples an epoch")[0].rsplit("(", 1)[1])
+    assert inspect[1] == "ids: " + " ".join(map(str, read[1, 3][2]))
+    for step in range(steps):
+        for worker in (0, 1):
+            replica, rows, ids = read[worker, step]
+            assert (replica, rows, len(ids)) == (worker, batch // 2, batch // 2), (worker, step)
+        together = read[0, step][2] + read[1, step][2]
+        assert together == sampling.example_ids(3, step, batch, n).numpy().tolist(), step
+        assert len(set(together)) == batch

@@ -76,13 +76,18 @@ def example_ids(seed: int, step, global_batch: int, num_examples: int, *,
 
 
 def replica_dataset(examples: Examples, *, seed: int, global_batch: int, first_step: int,
-                    replica_ids: list[int], num_replicas: int) -> tf.data.Dataset:
+                    replica_ids: list[int], num_replicas: int,
+                    observe: Callable | None = None) -> tf.data.Dataset:
     """The batches of `replica_ids` for global batches first_step, first_step + 1, ...
 
     Elements come step by step and, within a step, in the order of
     `replica_ids` (one per-replica batch each): `(features, labels, ids)`,
     `ids` being the int64 example ids of that replica's slice. Only these
     replicas' examples are gathered: B / R per replica per step.
+
+    `observe(step, replica, ids, rows)`, if given, is called on the host for
+    each gathered batch (trainer/data/input_log.py), `rows` being the leading
+    size of the gathered features.
     """
     if global_batch % num_replicas:
         raise ValueError(f"global batch {global_batch} does not divide across "
@@ -97,6 +102,12 @@ def replica_dataset(examples: Examples, *, seed: int, global_batch: int, first_s
         ids = example_ids(seed, step, global_batch, examples.count,
                           start=replica * per_replica, count=per_replica)
         features, labels = examples.gather(ids)
+        if observe is not None:
+            rows = tf.shape(tf.nest.flatten(features)[0], out_type=tf.int64)[0]
+            seen = tf.numpy_function(observe, [step, replica, ids, rows], tf.int64,
+                                     stateful=True)
+            with tf.control_dependencies([seen]):
+                ids = tf.identity(ids)
         return features, labels, ids
 
     ds = tf.data.Dataset.range(tf.int64.max).map(
