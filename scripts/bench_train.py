@@ -257,7 +257,8 @@ def run_seqtrain(args) -> dict:
     n = sum(1 for _ in task.dataset("train"))
     return {"examples_per_sec": args.steps * config.train.batch_size / train_seconds,
             "steady_examples_per_sec": steady, "steady_examples_per_cpu_sec": steady_cpu,
-            "train_seconds": train_seconds, "wall_seconds": wall, **metrics, **_info(config, n, jit)}
+            "train_seconds": train_seconds, "wall_seconds": wall, **metrics,
+            **_info(config, n, jit)}
 
 
 def _info(config, train_examples: int, jit: bool) -> dict:
