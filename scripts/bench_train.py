@@ -26,6 +26,11 @@ two sides of a repeat back to back, in alternating order):
                timed `train_steps` calls, from its TensorBoard scalars).
   ex/s steady: the same after the first tenth of the steps (seqtrain: after
                its first `train_steps` call).
+  ex/cpu-s   : steady-state examples per second of the process's CPU time
+               (all its threads; input pipeline included). On a machine shared
+               with other jobs the wall-clock rates mostly measure how much of
+               the CPU each side was given (a side running more threads gets a
+               larger share); this column measures the work per example.
   wall       : the whole run after imports. seqtrain's also holds what the
                textbook does not do: checkpoint, eval, TensorBoard, export.
   metric     : the task's headline eval metric on the whole eval split,
@@ -94,11 +99,14 @@ def main() -> None:
                                               args, args.seed + r))
             rows.append((task, runs))
             _report(task, runs)
-    print("\nsummary (seqtrain / textbook ex/s, median of per-repeat ratios):")
+    print("\nsummary (seqtrain / textbook, median of per-repeat ratios):")
     for task, runs in rows:
         ratios = _ratios(runs)
-        print(f"  {task:<22} {statistics.median(ratios):5.2f}x  "
-              f"(per repeat: {', '.join(f'{x:.2f}x' for x in ratios)})")
+        cpu = _ratios(runs, "steady_examples_per_cpu_sec")
+        print(f"  {task:<22} ex/s {statistics.median(ratios):5.2f}x  "
+              f"(per repeat: {', '.join(f'{x:.2f}x' for x in ratios)}); steady ex per CPU-s "
+              f"{statistics.median(cpu):5.2f}x")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def _worker(side: str, task: str, model_dir: str, args, seed: int) -> dict:
@@ -115,8 +123,8 @@ def _worker(side: str, task: str, model_dir: str, args, seed: int) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _ratios(runs: dict) -> list[float]:
-    return [s["examples_per_sec"] / t["examples_per_sec"]
+def _ratios(runs: dict, key: str = "examples_per_sec") -> list[float]:
+    return [s[key] / t[key]
             for t, s in zip(runs["textbook"], runs["seqtrain"])]
 
 
@@ -129,10 +137,11 @@ def _report(task: str, runs: dict) -> None:
           f"{info['train_examples']} train examples, "
           f"seqtrain XLA {'on' if info['jit_compile'] else 'off'}, "
           f"steps_per_loop {info['steps_per_loop']} ==")
-    print(f"  {'':<9}{'ex/s':>8}{'ex/s steady':>13}{'train s':>9}{'wall s':>8}"
+    print(f"  {'':<9}{'ex/s':>8}{'ex/s steady':>13}{'ex/cpu-s':>10}{'train s':>9}{'wall s':>8}"
           f"{name:>13}")
     for side, m in med.items():
         print(f"  {side:<9}{m['examples_per_sec']:8.0f}{m['steady_examples_per_sec']:13.0f}"
+              f"{m['steady_examples_per_cpu_sec']:10.0f}"
               f"{m['train_seconds']:9.2f}{m['wall_seconds']:8.2f}{m[name]:13.4f}")
     ratios = _ratios(runs)
     t, s = med["textbook"][name], med["seqtrain"][name]
@@ -140,6 +149,7 @@ def _report(task: str, runs: dict) -> None:
     print(f"  seqtrain / textbook ex/s: median {statistics.median(ratios):.2f}x "
           f"(per repeat {', '.join(f'{x:.2f}x' for x in ratios)}); steady "
           f"{med['seqtrain']['steady_examples_per_sec'] / med['textbook']['steady_examples_per_sec']:.2f}x;"
+          f" per CPU-second {statistics.median(_ratios(runs, 'steady_examples_per_cpu_sec')):.2f}x;"
           f" {name} {s:.4f} vs {t:.4f} ({'same or better' if better else 'worse'})")
 
 
@@ -184,18 +194,22 @@ def run_textbook(args) -> dict:
             else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate), loss=loss)
     times: list[float] = []
+    cpus: list[float] = []
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             times.append(time.perf_counter())
+            cpus.append(time.process_time())
 
     t1 = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
     train_seconds = time.perf_counter() - t1
     skip = max(1, steps // 10)
     steady = (len(times) - skip) * batch / (times[-1] - times[skip - 1])
+    steady_cpu = (len(cpus) - skip) * batch / (cpus[-1] - cpus[skip - 1])
     metrics = _metrics(task, model, args.model_dir)
     return {"examples_per_sec": steps * batch / train_seconds, "steady_examples_per_sec": steady,
+            "steady_examples_per_cpu_sec": steady_cpu,
             "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - t0,
             **metrics, **_info(config, n, False)}
 
@@ -203,8 +217,21 @@ def run_textbook(args) -> dict:
 def run_seqtrain(args) -> dict:
     import tensorflow as tf
 
-    from trainer import registry, train_lib
+    from trainer import loop, registry, train_lib
 
+    # CPU seconds of each compiled loop call (the wall seconds come from the run's
+    # own steps_per_sec scalars below): (steps run, process CPU seconds).
+    cpu_calls: list[tuple[int, float]] = []
+    train_steps = loop.StepFunctions.train_steps
+
+    def timed(self, data, num_steps):
+        start = time.process_time()
+        out = train_steps(self, data, num_steps)
+        done = int(out[1])  # waits for the loop to finish
+        cpu_calls.append((done, time.process_time() - start))
+        return out
+
+    loop.StepFunctions.train_steps = timed
     t0 = time.perf_counter()
     config = _load(args)
     train_lib.train(config, args.model_dir, verbose=False)
@@ -214,6 +241,9 @@ def run_seqtrain(args) -> dict:
     later = intervals[1:] or intervals  # a single call: no steady interval to separate
     steady = (sum(n for n, _ in later) * config.train.batch_size
               / sum(secs for _, secs in later))
+    later_cpu = cpu_calls[1:] or cpu_calls
+    steady_cpu = (sum(n for n, _ in later_cpu) * config.train.batch_size
+                  / sum(secs for _, secs in later_cpu))
     with open(os.path.join(args.model_dir, "runtime.json")) as f:
         jit = json.load(f)["jit_compile"]
 
@@ -226,8 +256,9 @@ def run_seqtrain(args) -> dict:
     metrics = _metrics(task, model, args.model_dir)
     n = sum(1 for _ in task.dataset("train"))
     return {"examples_per_sec": args.steps * config.train.batch_size / train_seconds,
-            "steady_examples_per_sec": steady, "train_seconds": train_seconds,
-            "wall_seconds": wall, **metrics, **_info(config, n, jit)}
+            "steady_examples_per_sec": steady, "steady_examples_per_cpu_sec": steady_cpu,
+            "train_seconds": train_seconds, "wall_seconds": wall, **metrics,
+            **_info(config, n, jit)}
 
 
 def _info(config, train_examples: int, jit: bool) -> dict:
