@@ -73,7 +73,9 @@ def prepare(config, data_root: str, *, is_chief: bool,
     else:
         from trainer.data.chars import default_cache_dir
 
-        out = os.path.join(d.cache_dir or default_cache_dir(), "prepared-work", KEY_PLACEHOLDER)
+        # data.cache_dir where the task has one (character corpora), else the default.
+        cache = getattr(d, "cache_dir", "") or default_cache_dir()
+        out = os.path.join(cache, "prepared-work", KEY_PLACEHOLDER)
     try:
         return registry.spec(config.task.name).load_prepare()(
             d, out, shard_mb=SHARD_MB, log=log, progress_mb=PROGRESS_MB,
