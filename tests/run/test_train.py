@@ -96,8 +96,10 @@ def test_only_the_chief_writes(runs, tmp_path):
     sessions = [n for n in names if n.startswith("events.out.tfevents.")]
     assert len(sessions) == 1  # the chief's HParams session at the log root, nobody else's
     assert [n for n in names if n not in sessions] == [
-        "assets", "checkpoints", "config.yaml", "eval", "export", "metrics.json",
+        "assets", "checkpoints", "config.yaml", "data", "eval", "export", "metrics.json",
         "runtime.json", "train"]
+    # The chief's prepared data (worker 1 prepared its own copy in its local cache).
+    assert len(list((run / "data").iterdir())) == 1
     assert len(list((run / "train").iterdir())) == 1
     out = runs["multi_worker-stdout"]
     assert "[worker-0] " in out and "[worker-1] " in out

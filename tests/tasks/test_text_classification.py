@@ -45,3 +45,38 @@ def test_trimmed_batch_gives_the_same_loss_and_gradients(kernel):
         np.testing.assert_allclose(tf.convert_to_tensor(g_trim).numpy(),
                                    tf.convert_to_tensor(g_full).numpy(),
                                    rtol=1e-5, atol=1e-7, err_msg=v.path)
+
+
+XLA_COMPILES = r'''
+import glob, json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_dump_to=" + sys.argv[1] + " --xla_dump_hlo_module_re=.*step.*"
+import tensorflow as tf
+from trainer.tasks.text_classification import _trim_padding
+
+@tf.function(jit_compile=True)
+def step(ids):
+    return tf.reduce_sum(tf.cast(_trim_padding(ids), tf.float32))
+
+sums = [float(step(tf.constant([[5] * used + [0] * (6 - used)] * 2))) for used in (1, 3, 6)]
+print(json.dumps({"sums": sums,
+                  "compiles": len(glob.glob(sys.argv[1] + "/*before_optimizations.txt"))}))
+'''
+
+
+def test_under_xla_the_step_compiles_once_whatever_the_padding(tmp_path):
+    """The trim's length depends on the ids; traced for XLA it would make them a
+    compile-time constant and compile the step again for each new length (once per
+    step in practice). Under XLA the whole padded batch goes through (the masks give
+    the same result), so batches of any used length share one compilation."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO, cli_env
+
+    proc = subprocess.run([sys.executable, "-c", XLA_COMPILES, str(tmp_path)], env=cli_env(),
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["sums"] == [10.0, 30.0, 60.0]
+    assert out["compiles"] == 1, out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # no public API says "tracing for XLA"
 
 from trainer import registry
 from trainer.data import labelled_prepared, text as text_data, report as data_report, sampling
@@ -208,7 +209,19 @@ def _trim_padding(ids):
     Texts are right-padded with id 0 to data.sequence_length, and the recurrent layers
     skip masked steps (the state is carried through them, in both directions), so
     cutting the all-padding tail changes no output or gradient, only the loop length.
+
+    Not under XLA (`runtime.jit_compile=true`): the cut length depends on the ids, so
+    XLA would take them as a compile-time constant and compile the step again for
+    nearly every batch (it did: one compilation per step). The masks give the same
+    result on the whole padded batch.
     """
+    if _compiling_with_xla():
+        return ids
     positions = tf.range(1, tf.shape(ids)[1] + 1)
     used = tf.reduce_max(tf.where(ids != 0, positions[tf.newaxis, :], 0))
     return ids[:, :tf.maximum(used, 1)]
+
+
+def _compiling_with_xla() -> bool:
+    """The current trace is inside a `tf.function(jit_compile=True)`."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
