@@ -14,7 +14,6 @@ No TensorFlow here (it is imported only to read gs:// files, through trainer/sto
 from __future__ import annotations
 
 import codecs
-import csv
 import dataclasses
 import io
 import json
@@ -187,31 +186,8 @@ def _csv_lines(chunks: Iterator[str]) -> Iterator[str]:
 
 
 def _delimited(path: str, lines: Iterator[str], fmt: str, max_field_bytes: int):
-    kwargs = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv"
-              else {"delimiter": ","})
-    old = csv.field_size_limit(max_field_bytes)
-    reader = csv.reader(lines, **kwargs)
-    try:
-        while True:
-            start = reader.line_num + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                if "field larger than field limit" in str(e):
-                    raise tables._too_big(path, start, max_field_bytes) from None
-                raise DataError(f"{path!r} line {start} is not valid {fmt.upper()}: {e}. "
-                                "Fix the quoting, or set data.format=tsv for a tab-separated "
-                                "file without quoting.") from None
-            if not any(f.strip() for f in fields):
-                continue
-            for f in fields:
-                if len(f) > max_field_bytes:
-                    raise tables._too_big(path, start, max_field_bytes)
-            yield start, fields
-    finally:
-        csv.field_size_limit(old)
+    return ((start, fields) for start, fields in
+            tables.delimited_rows(path, lines, fmt, max_field_bytes) if fields is not None)
 
 
 def _jsonl(path: str, chunks: Iterator[str], reason: str, max_field_bytes: int):

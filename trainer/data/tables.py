@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import io
 import json
+from typing import Iterator
 
 from trainer import storage
 from trainer.errors import DataError
@@ -170,18 +171,34 @@ def _resolve_format(path: str, text: str, fmt: str) -> tuple[str, str]:
 
 
 def _delimited(path: str, text: str, fmt: str, max_field_bytes: int):
+    records, blank = [], 0
+    for start, fields in delimited_rows(path, io.StringIO(text, newline=""), fmt,
+                                        max_field_bytes):
+        if fields is None:
+            blank += 1
+        else:
+            records.append((start, fields))
+    return records, blank
+
+
+def delimited_rows(path: str, lines: Iterator[str], fmt: str, max_field_bytes: int):
+    """(first line number, fields) of each CSV/TSV record of `lines`, fields None for a
+    blank record; the one parser of the in-memory and the streaming readers.
+
+    Raises:
+      DataError: a quoting error or a field over `max_field_bytes`, naming the line.
+    """
     kwargs = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv"
               else {"delimiter": ","})
     old = csv.field_size_limit(max_field_bytes)
-    reader = csv.reader(io.StringIO(text, newline=""), **kwargs)
-    records, blank = [], 0
+    reader = csv.reader(lines, **kwargs)
     try:
         while True:
             start = reader.line_num + 1
             try:
                 fields = next(reader)
             except StopIteration:
-                break
+                return
             except csv.Error as e:
                 if "field larger than field limit" in str(e):
                     raise _too_big(path, start, max_field_bytes) from None
@@ -189,15 +206,14 @@ def _delimited(path: str, text: str, fmt: str, max_field_bytes: int):
                                 "Fix the quoting, or set data.format=tsv for a tab-separated "
                                 "file without quoting.") from None
             if not any(f.strip() for f in fields):
-                blank += 1
+                yield start, None
                 continue
             for f in fields:
                 if len(f) > max_field_bytes:  # the csv limit counts characters
                     raise _too_big(path, start, max_field_bytes)
-            records.append((start, fields))
+            yield start, fields
     finally:
         csv.field_size_limit(old)
-    return records, blank
 
 
 def _read_jsonl(path: str, text: str, reason: str, max_field_bytes: int) -> Table:

@@ -67,3 +67,18 @@ def mask_placeholder(mask, dtype):
 def batch_major(ys):
     """[T, B, U] -> the (last output, [B, T, U] outputs) pair `inner_loop` returns."""
     return ys[-1], tf.transpose(ys, [1, 0, 2])
+
+
+class FusedLoop:
+    """Mixin before a Keras recurrent layer: its `inner_loop` runs the layer's
+    `fused_loop` when the layer's options allow it (`fusable`) on a host without a GPU
+    or TPU, and Keras' own loop (cuDNN when eligible) otherwise."""
+
+    def fuses(self) -> bool:
+        """This call will run the fused loop (options, and a host without GPU/TPU)."""
+        return self.fusable() and cpu_only()
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self.fuses():
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        return self.fused_loop(sequences, initial_state, mask, training)

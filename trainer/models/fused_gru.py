@@ -19,7 +19,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import TRACES, batch_major, cpu_only, input_projection, mask_placeholder
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
+                                   mask_placeholder)
 
 
 def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
@@ -145,7 +146,7 @@ def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
-class FusedGRU(keras.layers.GRU):
+class FusedGRU(FusedLoop, keras.layers.GRU):
     """`keras.layers.GRU` that trains through `gru_sequence` on CPU-only hosts.
 
     Falls back to Keras' own loop (cuDNN when eligible) when a GPU or TPU is
@@ -162,13 +163,7 @@ class FusedGRU(keras.layers.GRU):
                 and cell.activation is keras.activations.tanh
                 and cell.recurrent_activation is keras.activations.sigmoid)
 
-    def fuses(self) -> bool:
-        """This call will run the fused loop (options, and a host without GPU/TPU)."""
-        return self.fusable() and cpu_only()
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.fuses():
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+    def fused_loop(self, sequences, initial_state, mask, training):
         cell = self.cell
         input_bias = recurrent_bias = None
         if cell.use_bias:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import TRACES, batch_major, cpu_only, input_projection, mask_placeholder
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
+                                   mask_placeholder)
 
 
 def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=False):
@@ -124,7 +125,7 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
-class FusedLSTM(keras.layers.LSTM):
+class FusedLSTM(FusedLoop, keras.layers.LSTM):
     """`keras.layers.LSTM` that trains through `lstm_sequence` on CPU-only hosts.
 
     Falls back to Keras' own loop (cuDNN when eligible) when a GPU or TPU is
@@ -139,13 +140,7 @@ class FusedLSTM(keras.layers.LSTM):
                 and cell.activation is keras.activations.tanh
                 and cell.recurrent_activation is keras.activations.sigmoid)
 
-    def fuses(self) -> bool:
-        """This call will run the fused loop (options, and a host without GPU/TPU)."""
-        return self.fusable() and cpu_only()
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.fuses():
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+    def fused_loop(self, sequences, initial_state, mask, training):
         cell = self.cell
         zx, mask = input_projection(self, sequences, mask, cell.bias if cell.use_bias else None,
                                     training)

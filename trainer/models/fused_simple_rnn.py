@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import TRACES, batch_major, cpu_only, input_projection, mask_placeholder
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
+                                   mask_placeholder)
 
 
 def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mask=False):
@@ -94,7 +95,7 @@ def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mas
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
-class FusedSimpleRNN(keras.layers.SimpleRNN):
+class FusedSimpleRNN(FusedLoop, keras.layers.SimpleRNN):
     """`keras.layers.SimpleRNN` that trains through `simple_rnn_sequence` on CPU-only hosts.
 
     Falls back to Keras' own loop when a GPU or TPU is visible, and for
@@ -108,13 +109,7 @@ class FusedSimpleRNN(keras.layers.SimpleRNN):
         return (not self.unroll and not cell.recurrent_dropout
                 and cell.activation is keras.activations.tanh)
 
-    def fuses(self) -> bool:
-        """This call will run the fused loop (options, and a host without GPU/TPU)."""
-        return self.fusable() and cpu_only()
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.fuses():
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+    def fused_loop(self, sequences, initial_state, mask, training):
         cell = self.cell
         zx, mask = input_projection(self, sequences, mask, cell.bias, training)
         h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
