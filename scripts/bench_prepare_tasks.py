@@ -26,25 +26,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 
 import numpy as np
+# The peak-RSS report, the prepare child and `child` are bench_data.py's (same folder).
+from bench_data import _PREPARE, _REPORT_PEAK as _PEAK, child
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_PEAK = """
-import atexit, resource, sys
-atexit.register(lambda: print("PEAK_RSS_MB=%.1f" % (
-    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), file=sys.stderr))
-"""
-_PREPARE = _PEAK + """
-sys.argv[0] = "seqtrain"
-from trainer.cli import main
-main()
-"""
 _IN_MEMORY = _PEAK + """
 import time
 from trainer import experiment, registry
@@ -134,20 +121,6 @@ def generate_series(path: str, nbytes: int) -> int:
             written += len(block)
             steps += len(t)
     return steps
-
-
-def child(code: str, argv: list[str], cwd: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    secs = time.perf_counter() - t
-    if proc.returncode:
-        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak = [float(line.split("=")[1]) for line in proc.stderr.splitlines()
-            if line.startswith("PEAK_RSS_MB=")][-1]
-    return {"secs": secs, "peak": peak, "stdout": proc.stdout}
 
 
 if __name__ == "__main__":
