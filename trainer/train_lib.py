@@ -61,6 +61,8 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         lease = None
         if cluster.is_chief:  # one writer per run: before anything is written
             lease = held.enter_context(_lease(run_dir, config))
+        # Before the build, which may prepare the data into MODEL_DIR/data/.
+        before = run_dir.snapshot() if cluster.is_chief else None
         t0 = time.perf_counter()
         run = _build(config, run_dir, cluster, previous)
         run.startup["build_secs"] = time.perf_counter() - t0
@@ -69,7 +71,6 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
             t0 = time.perf_counter()
             restored = _restore(run, previous)
             run.startup["restore_secs"] = time.perf_counter() - t0
-            before = run.run_dir.snapshot() if cluster.is_chief else None
             _start_writing(run, restored)
             try:
                 return _train_loop(run, stop_at, verbose, restored, lease)

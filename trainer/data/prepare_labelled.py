@@ -103,8 +103,9 @@ class _File:
                                             on_bytes=on_bytes, **self.kw)
         self.skipped: dict[str, int] = {}
         cols = None if head.format == "jsonl" else self._columns(head)
-        used = 0
+        used, self.records = 0, 0
         for _, row in records:
+            self.records += 1
             t, lab = cols or self.wanted
             text = table_stream.field_of(row, t if cols else str(t))
             label = table_stream.field_of(row, lab if cols else str(lab)).strip()
@@ -114,6 +115,9 @@ class _File:
                 continue
             used += 1
             yield text, label
+        # How the file was read, as the in-memory path's start output says it.
+        self.described = text_data.tables.describe_read(
+            self.path, self.records, head.format, head.format_reason, head.header)
         if head.format == "jsonl":
             for wanted, ck in zip(self.wanted, ("data.text_column", "data.label_column")):
                 if str(wanted) not in head.columns:
@@ -161,7 +165,7 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
     rows = []
     for f, digest in zip(files, digests):
         rows.append(sum(1 for _ in f.rows(_feed(digest, progress))))
-    sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest()}
+    sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(), "read": f.described}
                for f, n, h in zip(files, sizes, digests)]
     config = content_config(d, seed)
     key = prepared.content_key(TASK, sources, config)

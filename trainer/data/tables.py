@@ -51,10 +51,8 @@ class Table:
 
     def describe(self) -> str:
         """One line for the start output."""
-        head = "with a header" if self.header else "without a header (columns by index)"
-        skipped = f", {self.blank_lines} blank line(s) skipped" if self.blank_lines else ""
-        return (f"read {self.path}: {len(self.rows)} rows as {self.format} "
-                f"({self.format_reason}), {head}{skipped}")
+        return describe_read(self.path, len(self.rows), self.format, self.format_reason,
+                             self.header, self.blank_lines)
 
     def column(self, wanted, key: str) -> int:
         """Index of a column given by name or by 0-based index (int or digit string)."""
@@ -179,6 +177,14 @@ def _delimited(path: str, text: str, fmt: str, max_field_bytes: int):
         else:
             records.append((start, fields))
     return records, blank
+
+
+def describe_read(path: str, rows: int, fmt: str, reason: str, header: bool,
+                  blank_lines: int = 0) -> str:
+    """The start output's line for a table read from `path` (in memory or prepared)."""
+    head = "with a header" if header else "without a header (columns by index)"
+    skipped = f", {blank_lines} blank line(s) skipped" if blank_lines else ""
+    return f"read {path}: {rows} rows as {fmt} ({reason}), {head}{skipped}"
 
 
 def delimited_rows(path: str, lines: Iterator[str], fmt: str, max_field_bytes: int):

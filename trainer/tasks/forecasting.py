@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import plots, registry, storage
-from trainer.data import report as data_report, sampling, series_prepared, timeseries
+from trainer.data import report as data_report, sampling, series_prepared, tables, timeseries
 from trainer.models.rnn import recurrent_stack
 from trainer.tasks.base import EXPORT_OPTIONS, Task
 from trainer.tasks.configs.forecasting import ForecastingModel
@@ -77,14 +77,21 @@ class ForecastingTask(Task):
         d = self.config.data
         self.prepared = p = series_prepared.open_series(d)
         ds = p.dataset
-        origin = f"prepared series {d.prepared_dir!r}"
+        sources = [src["path"] for src in ds.manifest.get("sources", [])]
+        # Name the user's file: a length error is about it, not the prepared copy.
+        origin = (f"series {sources[0]!r} (prepared in {d.prepared_dir!r})" if sources
+                  else f"prepared series {d.prepared_dir!r}")
         # Rows are read on demand (`_rows`); the Series keeps names, not values.
         self.series = timeseries.Series(np.empty((0, len(p.columns)), np.float32), p.columns,
                                         p.target, origin)
         self.length, self.stats = p.length, p.stats
         self.split = timeseries.split_rows(self.length, origin, d.window, self.horizon,
                                            d.val_fraction, self.horizon_key)
-        self._files = [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+        read = ds.manifest.get("stats", {}).get("read")  # how prepare read the file
+        self._files = ([{**read, "summary": tables.describe_read(
+            read["path"], read["rows"], read["format"], read["format_reason"], read["header"])}]
+            if read else [])
+        self._files += [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
                         "sources": ds.manifest["sources"],
                         "verify_secs": round(ds.verify_secs, 3),
                         "summary": f"read prepared dataset {d.prepared_dir} (content key "

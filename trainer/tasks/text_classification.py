@@ -80,7 +80,9 @@ class TextClassificationTask(Task):
         eval_tokens = stats["tokens"]["eval"]
         oov = stats["eval_oov"] / eval_tokens if eval_tokens else 0.0
         t = self.config.train
-        lines = [f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
+        # How each source was read when it was prepared, then where it is read from now.
+        lines = [src["read"] for src in ds.manifest["sources"] if src.get("read")] + [
+                 f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
                  f"{ds.verified_bytes / 2**20:.1f} MB verified in {ds.verify_secs:.2f} s)",
                  f"train {rows['train']} rows, eval {rows['eval']} rows; labels (train) "
                  f"{data_report.short_counts(train_counts)}",

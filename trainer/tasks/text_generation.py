@@ -126,7 +126,11 @@ class TextGenerationTask(Task):
         n_train, n_eval = len(self.prepared.train), len(self.prepared.eval)
         windows = chars.num_windows(n_train, d.seq_len, d.shift)
         oov = stats["eval_oov"] / n_eval if n_eval else 0.0
-        lines = [f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
+        sources = ds.manifest.get("sources", [])
+        # The source as the in-memory path names it, then where it is read from now.
+        lines = ([f"read {sources[0]['path']}: {stats['chars']} characters (SHA-256 "
+                  f"{sources[0]['sha256'][:16]}...)"] if len(sources) == 1 else []) + [
+                 f"read prepared dataset {d.prepared_dir} (content key {ds.content_key[:16]}..., "
                  f"{ds.verified_bytes / 2**20:.1f} MB of shards verified in "
                  f"{ds.verify_secs:.2f} s): {stats['chars']} characters",
                  f"train {n_train} chars -> {windows} windows of data.seq_len={d.seq_len} "
