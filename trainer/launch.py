@@ -3,13 +3,15 @@
 Used to run MultiWorkerMirroredStrategy on one machine (and by the tests).
 Each output line is prefixed with its worker. If any worker fails, the others
 are stopped (SIGTERM, then SIGKILL after a grace period) instead of hanging in
-a collective. Exit code: 144 (retryable) when the first failing worker died by
+a collective, and the failing worker's last lines are repeated at the end: the
+cause, not the others' reports of a lost peer, is what the output ends with. Exit code: 144 (retryable) when the first failing worker died by
 a signal or lost a peer, else that worker's own code (2 for a user error, 143
 after a forwarded SIGTERM).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -20,6 +22,9 @@ import threading
 import time
 
 from trainer.errors import EXIT_WORKER_LOST, UserError
+
+
+TAIL_LINES = 8  # of the failing worker, repeated at the end
 
 
 def free_ports(n: int) -> list[int]:
@@ -60,8 +65,10 @@ def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None
         procs.append(subprocess.Popen(
             [*program, *args], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True))
-    pumps = [threading.Thread(target=_pump, args=(p, f"[worker-{i}] ", stream, lock), daemon=True)
-             for i, p in enumerate(procs)]
+    tails = [collections.deque(maxlen=TAIL_LINES) for _ in procs]
+    pumps = [threading.Thread(target=_pump, args=(p, f"[worker-{i}] ", stream, lock, tail),
+                              daemon=True)
+             for i, (p, tail) in enumerate(zip(procs, tails))]
     for t in pumps:
         t.start()
 
@@ -72,16 +79,22 @@ def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = _wait(procs, grace, stream, lock)
+        failed, code = _wait(procs, grace, stream, lock)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         for t in pumps:
             t.join(timeout=5)
+    if failed is not None and tails[failed]:
+        print(f"[launch] worker-{failed} failed first (exit code {procs[failed].returncode}); "
+              "its last lines:", file=stream)
+        stream.writelines(f"[worker-{failed}] {line}" for line in tails[failed])
+        stream.flush()
     return code
 
 
-def _wait(procs, grace: float, stream, lock) -> int:
+def _wait(procs, grace: float, stream, lock) -> tuple[int | None, int]:
+    """(the first failing worker or None, the exit code)."""
     while True:
         codes = [p.poll() for p in procs]
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
@@ -93,9 +106,9 @@ def _wait(procs, grace: float, stream, lock) -> int:
             _stop(procs, grace)
             # A worker killed by a signal (kill -9, OOM killer) is a lost peer:
             # restarting the whole job resumes from the last checkpoint.
-            return EXIT_WORKER_LOST if code < 0 else code
+            return i, EXIT_WORKER_LOST if code < 0 else code
         if all(c == 0 for c in codes):
-            return 0
+            return None, 0
         time.sleep(0.2)
 
 
@@ -112,8 +125,9 @@ def _stop(procs, grace: float) -> None:
             p.wait()
 
 
-def _pump(proc, prefix: str, stream, lock) -> None:
+def _pump(proc, prefix: str, stream, lock, tail: collections.deque) -> None:
     for line in proc.stdout:
+        tail.append(line)
         with lock:
             stream.write(prefix + line)
             stream.flush()

@@ -64,7 +64,9 @@ def train(config: config_lib.ExperimentConfig, model_dir: str, *, checkpoint_dir
         # Before the build, which may prepare the data into MODEL_DIR/data/.
         before = run_dir.snapshot() if cluster.is_chief else None
         t0 = time.perf_counter()
-        run = _build(config, run_dir, cluster, previous)
+        # Building creates the variables, which a multi-worker strategy broadcasts.
+        with distribute.peer_errors_as_worker_lost(cluster.num_workers, cluster):
+            run = _build(config, run_dir, cluster, previous)
         run.startup["build_secs"] = time.perf_counter() - t0
         with (distribute.peer_errors_as_worker_lost(run.workers, cluster),
               storage.writing(model_dir)):

@@ -53,6 +53,11 @@ def test_a_failing_worker_stops_the_others(tmp_path):
     assert "[worker-1] worker 1 failing" in out
     assert "[launch] worker-1 exited with code 3; stopping the others" in out
     assert "[worker-0] done" not in out
+    # The cause comes last, after whatever the stopped workers printed.
+    assert out.splitlines()[-3:] == [
+        "[launch] worker-1 failed first (exit code 3); its last lines:",
+        "[worker-1] cluster " + out.split("[worker-1] cluster ", 1)[1].split("\n", 1)[0],
+        "[worker-1] worker 1 failing"]
     assert elapsed < 60  # worker 0 was stopped, not waited for
 
 

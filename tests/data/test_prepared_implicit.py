@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment
-from trainer.data import chars, prepare_chars, prepared
+from trainer.data import chars, prepare_chars, prepared, text
 from trainer.errors import UserError
 
 SMALL = ["--set", "data.seq_len=16", "--set", "model.units=8", "--set", "model.embedding_dim=8",
@@ -234,3 +234,54 @@ def test_two_preparers_of_one_gs_dir_never_clobber(gcs, tmp_path, racer_lowercas
     assert raced and ds.content_key == raced[0]["content_key"]  # the winner's, intact
     manifest = json.loads(gcs.read_object(bucket, "prep/manifest.json"))
     assert manifest["data_config"]["lowercase"] is racer_lowercase
+
+
+def _tc(*extra, model_dir, path):
+    """A tiny text_classification run on `path` (the bundled reviews' bytes)."""
+    return ["train", "--task", "text_classification", *TINY, "--set", "data.sequence_length=8",
+            "--set", f"data.train_path={path}", "--model-dir", model_dir, *extra]
+
+
+def test_a_prepared_dataset_accepts_its_source_at_another_path_with_the_same_bytes(
+        tmp_path):
+    """A prepared dataset names its sources by path but holds their bytes: the same
+    file at another path (copied to another machine, a colleague's copy) trains on it
+    through data.prepared_dir; other bytes there are refused, naming both files, with
+    the model dir unchanged."""
+    reviews = open(text.bundled_path("reviews.csv"), "rb").read()
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "reviews.csv").write_bytes(reviews)
+    seqtrain(*_tc("--stop-at", "2", model_dir="run", path="a/reviews.csv"), cwd=tmp_path)
+    [key] = os.listdir(tmp_path / "run" / "data")
+    explicit = ["--set", f"data.prepared_dir=run/data/{key}"]
+    out = seqtrain(*_tc(*explicit, "--stop-at", "2", model_dir="other", path="b/reviews.csv"),
+                   cwd=tmp_path)
+    assert f"read prepared dataset run/data/{key}" in out.stdout
+    # Same size, other bytes: not the prepared source.
+    (tmp_path / "b" / "reviews.csv").write_bytes(reviews.replace(b"great", b"GREAT", 1))
+    user_error(*_tc(*explicit, model_dir="other", path="b/reviews.csv"),
+               cwd=tmp_path, model_dir="other",
+               expect=("does not match this run's config", "b/reviews.csv",
+                       "prepared from", "a/reviews.csv"))
+
+
+def test_a_worker_whose_cache_holds_the_key_from_another_path_trains(tmp_path):
+    """A non-chief worker prepares into its machine's cache (data.cache_dir or
+    $XDG_CACHE_HOME/seqtrain), shared by every job there: a dataset another job
+    prepared there from identical bytes at another path is reused, not refused (the
+    refusal stopped worker 1 and left worker 0 in a collective)."""
+    reviews = open(text.bundled_path("reviews.csv"), "rb").read()
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "reviews.csv").write_bytes(reviews)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    seqtrain("prepare", "--task", "text_classification", "--set", "data.sequence_length=8",
+             "--set", "data.train_path=a/reviews.csv",
+             "--out", "cache/seqtrain/prepared-work/{key}", cwd=tmp_path, env=env)
+    launch = ["launch", "--workers", "2", "--"]
+    out = seqtrain(*launch, *_tc("--stop-at", "2", model_dir="run", path="b/reviews.csv"),
+                   cwd=tmp_path, env=env).stdout
+    assert "Traceback" not in out and "[worker-0]   config      : run/config.yaml" in out
+    assert os.listdir(tmp_path / "cache" / "seqtrain" / "prepared-work") == os.listdir(
+        tmp_path / "run" / "data")

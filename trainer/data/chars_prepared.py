@@ -16,7 +16,7 @@ import dataclasses
 import tensorflow as tf
 
 from trainer.data import chars, prepared, sampling
-from trainer.data.prepare_chars import CONTENT_KEYS, TASK, content_config, describe
+from trainer.data.prepare_chars import CONTENT_KEYS, TASK, content_config, describe, resolve
 from trainer.errors import DataError
 
 
@@ -53,7 +53,8 @@ def open_corpus(d) -> PreparedCorpus:
              f"{_show(m['data_config'].get(k, defaults.get(k)))})"
              for k in dict.fromkeys([*CONTENT_KEYS, *ours, *m["data_config"]])
              if m["data_config"].get(k) != ours.get(k)]
-    if describe(d) != m["source"]:
+    if describe(d) != m["source"] and not prepared.moved(
+            describe(d), m, lambda: resolve(d).files):
         diffs.insert(0, f"the corpus {_source_text(describe(d))} (prepared from "
                         f"{_source_text(m['source'])})")
     if diffs:

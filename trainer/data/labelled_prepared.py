@@ -74,7 +74,8 @@ def open_rows(d, seed: int) -> PreparedRows:
         files or with another content-defining config (or split seed).
     """
     ds = prepared.open_for_run(d, TASK, describe(d), content_config(d, seed),
-                               kind="the files")
+                               kind="the files",
+                               paths=lambda: [p for p in (d.train_path, d.eval_path) if p])
     vocab = json.loads(ds.vocab_text)
     a = ds.splits
     splits = {s: Rows(a[f"{s}.tokens"], a[f"{s}.offsets"], a[f"{s}.labels"],

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -87,6 +88,23 @@ def file_sha256(path: str) -> tuple[str, int]:
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+def same_bytes(paths: list[str], manifest: dict) -> bool:
+    """Whether `paths` hold, in order, exactly the bytes the dataset was prepared from.
+
+    A dataset names its sources by path, but what it holds depends only on their bytes:
+    the same file moved or copied elsewhere, or another run's identical file whose
+    dataset a worker's shared cache already holds under the same content key, is the
+    same source. Sizes are compared first; the files are hashed only when they agree.
+    """
+    recorded = manifest.get("sources") or []
+    if not paths or len(paths) != len(recorded):
+        return False
+    for path, s in zip(paths, recorded):
+        if not storage.exists(path) or storage.size(path) != s.get("bytes"):
+            return False
+    return all(file_sha256(path)[0] == s.get("sha256") for path, s in zip(paths, recorded))
 
 
 def read_manifest(prepared_dir: str) -> dict | None:
@@ -309,9 +327,12 @@ def _local_copy(prepared_dir: str, manifest: dict, cache_dir: str) -> str:
 
 
 def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the data",
-                 command: str = "", accept: tuple = ()) -> PreparedDataset:
+                 command: str = "", accept: tuple = (),
+                 paths: Callable[[], list[str]] | None = None) -> PreparedDataset:
     """Opens `d.prepared_dir` for a run of `task` whose data config makes `source` (the
-    prepare module's `describe`) and content-defining `config`.
+    prepare module's `describe`) and content-defining `config`. `paths` lists the
+    files `source` names: a file source at another path is accepted when its bytes are
+    the ones prepared (`same_bytes`).
 
     Raises:
       DataError: another task's dataset, damaged, or prepared from other sources or
@@ -327,7 +348,7 @@ def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the d
     prep = m.get("data_config", {})
     diffs = [f"{_key(k)}={_show(v)} (prepared with {_show(prep.get(k))})"
              for k, v in config.items() if prep.get(k) != v]
-    if source != m.get("source"):
+    if source != m.get("source") and not moved(source, m, paths):
         diffs.insert(0, f"{kind} {json.dumps(source, sort_keys=True)} (prepared from "
                         f"{json.dumps(m.get('source'), sort_keys=True)})")
     if diffs:
@@ -336,6 +357,18 @@ def open_for_run(d, task: str, source: dict, config: dict, *, kind: str = "the d
             "what was prepared. Set them as prepared, or prepare this config into a new "
             f"directory: seqtrain prepare --task {task} {command}--out NEW_DIR.")
     return ds
+
+
+def moved(source: dict, manifest: dict, paths: Callable[[], list[str]] | None) -> bool:
+    """Whether a file source that differs from the recorded one only by where its files
+    are holds the prepared bytes (`same_bytes`)."""
+    recorded = manifest.get("source") or {}
+    if paths is None or not source.get("kind") == "file" == recorded.get("kind"):
+        return False
+    try:
+        return same_bytes(paths(), manifest)
+    except DataError:  # no such file: the mismatch is reported as it is
+        return False
 
 
 def _key(k: str) -> str:

@@ -58,9 +58,9 @@ def open_series(d) -> PreparedSeries:
       DataError: not a series dataset, damaged, or prepared from another file or
         with another content-defining config.
     """
-    descriptor, _, _ = resolve(d)
+    descriptor, path, _ = resolve(d)
     ds = prepared.open_for_run(d, task_of(d), descriptor, content_config(d),
-                               kind="the series", accept=TASKS)
+                               kind="the series", accept=TASKS, paths=lambda: [path])
     s = ds.manifest["stats"]
     return PreparedSeries(ds, ds.splits["values"], tuple(s["columns"]), s["target"],
                           stats_from(ds.texts["normalization.json"]), s["rows"]["train"])
