@@ -167,7 +167,7 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         raise UserError(f"--stop-at must be a step >= 1, got {stop_at}: it checkpoints and exits "
                         "once training reaches that global step. Omit it to train to "
                         "train.steps.")
-    from trainer import cluster, experiment, run_dir, runner, storage, train_lib
+    from trainer import cluster, experiment, run_dir, storage
 
     info = cluster.from_environ()
     # An existing run's own config.yaml is the base layer: a resume needs only --model-dir.
@@ -187,6 +187,10 @@ def train(task, config_file, overrides, model_dir, stop_at) -> None:
         click.echo("seqtrain: this task has the evaluator role; seqtrain evaluates on the chief "
                    "during training, so there is nothing to do here.")
         return
+    # TensorFlow is imported once the config is known to be valid: a mistyped --set
+    # is reported in a fraction of a second.
+    from trainer import runner, train_lib
+
     if dirs is None:
         # A default dir is only safe for one process: workers must share one dir.
         default = None if info.is_multi_worker else runner.default_model_dir(cfg.task.name)
