@@ -24,7 +24,11 @@ startup excluded.
 
 For each W, the sides alternate (which goes first flips per repeat); the table
 gives medians and the median of the per-pair ratios seqtrain / raw (target >=
-0.9). W > 1 on a 2-core machine shares the cores between the workers, so the
+0.9), in examples per second of wall time and per CPU-second of worker 0 (its
+process's user + system time over the same loops, all threads: seqtrain's read
+from /proc at each progress line, so the time between loops counts too; the raw
+loop's from `time.process_time()` around each call). On a machine that other jobs
+load, wall-clock ratios swing with their load; the CPU column measures the work. W > 1 on a 2-core machine shares the cores between the workers, so the
 figures measure overhead, not scaling.
 
 Example (figures in docs/benchmarks.md):
@@ -94,13 +98,14 @@ def train_loop(n):
         total += strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
     return total / tf.cast(n, tf.float32)
 
-times = []
+times, cpu = [], []
 for i in range(steps // per_loop):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     loss = float(train_loop(tf.constant(per_loop)))
     times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
 if task["index"] == 0:
-    print("RAW " + json.dumps({"loop_secs": times, "loss": loss,
+    print("RAW " + json.dumps({"loop_secs": times, "loop_cpu_secs": cpu, "loss": loss,
                                "params": model.count_params()}), flush=True)
 """
 
@@ -131,19 +136,23 @@ def main() -> None:
                 sides = ("seqtrain", "raw") if r % 2 == 0 else ("raw", "seqtrain")
                 for side in sides:
                     load = os.getloadavg()[0]
-                    exs = (run_seqtrain if side == "seqtrain" else run_raw)(args, csv, w, work)
-                    got[side].append(exs)
-                    print(f"W={w} repeat {r} {side}: {exs:,.0f} examples/s (load {load:.1f})",
-                          flush=True)
-            ratios = [a / b for a, b in zip(got["seqtrain"], got["raw"])]
-            rows.append((w, statistics.median(got["seqtrain"]), statistics.median(got["raw"]),
-                         statistics.median(ratios), ratios))
-        print("\n| workers | seqtrain ex/s (median) | raw MWMS loop ex/s (median) "
-              "| seqtrain / raw (median of pairs) | pairs |")
-        print("|---:|---:|---:|---:|---|")
-        for w, s, r, ratio, ratios in rows:
-            print(f"| {w} | {s:,.0f} | {r:,.0f} | {ratio:.2f} | "
-                  f"{', '.join(f'{x:.2f}' for x in ratios)} |")
+                    exs, ex_cpu = (run_seqtrain if side == "seqtrain" else run_raw)(
+                        args, csv, w, work)
+                    got[side].append((exs, ex_cpu))
+                    print(f"W={w} repeat {r} {side}: {exs:,.0f} examples/s, {ex_cpu:,.0f} per "
+                          f"CPU-second of worker 0 (load {load:.1f})", flush=True)
+            wall = [a[0] / b[0] for a, b in zip(got["seqtrain"], got["raw"])]
+            cpu = [a[1] / b[1] for a, b in zip(got["seqtrain"], got["raw"])]
+            rows.append((w, *(statistics.median(x[k] for x in got[side])
+                              for side in ("seqtrain", "raw") for k in (0, 1)),
+                         wall, cpu))
+        print("\n| workers | seqtrain ex/s | raw ex/s | seqtrain / raw: pairs | median "
+              "| ex per CPU-s: seqtrain | raw | seqtrain / raw: pairs | median |")
+        print("|---:|---:|---:|---|---:|---:|---:|---|---:|")
+        for w, s, s_cpu, r, r_cpu, wall, cpu in rows:
+            print(f"| {w} | {s:,.0f} | {r:,.0f} | {', '.join(f'{x:.2f}' for x in wall)} | "
+                  f"{statistics.median(wall):.2f} | {s_cpu:,.0f} | {r_cpu:,.0f} | "
+                  f"{', '.join(f'{x:.2f}' for x in cpu)} | {statistics.median(cpu):.2f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -178,17 +187,44 @@ def run_seqtrain(args, csv: str, workers: int, work: str) -> float:
            "--set", f"train.checkpoint_every={args.steps}", "--set", "train.eval_batches=1"]
     for kv in args.seqtrain_set:
         cmd += ["--set", kv]
-    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, cwd=work)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=work)
+    out, rates, cpu_at = [], [], []  # cpu_at: worker-0's CPU seconds at each progress line
+    chief = None
+    for line in proc.stdout:
+        out.append(line)
+        m = re.match(r"\[worker-0\] step (\d+)/\d+ .*?([\d.]+) steps/s", line)
+        if m:
+            chief = chief or _worker_pid(proc.pid, 0)
+            rates.append((int(m.group(1)), float(m.group(2))))
+            cpu_at.append(_cpu_secs(chief))
+    proc.wait()
+    text = "".join(out)
     if proc.returncode:
-        raise SystemExit(f"seqtrain launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
-    rates = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
-        r"\[worker-0\] step (\d+)/\d+ .*?([\d.]+) steps/s", proc.stdout)]
+        raise SystemExit(f"seqtrain launch failed ({proc.returncode}):\n{text[-3000:]}")
     if len(rates) != args.steps // L:
-        raise SystemExit(f"expected {args.steps // L} progress lines:\n{proc.stdout[-3000:]}")
+        raise SystemExit(f"expected {args.steps // L} progress lines:\n{text[-3000:]}")
     later = rates[1:]  # the first loop traces the step
     secs = sum(L / sps for _, sps in later)
     shutil.rmtree(model_dir, ignore_errors=True)
-    return len(later) * L * args.batch / secs
+    n = len(later) * L * args.batch
+    return n / secs, n / (cpu_at[-1] - cpu_at[0])
+
+
+def _worker_pid(launcher: int, index: int) -> int:
+    """The pid of `seqtrain launch`'s worker `index` (its TF_CONFIG task index)."""
+    for child in open(f"/proc/{launcher}/task/{launcher}/children").read().split():
+        environ = open(f"/proc/{child}/environ", "rb").read().split(b"\0")
+        config = [e[len(b"TF_CONFIG="):] for e in environ if e.startswith(b"TF_CONFIG=")]
+        if config and json.loads(config[0])["task"]["index"] == index:
+            return int(child)
+    raise SystemExit(f"no worker {index} under the launcher {launcher}")
+
+
+def _cpu_secs(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_raw(args, csv: str, workers: int, work: str) -> float:
@@ -215,8 +251,8 @@ def run_raw(args, csv: str, workers: int, work: str) -> float:
             raise SystemExit(f"raw worker failed ({p.returncode}):\n{err[-3000:]}")
     line = [x for x in outs[0][0].splitlines() if x.startswith("RAW ")][-1]
     r = json.loads(line[4:])
-    later = r["loop_secs"][1:]
-    return len(later) * args.steps_per_loop * args.batch / sum(later)
+    n = (len(r["loop_secs"]) - 1) * args.steps_per_loop * args.batch
+    return n / sum(r["loop_secs"][1:]), n / sum(r["loop_cpu_secs"][1:])
 
 
 if __name__ == "__main__":

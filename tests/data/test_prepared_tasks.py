@@ -20,7 +20,7 @@ import tensorflow as tf
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment, registry
-from trainer.data import prepare_labelled, prepare_series, tables, table_stream
+from trainer.data import prepare_labelled, prepare_series, prepared, tables, table_stream
 from trainer.errors import DataError
 
 WORDS = ["good", "Bad", "movie!", "naïve", "ÉTÉ", "été", "plot,", "it's", "a-b", "x_y", "(ok)",
@@ -114,8 +114,16 @@ def test_labelled_prepare_cli_and_train_bitwise_equal(tmp_path):
                 == (tmp_path / "prep_run" / "assets" / asset).read_text())
 
 
+# How a run reads a prepared split: the arrays into memory and in-graph gathers (a
+# split within prepared.IN_MEMORY_BYTES, as every file of these tests), or a pread
+# per example (a larger one). Both must give the in-memory path's examples.
+READS = {"arrays-in-memory": prepared.IN_MEMORY_BYTES, "pread-per-example": 0}
+
+
+@pytest.mark.parametrize("read", READS)
 @pytest.mark.parametrize("case", ["csv", "jsonl_with_eval_file"])
-def test_labelled_examples_equal_in_memory(tmp_path, case):
+def test_labelled_examples_equal_in_memory(tmp_path, monkeypatch, case, read):
+    monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", READS[read])
     if case == "csv":
         _labelled(tmp_path / "train.csv", rows=300, seed=3)
         over = [f"data.train_path={tmp_path}/train.csv", "data.vocab_size=9",
@@ -217,8 +225,10 @@ def test_series_prepare_cli_and_train_bitwise_equal(tmp_path):
                                               "data.path"))
 
 
-def test_series_numeric_time_and_file_order(tmp_path):
+@pytest.mark.parametrize("read", READS)
+def test_series_numeric_time_and_file_order(tmp_path, monkeypatch, read):
     """Numeric time keys already in order (no sort), a target outside data.columns."""
+    monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", READS[read])
     rng = np.random.default_rng(1)
     lines = ["t\tx\ty"] + [f"{i * 0.5}\t{v:.6f}\t{w:.3f}" for i, (v, w) in
                            enumerate(rng.standard_normal((300, 2)))]

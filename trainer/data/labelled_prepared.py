@@ -6,7 +6,8 @@ content-defining config than the run's. Examples are read by id: example k of a 
 is row `order[k]` (or row k), whose ids are `tokens[offsets[row]:offsets[row + 1]]`,
 each read with `os.pread` (trainer/data/prepared.py, `FileShard`), so a run holds the
 rows it reads, not the corpus. Reading happens in one `tf.numpy_function` per replica
-batch, as for character windows.
+batch, as for character windows. A split whose arrays fit `prepared.IN_MEMORY_BYTES` is
+read once and gathered by TensorFlow ops instead (`_in_graph`, the same examples).
 """
 
 from __future__ import annotations
@@ -85,16 +86,47 @@ def open_rows(d, seed: int) -> PreparedRows:
 
 def examples(rows: Rows, length: int) -> sampling.Examples:
     """The split's rows as examples by id: `(ids [length], label)`."""
-    return sampling.Examples(len(rows), lambda k: _gather(rows, k, length))
+    return sampling.Examples(len(rows), _gather_fn(rows, length))
 
 
 def dataset(rows: Rows, length: int, batch: int = 256) -> tf.data.Dataset:
     """Unbatched `(ids, label)` examples 0..n-1 in order (the eval split's order)."""
-    return tf.data.Dataset.range(len(rows)).batch(batch).map(
-        lambda k: _gather(rows, k, length)).unbatch()
+    return tf.data.Dataset.range(len(rows)).batch(batch).map(_gather_fn(rows, length)).unbatch()
 
 
-def _gather(rows: Rows, k, length: int):
-    ids, labels = tf.numpy_function(lambda k: rows.gather(k, length), [k],
-                                    [tf.int32, tf.int32], stateful=False)
-    return tf.ensure_shape(ids, [None, length]), tf.ensure_shape(labels, [None])
+def _gather_fn(rows: Rows, length: int):
+    """Example ids -> (ids, labels): in-graph from the arrays read into memory when they
+    fit `prepared.IN_MEMORY_BYTES`, else a `pread` per row on the host."""
+    arrays = [rows.tokens, rows.offsets, rows.labels, *([rows.order] if rows.order else [])]
+    if sum(a.nbytes for a in arrays) <= prepared.IN_MEMORY_BYTES:
+        return _in_graph(rows, length)
+
+    def gather(k):
+        ids, labels = tf.numpy_function(lambda k: rows.gather(k, length), [k],
+                                        [tf.int32, tf.int32], stateful=False)
+        return tf.ensure_shape(ids, [None, length]), tf.ensure_shape(labels, [None])
+
+    return gather
+
+
+def _in_graph(rows: Rows, length: int):
+    """`Rows.gather` as TensorFlow ops on the split's arrays (one copy in memory)."""
+    def whole(stream):
+        return stream.read(0, len(stream)).astype(np.int64)
+
+    # One 0 past the tokens: where a row is shorter than `length` (the padding).
+    tokens = tf.constant(np.append(whole(rows.tokens), 0).astype(np.int32))
+    pad = len(rows.tokens)
+    offsets, labels = tf.constant(whole(rows.offsets)), tf.constant(
+        whole(rows.labels).astype(np.int32))
+    order = tf.constant(whole(rows.order)) if rows.order is not None else None
+    positions = tf.range(length, dtype=tf.int64)
+
+    def gather(k):
+        r = tf.gather(order, k) if order is not None else tf.cast(k, tf.int64)
+        start, stop = tf.gather(offsets, r), tf.gather(offsets, r + 1)
+        index = start[:, None] + positions
+        index = tf.where(index < stop[:, None], index, pad)
+        return tf.gather(tokens, index), tf.gather(labels, r)
+
+    return gather

@@ -162,6 +162,15 @@ class FileShard:
             self.fd = -1
 
 
+# A run reads the arrays it trains on into memory when together they take at most this
+# many bytes, and cuts examples from them with in-graph gathers, as the in-memory path
+# does; larger ones are read in place, a `pread` per example. Small data sets are the
+# common case, and for a small model the per-example reads cost a quarter of the step's
+# CPU (forecasting's default model: docs/benchmarks.md, the multi-worker section).
+# Well below the +100 MB that training on a large prepared corpus may add to its peak RSS.
+IN_MEMORY_BYTES = 32 << 20
+
+
 class TokenStream:
     """One split's tokens: the concatenation of its shards (`FileShard`s, or arrays)."""
 
@@ -173,6 +182,10 @@ class TokenStream:
 
     def __len__(self) -> int:
         return int(self.ends[-1]) if len(self.ends) else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s) * s.dtype.itemsize for s in self.shards)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Tokens start..stop-1 (a copy), across shard boundaries."""

@@ -5,7 +5,8 @@ values and statistics) and refuses one prepared from another file or with anothe
 content-defining config than the run's. Windows are read by id: window k of rows
 `[base, ...)` is rows `base + k*stride ..` + window + horizon, one `os.pread` per window
 (`prepared.TokenStream.read`), inside one `tf.numpy_function` per replica batch, as
-for character windows.
+for character windows; rows that fit `prepared.IN_MEMORY_BYTES` are read once and cut
+by the in-memory path's own gather (`timeseries.window_examples`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def open_series(d) -> PreparedSeries:
 
 def window_examples(series: PreparedSeries, base: int, stop: int, window: int, horizon: int,
                     stride: int = 1) -> sampling.Examples:
-    """Windows of rows `[base, stop)` as `timeseries.window_examples` cuts them."""
+    """Windows of rows `[base, stop)` as `timeseries.window_examples` cuts them (by that
+    function, from the rows read into memory, when they fit `prepared.IN_MEMORY_BYTES`)."""
+    if _fits(series, base, stop):
+        return timeseries.window_examples(series.rows(base, stop), window, horizon,
+                                          series.target_index, stride)
     n = timeseries.num_windows(stop - base, window, horizon, stride)
     return sampling.Examples(n, lambda k: _gather(series, base + k * stride, window, horizon))
 
@@ -76,9 +81,16 @@ def window_examples(series: PreparedSeries, base: int, stop: int, window: int, h
 def window_dataset(series: PreparedSeries, base: int, stop: int, window: int, horizon: int,
                    stride: int = 1, chunk: int = 256) -> tf.data.Dataset:
     """Every window of rows `[base, stop)` in order, as `timeseries.window_dataset`."""
+    if _fits(series, base, stop):
+        return timeseries.window_dataset(series.rows(base, stop), window, horizon,
+                                          series.target_index, stride)
     n = timeseries.num_windows(stop - base, window, horizon, stride)
     return (tf.data.Dataset.range(n).batch(chunk)
             .map(lambda k: _gather(series, base + k * stride, window, horizon)).unbatch())
+
+
+def _fits(series: PreparedSeries, base: int, stop: int) -> bool:
+    return (stop - base) * len(series.columns) * 4 <= prepared.IN_MEMORY_BYTES
 
 
 def _gather(series: PreparedSeries, starts, window: int, horizon: int):
