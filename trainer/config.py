@@ -111,8 +111,9 @@ def prepare_mode_field():
     return field(
         "auto", "auto: with data.prepared_dir empty, `train` prepares the data into "
         "MODEL_DIR/data/<content key>/ (reused while the sources and the content-defining "
-        "data keys are unchanged) and trains from it; off: read the source into memory at "
-        "every start. Both train on the same examples.", resume_ok=True, parse=_prepare_mode)
+        "data keys are unchanged) and trains from it (data generated at every start, such as "
+        "the synthetic series, is not prepared); off: read the source into memory at every "
+        "start. Both train on the same examples.", resume_ok=True, parse=_prepare_mode)
 
 
 def _step_window(value, path: str) -> tuple:

@@ -104,14 +104,14 @@ def _build(config, run_dir: RunDir, cluster, previous) -> Run:
 
 def _lease(run_dir: RunDir, config):
     """The writer lease, taken before anything is written (a new local dir is made for it)."""
-    created = not storage.is_remote(run_dir.model_dir) and not os.path.exists(run_dir.model_dir)
+    created = _missing_dirs(run_dir.model_dir)
     if created:
         os.makedirs(run_dir.model_dir)
     lease = run_dir.lease(config.runtime.lease_timeout_secs)
     try:
         lease.acquire()
     except BaseException:
-        _remove_if_empty(run_dir.model_dir, created)
+        _remove_if_empty(created)
         raise
 
     @contextlib.contextmanager
@@ -120,14 +120,28 @@ def _lease(run_dir: RunDir, config):
             yield lease
         finally:
             lease.release()
-            _remove_if_empty(run_dir.model_dir, created)
+            _remove_if_empty(created)
     return holding()
 
 
-def _remove_if_empty(path: str, created: bool) -> None:
-    """A failed start leaves no trace: remove the dir it made for its lease."""
-    if created and os.path.isdir(path) and not os.listdir(path):
-        os.rmdir(path)
+def _missing_dirs(model_dir: str) -> list[str]:
+    """The local model dir and those of its parents that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(model_dir)
+    if storage.is_remote(model_dir):
+        return missing
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_if_empty(created: list[str]) -> None:
+    """A failed start leaves no trace: remove the dirs it made for its lease (the model
+    dir, and parents such as `runs/` of `runs/new`), each only while it is empty."""
+    for made in created:
+        if not (os.path.isdir(made) and not os.listdir(made)):
+            return
+        os.rmdir(made)
 
 
 def _restore(run: Run, previous) -> str | None:
