@@ -36,6 +36,7 @@ import numpy as np
 from trainer import storage
 from trainer.data import prepared, prepared_writer, table_stream, text as text_data
 from trainer.data.prepared_writer import Progress, changed_error, recorded_config
+from trainer.data.token_counts import SpillingCounter
 from trainer.errors import DataError
 
 TASK = "text_classification"
@@ -55,13 +56,11 @@ def words(text: str) -> list[bytes]:
     return text.encode("utf-8").lower().translate(None, _PUNCTUATION).split()
 
 
-def fit_vocabulary(counts: Counter, max_tokens: int) -> list[str]:
+def fit_vocabulary(counts: SpillingCounter, max_tokens: int) -> list[str]:
     """IndexLookup.finalize_state's rule: by count, most frequent first, ties broken by
     the token's bytes in descending order; the mask and OOV tokens first."""
-    counts.pop(MASK.encode(), None)
-    counts.pop(OOV.encode(), None)
-    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-    return [MASK, OOV] + [t.decode("utf-8") for t, _ in ranked[:max_tokens - 2]]
+    ranked = counts.top(max_tokens - 2, exclude=(MASK.encode(), OOV.encode()))
+    return [MASK, OOV] + [t.decode("utf-8") for t, _ in ranked]
 
 
 def describe(d) -> dict:
@@ -197,20 +196,25 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
         del order, before
 
     # Pass 2: tokenize, count training tokens and labels, tokens per split.
-    counts, labels = Counter(), {"train": Counter(), "eval": Counter()}
+    # The token counts spill to sorted temporary runs past a bound (token_counts.py):
+    # exact, in memory that does not grow with the corpus' distinct tokens.
+    counts = SpillingCounter()
+    labels = {"train": Counter(), "eval": Counter()}
     n_tokens = {"train": 0, "eval": 0}
     again = [hashlib.sha256() for _ in files]
     progress.start("pass 2/3 (fit the vocabulary on the training split)")
-    for i, (f, digest) in enumerate(zip(files, again)):
-        for r, (text, label) in enumerate(f.rows(_feed(digest, progress))):
-            split = _split(i, r, in_eval, files)
-            toks = words(text)
-            n_tokens[split] += len(toks)
-            labels[split][label] += 1
-            if split == "train":
-                counts.update(toks)
-    if [h.hexdigest() for h in again] != [s["sha256"] for s in sources]:
-        raise changed_error([f.path for f in files])
+    with counts:
+        for i, (f, digest) in enumerate(zip(files, again)):
+            for r, (text, label) in enumerate(f.rows(_feed(digest, progress))):
+                split = _split(i, r, in_eval, files)
+                toks = words(text)
+                n_tokens[split] += len(toks)
+                labels[split][label] += 1
+                if split == "train":
+                    counts.update(toks)
+        if [h.hexdigest() for h in again] != [s["sha256"] for s in sources]:
+            raise changed_error([f.path for f in files])
+        vocab = fit_vocabulary(counts, d.vocab_size)
     class_names = sorted(labels["train"], key=text_data.label_sort_key)
     if len(class_names) < 2:
         raise DataError(
@@ -221,8 +225,6 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
         raise DataError(
             f"the eval split has labels not seen in training: {unknown[:5]}. "
             "Make sure every class appears in the training data.")
-    vocab = fit_vocabulary(counts, d.vocab_size)
-    del counts
     index = {t.encode("utf-8"): i for i, t in enumerate(vocab)}
     label_id = {name: i for i, name in enumerate(class_names)}
 
