@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment
-from trainer.data import chars, prepare_chars, prepared
+from trainer.data import chars, prepare_chars, prepare_labelled, prepared
 from trainer.errors import DataError
 
 SMALL = ["--set", "data.seq_len=16", "--set", "model.units=8", "--set", "model.embedding_dim=8",
@@ -243,3 +243,28 @@ def test_a_source_changed_during_preparation_leaves_nothing(tmp_path):
         prepare_chars.prepare(cfg.data, str(tmp_path / "out"), progress_mb=0.001,
                               log=append_during_pass_2)
     assert sorted(os.listdir(tmp_path)) == ["corpus.txt"]  # no out dir, no temp dir
+
+
+def test_a_labelled_source_rewritten_before_the_last_pass_is_the_changed_source_error(
+        tmp_path):
+    """Same rows, longer texts: the writer is handed more tokens than passes 1-2 counted,
+    which is reported as the source having changed (not as the writer's own count)."""
+    rows = ["text,label"] + [f"row {i} text,{'ab'[i % 2]}" for i in range(300)]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
+    cfg = experiment.load("text_classification", None,
+                          [f"data.train_path={tmp_path}/reviews.csv"])
+
+    pass_2 = []
+
+    def replace_after_pass_2(line):  # its last progress line: pass 2 has read the file
+        pass_2.append("pass 2/3" in line)
+        if sum(pass_2) == 2:
+            longer = [r.replace(" text,", " much longer text,") for r in rows]
+            (tmp_path / "new.csv").write_text("\n".join(longer) + "\n")
+            os.replace(tmp_path / "new.csv", tmp_path / "reviews.csv")
+
+    with pytest.raises(DataError, match="changed while it was being prepared"):
+        prepare_labelled.prepare(cfg.data, str(tmp_path / "out"), progress_mb=0.001, seed=0,
+                                 log=replace_after_pass_2)
+    assert sum(pass_2) == 2
+    assert sorted(os.listdir(tmp_path)) == ["reviews.csv"]

@@ -271,7 +271,7 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
                       "skipped": [f.skipped for f in files], "eval_oov": eval_oov},
         }, json.dumps({"tokens": vocab, "labels": class_names}, ensure_ascii=False) + "\n")
     except BaseException as e:
-        raise writer.failed(e) from None
+        raise writer.failed(e, [f.path for f in files]) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
 

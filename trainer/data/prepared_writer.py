@@ -88,8 +88,8 @@ class Writer:
             written = sum(s["tokens"] for s in self.shards[split])
             n = min(self.limits[split], self.counts[split] - written)
             if n <= 0:
-                raise ValueError(f"more tokens than the {self.counts[split]} declared for "
-                                 f"split {split!r}")
+                raise CountMismatch(f"more tokens than the {self.counts[split]} declared for "
+                                    f"split {split!r}")
             name = f"{split}-{index:05d}.npy"
             f = open(os.path.join(self.tmp, name), "wb")
             header = _npy_header(self.dtypes[split], n)
@@ -118,7 +118,7 @@ class Writer:
         for split, n in self.counts.items():
             written = sum(s["tokens"] for s in self.shards[split])
             if split in self._open or written != n:
-                raise ValueError(f"split {split!r}: {written} tokens written, {n} declared")
+                raise CountMismatch(f"split {split!r}: {written} tokens written, {n} declared")
         texts = {VOCAB: vocab_text} if vocab_text is not None else {}
         for name, text in {**texts, **(files or {})}.items():
             with open(os.path.join(self.tmp, name), "w", encoding="utf-8") as f:
@@ -153,10 +153,13 @@ class Writer:
             return existing
         return manifest
 
-    def failed(self, e: BaseException) -> BaseException:
+    def failed(self, e: BaseException, sources: list[str] = ()) -> BaseException:
         """Removes the temporary directory after `e` and returns what to raise: a disk
-        full or unwritable --out becomes a UserError naming it."""
+        full or unwritable --out becomes a UserError naming it; other counts than an
+        earlier pass of `sources` made, the "source changed" error naming them."""
         self.abort()
+        if isinstance(e, CountMismatch) and sources:
+            return changed_error(list(sources))
         if isinstance(e, OSError) and storage.is_disk_error(e):
             return UserError(
                 f"cannot write the prepared dataset for --out {self.out_dir!r}: "
@@ -291,6 +294,11 @@ class Progress:
             secs = max(time.perf_counter() - self.started, 1e-9)
             self.log(f"prepare: {self.label}: {self.done / 2**20:.0f} of "
                      f"{self.total / 2**20:.0f} MB ({self.done / 2**20 / secs:.1f} MB/s)")
+
+
+class CountMismatch(ValueError):
+    """More or fewer elements written than declared: the source changed between passes
+    (or a preparer's own bug, when it has no source to blame)."""
 
 
 def changed_error(files: list[str]) -> DataError:
