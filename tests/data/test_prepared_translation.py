@@ -1,0 +1,199 @@
+"""`seqtrain prepare` and implicit preparation for translation
+(trainer/data/prepare_parallel.py, parallel_prepared.py).
+
+As for the other tasks (tests/data/test_prepared_tasks.py): a run from the prepared
+directory trains on exactly the examples of a run from the corpus, so the checkpoints
+are bitwise equal (Mirrored on 2 logical CPUs, each replica reading its own slice).
+In-process checks compare every training example, the eval split, the references and
+the assets with the in-memory path on real-format corpora.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TINY
+from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
+from trainer import experiment, registry
+from trainer.data import prepare_parallel
+
+WORDS = ["Tom", "isn't", "«très»", "naïve", "Straße", '"quoted', 'say "hi"', "it's", "ÉTÉ",
+         "été", "dog.", "(ok)", "¿qué?", "x\u00a0y", "日本語", "the", "a-b", "[UNK]"]
+SMALL = ["--set", "model.embedding_dim=8", "--set", "train.steps=4"]
+
+
+def _tatoeba(path, n, seed=0, crlf=False):
+    """A header-less Tatoeba/ManyThings-like file: source, target, then an attribution
+    column; repeated sources (several translations), quotes inside texts, CRLF and a
+    byte-order mark when `crlf`."""
+    rng = random.Random(seed)
+    sources = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
+               for _ in range(n // 2)]
+    lines = []
+    for i in range(n):
+        target = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8)))
+        lines.append(f"{rng.choice(sources)}\t{target}\tCC-BY 2.0 (France) Attribution: "
+                     f"tatoeba.org #{i} (CK) & #{i + 7} (Aiji)")
+    nl = "\r\n" if crlf else "\n"
+    path.write_text("\ufeff" * crlf + nl.join(lines) + nl, encoding="utf-8", newline="")
+
+
+def _task(overrides):
+    task = registry.get("translation")(experiment.load("translation", None, overrides))
+    task.prepare()
+    return task
+
+
+def _data_files(run_dir):
+    root = run_dir / "data"
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", ["word_reverse_limit", "eval_file", "toy_numbers"])
+def test_examples_equal_in_memory(tmp_path, case):
+    """Every training example, the eval split, references, samples, assets and the
+    dropped counts equal the in-memory path's (shards of a few hundred bytes)."""
+    if case == "toy_numbers":
+        over = ["data.source=toy", "data.toy=numbers", "data.toy_size=400", "runtime.seed=9"]
+    else:
+        _tatoeba(tmp_path / "train.tsv", 400, seed=1, crlf=True)
+        over = [f"data.path={tmp_path}/train.tsv", "data.max_target_length=30"]
+        if case == "eval_file":
+            _tatoeba(tmp_path / "eval.tsv", 60, seed=2)
+            over += [f"data.eval_path={tmp_path}/eval.tsv", "data.lowercase=true"]
+        else:
+            over += ["data.tokenize=word", "data.reverse=true", "data.max_pairs=300",
+                     "data.max_source_length=6", "data.min_count=2", "runtime.seed=3"]
+    cfg = experiment.load("translation", None, over)
+    prepare_parallel.prepare(cfg.data, str(tmp_path / "prep"), shard_mb=0.0005,
+                             seed=cfg.runtime.seed, log=lambda m: None)
+    a, b = _task(over), _task([*over, f"data.prepared_dir={tmp_path}/prep"])
+    assert a.assets() == b.assets() and a.dropped == b.dropped
+    if case == "word_reverse_limit":
+        assert a.dropped["train"] > 0
+    ea, eb = a.train_examples(), b.train_examples()
+    assert ea.count == eb.count
+    ids = tf.random.shuffle(tf.range(ea.count, dtype=tf.int64), seed=1)
+    for x, y in zip(tf.nest.flatten(ea.gather(ids)), tf.nest.flatten(eb.gather(ids))):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x.numpy(), y.numpy())
+    want, got = (list(t.dataset("eval").as_numpy_iterator()) for t in (a, b))
+    assert len(got) == len(want) > 0
+    for p, q in zip(want, got):
+        for x, y in zip(tf.nest.flatten(p), tf.nest.flatten(q)):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+    assert a._references(10**6) == b._references(10**6)
+    assert np.array_equal(a._eval_sources(0), b._eval_sources(0))
+    assert np.array_equal(a._eval_sources(5), b._eval_sources(5))
+    assert a.eval_sources[:8] == b.eval_sources[:8]
+    ra, rb = a.data_report(), b.data_report()
+    assert ra["lines"][-2:] == rb["lines"][-2:] and ra["train"] == rb["train"]
+
+
+def test_prepare_cli_and_train_bitwise_equal_then_translate(tmp_path):
+    _tatoeba(tmp_path / "fra.txt", 300, crlf=True)
+    data = ["--set", "data.path=fra.txt", "--set", "data.max_target_length=30"]
+    out = seqtrain("prepare", "--task", "translation", *data, "--shard-mb", "0.001",
+                   "--out", "prep/fra", cwd=tmp_path)
+    assert "prepared translation into" in out.stdout, out.stdout
+    m = json.loads((tmp_path / "prep" / "fra" / "manifest.json").read_text())
+    assert m["data_config"]["split_seed"] == 42 and m["stats"]["dropped"]["train"] > 0
+    assert m["sources"][0]["read"] == ("read fra.txt: 300 pairs as tsv (source<TAB>target, "
+                                       "no quoting)")
+    assert len(m["splits"]["train.target"]["shards"]) > 3  # pairs straddle shards
+    rows = m["stats"]["rows"]
+    assert f"rows        : train {rows['train']}, eval {rows['eval']}" in out.stdout
+    again = seqtrain("prepare", "--task", "translation", *data, "--out", "prep/fra",
+                     cwd=tmp_path)
+    assert again.stdout.startswith("reused:")
+
+    args = ["train", "--task", "translation", *TINY, *MIRRORED, *SMALL, *data]
+    seqtrain(*args, "--set", "data.prepare=off", "--model-dir", "direct", cwd=tmp_path)
+    run = seqtrain(*args, "--set", "data.prepared_dir=prep/fra", "--model-dir", "prep_run",
+                   cwd=tmp_path)
+    assert "read prepared dataset prep/fra" in run.stdout, run.stdout
+    assert not (tmp_path / "direct" / "data").exists()
+    assert_checkpoints_equal(ckpt(tmp_path / "direct", 4), ckpt(tmp_path / "prep_run", 4))
+    metrics = [json.loads((tmp_path / r / "metrics.json").read_text())["metrics"]
+               for r in ("direct", "prep_run")]
+    assert metrics[0] == metrics[1] and "bleu" in metrics[0]
+    vocab = "assets/translation_vocab.json"
+    assert (tmp_path / "direct" / vocab).read_text() == (tmp_path / "prep_run" / vocab).read_text()
+
+    # The export of the prepared run serves (its vocabulary came from the prepared dir).
+    texts = ["Tom «très» naïve", 'say "hi" 日本語']
+    said = [seqtrain("translate", "--model-dir", r, *texts, cwd=tmp_path).stdout
+            for r in ("direct", "prep_run")]
+    assert said[0] == said[1] and said[0].splitlines()[0].split("\t")[0] == texts[0]
+
+
+def test_implicit_prepare_of_the_toy_corpus_then_a_resume_reuses_it(tmp_path):
+    """data.prepare=auto on the toy corpus: the run equals the in-memory run bit for bit,
+    and the resume finds MODEL_DIR/data/<key>/ and rewrites nothing."""
+    toy = [*TINY, *SMALL, "--set", "data.toy_size=300"]
+    seqtrain("train", "--task", "translation", *toy, "--set", "data.prepare=off",
+             "--model-dir", "memory", cwd=tmp_path)
+    first = seqtrain("train", "--task", "translation", *toy, "--model-dir", "run", cwd=tmp_path)
+    [key_dir] = os.listdir(tmp_path / "run" / "data")
+    manifest = json.loads((tmp_path / "run" / "data" / key_dir / "manifest.json").read_text())
+    assert key_dir == manifest["content_key"][:16]
+    assert manifest["data_config"]["toy_size"] == 300 and manifest["source"] == {"kind": "toy"}
+    where = os.path.join("run", "data", key_dir)
+    assert f"into {where}" in first.stdout and f"read prepared dataset {where}" in first.stdout
+    assert_checkpoints_equal(ckpt(tmp_path / "memory", 4), ckpt(tmp_path / "run", 4))
+
+    before = _data_files(tmp_path / "run")
+    resumed = seqtrain("train", "--task", "translation", *toy, "--set", "train.steps=6",
+                       "--model-dir", "run", cwd=tmp_path)
+    assert f"prepared data: reused {where}" in resumed.stdout, resumed.stdout
+    assert "resumed from" in resumed.stdout
+    assert _data_files(tmp_path / "run") == before
+    assert json.loads((tmp_path / "run" / "runtime.json").read_text())["prepared"]["reused"]
+
+
+BAD_LINES = [("no tab here", "line 4 has no tab"), ("\t", "line 4 is empty"),
+             ("x\t ", "line 4 has an empty target (2nd column)")]
+GOOD = ["Hi.\tSalut !", 'He said "no".\tIl a dit « non ».', "Run!\tCours !"]
+
+
+def test_a_bad_corpus_is_exit_2_and_leaves_the_model_dir_as_it_was(tmp_path):
+    for line, expect in BAD_LINES:
+        (tmp_path / "bad.tsv").write_text("\n".join(GOOD + [line] + GOOD) + "\n",
+                                          encoding="utf-8")
+        user_error("prepare", "--task", "translation", "--set", "data.path=bad.tsv", "--out",
+                   "prep", cwd=tmp_path, expect=(f"parallel corpus 'bad.tsv' {expect}",))
+        assert not (tmp_path / "prep").exists()
+    user_error("prepare", "--task", "translation", "--set", "data.path=missing.tsv", "--out",
+               "prep", cwd=tmp_path, expect=("parallel corpus 'missing.tsv' does not exist",
+                                             "data.source=toy"))
+    user_error("train", "--task", "translation", *TINY, "--set", "data.path=bad.tsv",
+               "--model-dir", "runs/new", cwd=tmp_path, model_dir="runs/new",
+               expect=(expect,))
+    # An existing run whose corpus went bad: refused, its directory untouched.
+    (tmp_path / "ok.tsv").write_text("\n".join(GOOD * 4) + "\n", encoding="utf-8")
+    seqtrain("train", "--task", "translation", *TINY, "--set", "train.steps=2",
+             "--set", "data.path=ok.tsv", "--model-dir", "run", cwd=tmp_path)
+    (tmp_path / "ok.tsv").write_bytes((tmp_path / "bad.tsv").read_bytes())
+    user_error("train", "--task", "translation", *TINY, "--set", "train.steps=4",
+               "--set", "data.path=ok.tsv", "--model-dir", "run", cwd=tmp_path,
+               model_dir="run", expect=(f"parallel corpus 'ok.tsv' {expect}",))
+
+
+def test_mismatched_prepared_dir_is_refused(tmp_path):
+    _tatoeba(tmp_path / "fra.txt", 60)
+    seqtrain("prepare", "--task", "translation", "--set", "data.path=fra.txt", "--out", "prep",
+             cwd=tmp_path)
+    train = ["train", "--task", "translation", *TINY, "--set", "data.path=fra.txt",
+             "--set", "data.prepared_dir=prep", "--model-dir", "run"]
+    user_error(*train, "--set", "data.tokenize=word", cwd=tmp_path, model_dir="run",
+               expect=("data.prepared_dir='prep' does not match this run's config",
+                       "data.tokenize='word' (prepared with 'char')", "NEW_DIR"))
+    user_error(*train, "--set", "runtime.seed=7", cwd=tmp_path, model_dir="run",
+               expect=("runtime.seed=7 (prepared with 42)",))
