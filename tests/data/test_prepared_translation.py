@@ -10,6 +10,7 @@ the assets with the in-memory path on real-format corpora.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,7 +22,8 @@ import tensorflow as tf
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment, registry
-from trainer.data import prepare_parallel
+from trainer.data import parallel, prepare_parallel
+from trainer.errors import DataError
 
 WORDS = ["Tom", "isn't", "«très»", "naïve", "Straße", '"quoted', 'say "hi"', "it's", "ÉTÉ",
          "été", "dog.", "(ok)", "¿qué?", "x\u00a0y", "日本語", "the", "a-b", "[UNK]"]
@@ -95,6 +97,47 @@ def test_examples_equal_in_memory(tmp_path, case):
     assert a.eval_sources[:8] == b.eval_sources[:8]
     ra, rb = a.data_report(), b.data_report()
     assert ra["lines"][-2:] == rb["lines"][-2:] and ra["train"] == rb["train"]
+
+
+TRICKY = {  # name: (file bytes, data config changes)
+    "bom_crlf_extra_columns": ("\ufeffHi.\tSalut !\tCC-BY\r\nJe dis « oui ».\tI say \"yes\".\t\t"
+                               "x\r\n".encode(), {}),
+    "no_final_newline_reverse": ("日本語\tété\nñ\t\"q\" x\nx\ty\t\nz\ty".encode(), {"reverse": True}),
+    "limit_stops_before_a_bad_line": (b"a\tb\nc\td\nno tab\n", {"max_pairs": 2}),
+    "cr_and_u2028_inside_a_line": ("a\rb\tc\u2028d\ne\tf\r\r\n".encode(), {}),
+    "nbsp_only_line": ("a\tb\n\u00a0\nc\td\n".encode(), {}),
+    "blank_last_line": (b"a\tb\n\n", {}),
+    "whitespace_only": (b" \n\t\r\n", {}),
+    "long_line": (b"a\tb\n" + b"x\t" + b"y" * 40 + b"\nno tab\n", {"max_field_bytes": 30}),
+    "long_line_then_limit": (b"a\tb\n" + b"x\t" + b"y" * 40 + b"\n", {"max_field_bytes": 30,
+                                                                    "max_pairs": 1}),
+    "latin1": ("a\tb\ncaf\u00e9\tc\n".encode("latin-1"), {}),
+    "latin1_declared": ("a\tb\ncaf\u00e9\tc\n".encode("latin-1"), {"encoding": "latin-1"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY))
+def test_streamed_lines_read_as_read_tsv(tmp_path, name):
+    """The streaming reader gives `read_tsv`'s pairs, or its error, at every chunk size."""
+    raw, changes = TRICKY[name]
+    path = str(tmp_path / "c.tsv")
+    (tmp_path / "c.tsv").write_bytes(raw)
+    d = dataclasses.replace(experiment.load("translation", None, [f"data.path={path}"]).data,
+                            **changes)
+
+    def outcome(read):
+        try:
+            return read()
+        except DataError as e:
+            return f"DataError: {e}"
+
+    want = outcome(lambda: parallel.read_tsv(
+        path, reverse=d.reverse, limit=d.max_pairs, encoding=d.encoding,
+        max_field_bytes=d.max_field_bytes))
+    for chunk in (1, 2, 3, 5, 4096):
+        got = outcome(lambda: list(prepare_parallel._Tsv(
+            d, path, "data.path", d.max_pairs, chunk_bytes=chunk).pairs(lambda b: None)))
+        assert got == want, (chunk, got, want)
 
 
 def test_prepare_cli_and_train_bitwise_equal_then_translate(tmp_path):

@@ -87,8 +87,10 @@ def _where(path: str) -> str:
 class _Tsv:
     """One `source<TAB>target` file, read line by line as `parallel.read_tsv` reads it."""
 
-    def __init__(self, d, path: str, key: str, limit: int):
+    def __init__(self, d, path: str, key: str, limit: int,
+                 chunk_bytes: int = table_stream.CHUNK_BYTES):
         self.path, self.key, self.limit, self.d = path, key, limit, d
+        self.chunk_bytes = chunk_bytes
         name = f"parallel corpus {path!r}"
         if not storage.exists(path):
             raise DataError(
@@ -111,7 +113,7 @@ class _Tsv:
             on_bytes(data)
             seen["text"] = seen["text"] or bool(data.strip())
 
-        chunks = table_stream._decoded(self.path, d.encoding, feed, table_stream.CHUNK_BYTES)
+        chunks = table_stream._decoded(self.path, d.encoding, feed, self.chunk_bytes)
         error, n = None, 0
         for number, line in enumerate(_lines(chunks, d.max_field_bytes), start=1):
             if error is not None or (self.limit and n >= self.limit):

@@ -227,6 +227,13 @@ class TranslationTask(Task):
             return self.eval_references[:n]
         return self.prepared.references(n)
 
+    def preview_features(self, features) -> str:
+        """One pair as `source -> target` text (for `seqtrain data inspect`)."""
+        mode = self.config.data.tokenize
+        source = parallel.detokenize(self.source_vocab.decode(features["source"]), mode)
+        target = parallel.detokenize(self.target_vocab.decode(features["target_in"]), mode)
+        return f"{source} -> {target}"
+
     # ---- model ---------------------------------------------------------------
 
     def build_model(self) -> keras.Model:
