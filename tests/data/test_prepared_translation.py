@@ -153,6 +153,8 @@ def test_prepare_cli_and_train_bitwise_equal_then_translate(tmp_path):
     assert len(m["splits"]["train.target"]["shards"]) > 3  # pairs straddle shards
     rows = m["stats"]["rows"]
     assert f"rows        : train {rows['train']}, eval {rows['eval']}" in out.stdout
+    sizes = m["stats"]["vocab_sizes"]
+    assert f"vocabularies source {sizes['source']}, target {sizes['target']} ids" in out.stdout
     again = seqtrain("prepare", "--task", "translation", *data, "--out", "prep/fra",
                      cwd=tmp_path)
     assert again.stdout.startswith("reused:")
@@ -199,6 +201,12 @@ def test_implicit_prepare_of_the_toy_corpus_then_a_resume_reuses_it(tmp_path):
     assert "resumed from" in resumed.stdout
     assert _data_files(tmp_path / "run") == before
     assert json.loads((tmp_path / "run" / "runtime.json").read_text())["prepared"]["reused"]
+    # "What did step 2 train on?" reads the prepared pairs.
+    shown = seqtrain("data", "inspect", "--model-dir", "run", "--step", "2", "--preview", "2",
+                     cwd=tmp_path).stdout.splitlines()
+    assert shown[1].startswith("ids: ") and len(shown[1].split()) == 1 + 8
+    source, target = shown[2].split(": ", 1)[1].split(" -> ")
+    assert len(target) == 10 and target[4] == target[7] == "-", shown  # an ISO date
 
 
 BAD_LINES = [("no tab here", "line 4 has no tab"), ("\t", "line 4 is empty"),
