@@ -193,6 +193,10 @@ def test_implicit_prepare_of_the_toy_corpus_then_a_resume_reuses_it(tmp_path):
     where = os.path.join("run", "data", key_dir)
     assert f"into {where}" in first.stdout and f"read prepared dataset {where}" in first.stdout
     assert_checkpoints_equal(ckpt(tmp_path / "memory", 4), ckpt(tmp_path / "run", 4))
+    # `evaluate` reads the eval pairs the run prepared: the same numbers as from memory.
+    evaluated = [seqtrain("evaluate", "--model-dir", r, cwd=tmp_path).stdout.splitlines()[1:]
+                 for r in ("memory", "run")]
+    assert evaluated[0] == evaluated[1] and evaluated[0][0].startswith("  loss: "), evaluated
 
     before = _data_files(tmp_path / "run")
     resumed = seqtrain("train", "--task", "translation", *toy, "--set", "train.steps=6",
