@@ -16,8 +16,10 @@ carries over), side by side in that process and alternating which goes first:
 
 The ratio input / step is the headroom of the input pipeline (issue 13's target:
 >= 10x). text_generation reads from a prepared directory (`--prepared-dir`, or the
-bundled corpus prepared into a temporary one); the other tasks read their bundled
-data through the stateless sampler (their `train_examples`).
+bundled corpus prepared into a temporary one); the tasks named in `--prepared` read
+their default data prepared into a temporary directory (what `train` does with
+data.prepare=auto); the other tasks read it from memory, all through the stateless
+sampler (their `train_examples`).
 
 Example (figures in docs/prepared.md):
   python scripts/bench_input.py --repeats 3
@@ -106,6 +108,9 @@ def main() -> None:
                    help="A text_generation prepared dir (with --corpus, its source); default: "
                         "the bundled corpus prepared into a temporary directory.")
     p.add_argument("--corpus", default="", help="data.path the prepared dir was made from.")
+    p.add_argument("--prepared", default="",
+                   help="Comma-separated tasks (besides text_generation) whose default data is "
+                        "prepared into a temporary directory and read from there.")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
@@ -113,14 +118,20 @@ def main() -> None:
             overrides = []
             if task == "text_generation":
                 overrides = _prepared(args, tmp)
+            elif task in args.prepared.split(","):
+                out = os.path.join(tmp, f"prepared_{task}")
+                subprocess.run([sys.executable, "-m", "trainer.cli", "prepare", "--task", task,
+                                "--out", out], env=_env(), check=True, capture_output=True)
+                overrides = [f"data.prepared_dir={out}"]
             r = _child([task, overrides, args.repeats, args.input_steps, args.train_steps])
+            r["prepared"] = bool(overrides)
             rows.append(r)
             print(json.dumps(r), flush=True)
     print("\n| task | global batch | XLA | input ex/s per worker | step ex/s | input / step |")
     print("|---|---:|---|---:|---:|---:|")
     for r in rows:
         i, s = statistics.median(r["input"]), statistics.median(r["step"])
-        print(f"| {r['task']} | {r['batch']} | {'on' if r['xla'] else 'off'} | {i:,.0f} | "
+        print(f"| {r['task']}{' (prepared)' if r['prepared'] else ''} | {r['batch']} | {'on' if r['xla'] else 'off'} | {i:,.0f} | "
               f"{s:,.0f} | {i / s:.0f}x |")
 
 

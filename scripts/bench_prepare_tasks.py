@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Benchmarks `seqtrain prepare` for labelled lines (text_classification) and series
-(forecasting) on generated files: seconds, MB/s of source and peak RSS.
+"""Benchmarks `seqtrain prepare` for labelled lines (text_classification), series
+(forecasting) and parallel text (translation) on generated files: seconds, MB/s of
+source and peak RSS.
 
 Each measurement is a fresh process reporting its own peak RSS
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss` at exit), side by side in one run:
@@ -12,7 +13,13 @@ Each measurement is a fresh process reporting its own peak RSS
    every row in Python lists, a Keras TextVectorization adapted and applied), unless
    --no-baseline;
 3. `seqtrain prepare --task forecasting` of a CSV series (an ISO time column in order
-   and 3 value columns).
+   and 3 value columns);
+4. `seqtrain prepare --task translation` (data.tokenize=word) of a Tatoeba-like TSV
+   (`source<TAB>target<TAB>attribution`: sources of 3-10 words, each with 1-3
+   translations, words drawn Zipf-like from 20,000 per side), and the in-memory path
+   on it unless --no-baseline.
+
+--tasks picks some of them (default: all).
 
 With `--unique-per-line K` each labelled line also carries K tokens seen nowhere else
 (ids, names, typos: what makes a real corpus' distinct tokens grow with its size), and
@@ -60,7 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mb", type=float, default=20.0, help="Size of each file in MB (default 20).")
     p.add_argument("--work-dir", default="", help="Where to write (default: a temp dir, removed).")
-    p.add_argument("--no-baseline", action="store_true", help="Skip the in-memory path.")
+    p.add_argument("--no-baseline", action="store_true", help="Skip the in-memory paths.")
+    p.add_argument("--tasks", default="labelled,series,parallel",
+                   help="Comma-separated: labelled, series, parallel (default: all).")
     p.add_argument("--unique-per-line", type=int, default=0, metavar="K",
                    help="Tokens seen only once added to each labelled line (default 0).")
     args = p.parse_args()
@@ -75,18 +84,27 @@ def main() -> None:
 
 def run(args, work: str) -> None:
     nbytes = int(args.mb * 2**20)
-    labelled, series = os.path.join(work, "labelled.csv"), os.path.join(work, "series.csv")
-    rows = generate_labelled(labelled, nbytes, args.unique_per_line)
-    steps = generate_series(series, nbytes)
+    wanted = set(args.tasks.split(","))
+    files = {"labelled": os.path.join(work, "labelled.csv"),
+             "series": os.path.join(work, "series.csv"),
+             "parallel": os.path.join(work, "parallel.tsv")}
+    cases = {
+        "labelled": ("text_classification", [f"data.train_path={files['labelled']}"],
+                     lambda path, n: generate_labelled(path, n, args.unique_per_line)),
+        "series": ("forecasting", [f"data.path={files['series']}", "data.time_column=time"],
+                   generate_series),
+        "parallel": ("translation", [f"data.path={files['parallel']}", "data.tokenize=word"],
+                     generate_parallel)}
     results = {}
-    for name, task, data, count in (
-            ("labelled", "text_classification", [f"data.train_path={labelled}"], rows),
-            ("series", "forecasting", [f"data.path={series}", "data.time_column=time"], steps)):
+    for name, (task, data, generate) in cases.items():
+        if name not in wanted:
+            continue
+        count = generate(files[name], nbytes)
         out = os.path.join(work, f"prepared_{name}")
         shutil.rmtree(out, ignore_errors=True)
         sets = [a for kv in data for a in ("--set", kv)]
         r = child(_PREPARE, ["prepare", "--task", task, *sets, "--out", out], work)
-        mb = os.path.getsize(labelled if name == "labelled" else series) / 2**20
+        mb = os.path.getsize(files[name]) / 2**20
         results[name] = {"source_mb": round(mb, 1), "rows": count, "secs": round(r["secs"], 2),
                          "mb_per_s": round(mb / r["secs"], 1), "peak_rss_mb": r["peak"]}
         if name == "labelled" and args.unique_per_line:
@@ -94,10 +112,10 @@ def run(args, work: str) -> None:
             u = child(_UNBOUNDED, ["prepare", "--task", task, *sets, "--out", out], work)
             results["labelled_unbounded_counts"] = {"secs": round(u["secs"], 2),
                                                     "peak_rss_mb": u["peak"]}
-        if name == "labelled" and not args.no_baseline:
+        if name != "series" and not args.no_baseline:
             m = child(_IN_MEMORY, [task, *data], work)
-            results["labelled_in_memory"] = {"secs": round(m["secs"], 2),
-                                             "peak_rss_mb": m["peak"]}
+            results[f"{name}_in_memory"] = {"secs": round(m["secs"], 2),
+                                            "peak_rss_mb": m["peak"]}
     print(json.dumps(results, indent=2))
 
 
@@ -143,6 +161,32 @@ def generate_series(path: str, nbytes: int) -> int:
             written += len(block)
             steps += len(t)
     return steps
+
+
+def generate_parallel(path: str, nbytes: int) -> int:
+    rng = np.random.default_rng(2)
+    sides = [np.array([f"{p}{i}" for i in range(20_000)]) for p in ("s", "t")]
+    weights = 1.0 / np.arange(1, 20_001)
+    weights /= weights.sum()
+    written = pairs = 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < nbytes:
+            lengths = rng.integers(3, 11, (2000, 2))
+            words = [side[rng.choice(len(side), lengths[:, k].sum(), p=weights)]
+                     for k, side in enumerate(sides)]
+            texts = [[" ".join(w.tolist()) + "." for w in np.split(words[k],
+                                                                    np.cumsum(lengths[:, k])[:-1])]
+                     for k in range(2)]
+            lines = []
+            for i, (src, tgt) in enumerate(zip(*texts)):
+                for j in range(1 + i % 3):  # 1-3 translations of each source
+                    lines.append(f"{src}\t{tgt if not j else tgt[:-1] + '!'}\tCC-BY 2.0 "
+                                 f"(France) Attribution: tatoeba.org #{pairs + len(lines)}")
+            block = "\n".join(lines) + "\n"
+            f.write(block)
+            written += len(block)
+            pairs += len(lines)
+    return pairs
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (["prepare", "--task", "forecasting", "--out", "prepared"], 2),
     (["prepare", "--task", "forecasting", "--set", "data.source=bundled", "--out", "p"], 0),
     (["prepare", "--task", "text_classification", "--out", "p"], 0),
+    (["prepare", "--task", "translation", "--set", "data.toy_size=200", "--out", "p"], 0),
+    (["prepare", "--task", "translation", "--set", "data.path=corpus.txt", "--out", "p"], 2),
     (["prepare", "--task", "text_generation", "--set", "data.prepared_dir=p", "--out", "p"], 2),
     (["data", "inspect", "--model-dir", "runs/lr-a", "--step", "-1"], 2),
     (["data", "inspect", "--model-dir", "no-such-run", "--step", "3"], 2),

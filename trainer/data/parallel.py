@@ -17,14 +17,16 @@ import collections
 import dataclasses
 import datetime
 import re
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from trainer import storage
 from trainer.data import tables
 from trainer.errors import DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PAD, START, END, UNK = 0, 1, 2, 3
 SPECIALS = ("[PAD]", "[START]", "[END]", "[UNK]")
@@ -70,33 +72,51 @@ def read_tsv(path: str, *, reverse: bool = False, limit: int = 0, encoding: str 
         lines.pop()  # the newline that ends the last line
     pairs = []
     for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        if len(line) > max_field_bytes:
-            raise DataError(
-                f"parallel corpus {path!r} line {number} is {len(line)} characters long, over "
-                f"data.max_field_bytes={max_field_bytes}. Raise data.max_field_bytes if that is "
-                "right, or fix the line.")
-        if not line.strip():
-            raise DataError(
-                f"parallel corpus {path!r} line {number} is empty. Every line must be "
-                "'source<TAB>target'; delete blank lines."
-            )
-        columns = line.split("\t")
-        if len(columns) < 2:
-            raise DataError(
-                f"parallel corpus {path!r} line {number} has no tab: {line[:80]!r}. Every "
-                "line must be 'source<TAB>target' (further tab-separated columns are ignored)."
-            )
-        source, target = columns[0].strip(), columns[1].strip()
-        if not source or not target:
-            side = "source (1st column)" if not source else "target (2nd column)"
-            raise DataError(
-                f"parallel corpus {path!r} line {number} has an empty {side}: {line[:80]!r}."
-            )
-        pairs.append((target, source) if reverse else (source, target))
+        pairs.append(pair_of_line(path, number, line, reverse=reverse,
+                                  max_field_bytes=max_field_bytes))
         if limit and len(pairs) >= limit:
             break
     return pairs
+
+
+def pair_of_line(path: str, number: int, line: str, *, reverse: bool,
+                 max_field_bytes: int) -> tuple[str, str]:
+    """(source, target) of line `number` of a parallel corpus (without its "\n").
+
+    The one line parser of `read_tsv` and the streaming preparation
+    (trainer/data/prepare_parallel.py).
+
+    Raises:
+      DataError: a line too long, blank, without a tab or with an empty side.
+    """
+    line = line.rstrip("\r")
+    if len(line) > max_field_bytes:
+        raise too_long(path, number, len(line), max_field_bytes)
+    if not line.strip():
+        raise DataError(
+            f"parallel corpus {path!r} line {number} is empty. Every line must be "
+            "'source<TAB>target'; delete blank lines."
+        )
+    columns = line.split("\t")
+    if len(columns) < 2:
+        raise DataError(
+            f"parallel corpus {path!r} line {number} has no tab: {line[:80]!r}. Every "
+            "line must be 'source<TAB>target' (further tab-separated columns are ignored)."
+        )
+    source, target = columns[0].strip(), columns[1].strip()
+    if not source or not target:
+        side = "source (1st column)" if not source else "target (2nd column)"
+        raise DataError(
+            f"parallel corpus {path!r} line {number} has an empty {side}: {line[:80]!r}."
+        )
+    return (target, source) if reverse else (source, target)
+
+
+def too_long(path: str, number: int, length: int, max_field_bytes: int) -> DataError:
+    return DataError(
+        f"parallel corpus {path!r} line {number} is {length} characters long, over "
+        f"data.max_field_bytes={max_field_bytes}. Raise data.max_field_bytes if that is "
+        "right, or fix the line.")
 
 
 def split_pairs(
@@ -108,19 +128,31 @@ def split_pairs(
     never seen in training. Deterministic in `seed`; keeps file order within
     each side.
     """
-    sources = sorted({s for s, _ in pairs})
+    held = held_sources(collections.Counter(s for s, _ in pairs), len(pairs), eval_fraction,
+                        seed)
+    train = [p for p in pairs if p[0] not in held]
+    evals = [p for p in pairs if p[0] in held]
+    return train, evals
+
+
+def held_sources(count: collections.Counter, n_pairs: int, eval_fraction: float,
+                 seed: int) -> set[str]:
+    """The sources `split_pairs` holds out, from each distinct source's pair count.
+
+    The distinct sources in sorted order are drawn in a seeded permutation until their
+    pairs reach `max(1, round(eval_fraction * n_pairs))`. The streaming preparation
+    (trainer/data/prepare_parallel.py) counts the sources as it reads and calls this.
+    """
+    sources = sorted(count)
     order = np.random.default_rng(seed).permutation(len(sources))
-    wanted = max(1, round(eval_fraction * len(pairs)))
-    held, count = set(), collections.Counter(s for s, _ in pairs)
-    total = 0
+    wanted = max(1, round(eval_fraction * n_pairs))
+    held, total = set(), 0
     for i in order:
         if total >= wanted:
             break
         held.add(sources[i])
         total += count[sources[i]]
-    train = [p for p in pairs if p[0] not in held]
-    evals = [p for p in pairs if p[0] in held]
-    return train, evals
+    return held
 
 
 # ----------------------------------------------------------------------------
@@ -250,6 +282,8 @@ def detokenize(tokens: Iterable[str], mode: str) -> str:
 
 def tf_tokenize(texts: tf.Tensor, mode: str, lowercase: bool) -> tf.RaggedTensor:
     """TensorFlow twin of `tokenize` on a batch of strings -> ragged tokens."""
+    import tensorflow as tf  # here: the preparation (trainer/data/prepare_parallel.py) runs without it
+
     texts = tf.strings.regex_replace(texts, _WS, " ")
     texts = tf.strings.regex_replace(texts, "^ +| +$", "")
     if lowercase:
@@ -265,6 +299,8 @@ def tf_tokenize(texts: tf.Tensor, mode: str, lowercase: bool) -> tf.RaggedTensor
 
 def tf_detokenize(tokens: tf.RaggedTensor, mode: str) -> tf.Tensor:
     """TensorFlow twin of `detokenize` on a ragged batch of tokens -> strings."""
+    import tensorflow as tf
+
     if mode == "char":
         return tf.strings.reduce_join(tokens, axis=-1)
     text = tf.strings.reduce_join(tokens, axis=-1, separator=" ")
@@ -288,7 +324,12 @@ class Vocab:
 
     @classmethod
     def fit(cls, token_lists: Iterable[Sequence[str]], max_size: int, min_count: int) -> "Vocab":
-        counts = collections.Counter(t for tokens in token_lists for t in tokens)
+        return cls.from_counts(collections.Counter(t for tokens in token_lists for t in tokens),
+                               max_size, min_count)
+
+    @classmethod
+    def from_counts(cls, counts: collections.Counter, max_size: int, min_count: int) -> "Vocab":
+        """The vocabulary of token `counts` (the streaming preparation counts as it reads)."""
         ranked = sorted(
             (t for t, c in counts.items() if c >= min_count and t not in SPECIALS),
             key=lambda t: (-counts[t], t),

@@ -70,6 +70,8 @@ def _counts_line(m: dict, shards: int) -> str:
                 f"{splits['eval']['tokens']} ({m['dtype']}), {shards} shard(s); vocabulary "
                 f"{stats.get('vocab_size', '?')} ids")
     rows = stats.get("rows", {})
-    extra = (f"; vocabulary {stats['vocab_size']} ids" if "vocab_size" in stats else "")
+    extra = (f"; vocabulary {stats['vocab_size']} ids" if "vocab_size" in stats else
+             "; vocabularies " + ", ".join(f"{k} {v}" for k, v in stats["vocab_sizes"].items())
+             + " ids" if "vocab_sizes" in stats else "")  # translation: source and target
     return (f"  rows        : train {rows.get('train')}, eval {rows.get('eval')}, "
             f"{len(splits)} arrays in {shards} shard(s){extra}")

@@ -28,6 +28,7 @@ cache directory (verified on every open like a local shard) and read from there.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
@@ -179,9 +180,12 @@ class TokenStream:
         sizes = np.array([len(s) for s in shards], np.int64)
         self.ends = np.cumsum(sizes)
         self.begins = self.ends - sizes
+        # Python ints for `read`, called once or more per example: numpy's per-call cost
+        # on scalars (searchsorted, int()) was most of the time of a variable-length gather.
+        self._ends, self._begins = self.ends.tolist(), self.begins.tolist()
 
     def __len__(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
+        return self._ends[-1] if self._ends else 0
 
     @property
     def nbytes(self) -> int:
@@ -191,6 +195,10 @@ class TokenStream:
         """Tokens start..stop-1 (a copy), across shard boundaries."""
         if not 0 <= start <= stop <= len(self):
             raise IndexError(f"tokens {start}..{stop} outside 0..{len(self)}")
+        j = bisect.bisect_right(self._ends, start)
+        if start < stop <= self._ends[j]:  # within one shard (the common case)
+            begin = self._begins[j]
+            return np.array(_read(self.shards[j], start - begin, stop - begin))
         parts, pos = [], start
         while pos < stop:
             j = int(np.searchsorted(self.ends, pos, side="right"))

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import plots, registry
-from trainer.data import parallel, report as data_report, sampling
+from trainer.data import parallel, parallel_prepared, report as data_report, sampling
 from trainer.data.parallel import END, PAD
 from trainer.errors import DataError
 from trainer.serving.translator import DECODE_BATCH, Translator
@@ -45,6 +45,7 @@ WORD_LR = 1e-3
 @registry.register("translation")
 class TranslationTask(Task):
     xla_on_cpu = True
+    prepared: parallel_prepared.PreparedPairs | None = None  # data.prepared_dir, opened
 
     def __init__(self, config):
         super().__init__(config)
@@ -54,8 +55,12 @@ class TranslationTask(Task):
     # ---- data (host) ---------------------------------------------------------
 
     def prepare(self) -> None:
-        """Reads the pairs, drops over-long ones, fits both vocabularies on train."""
+        """Reads the pairs, drops over-long ones, fits both vocabularies on train (or
+        opens `data.prepared_dir`, where all of that was done)."""
         d = self.config.data
+        self.prepared = None
+        if d.prepared_dir:
+            return self._open_prepared()
         train_pairs, eval_pairs = self._read_splits()
         train = self._tokenize_and_filter(train_pairs, "train")
         evals = self._tokenize_and_filter(eval_pairs, "eval")
@@ -72,6 +77,38 @@ class TranslationTask(Task):
         }
         self.eval_references = [parallel.detokenize(t, d.tokenize) for _, t in evals]
         self.eval_sources = [parallel.detokenize(s, d.tokenize) for s, _ in evals]
+        src = self._arrays["eval"][0]["source"]
+        tokens = int(np.count_nonzero(src))
+        self._counts = {"train": len(train), "eval": len(evals), "source_tokens": tokens,
+                        "oov": int(np.count_nonzero(src == parallel.UNK))}
+
+    def _open_prepared(self) -> None:
+        """Pairs, vocabularies and lengths of `data.prepared_dir` (verified, read in place)."""
+        d = self.config.data
+        self.prepared = p = parallel_prepared.open_pairs(d, self.config.runtime.seed)
+        stats, ds = p.stats, p.dataset
+        self.source_vocab, self.target_vocab = p.source_vocab, p.target_vocab
+        self.source_length, self.target_length = stats["source_length"], stats["target_length"]
+        self.dropped = {s: stats["dropped"][s] for s in ("train", "eval")}
+        for split, n in self.dropped.items():
+            if n:
+                log.warning("translation: dropped %d of %d %s pairs longer than "
+                            "data.max_source_length=%d / data.max_target_length=%d tokens.",
+                            n, stats["pairs"][split], split, d.max_source_length,
+                            d.max_target_length)
+        self.eval_sources = list(stats["eval_samples"])
+        self._counts = {"train": stats["rows"]["train"], "eval": stats["rows"]["eval"],
+                        "source_tokens": stats["tokens"]["eval"]["source"],
+                        "oov": stats["eval_source_oov"]}
+        # How each source was read when it was prepared, then where it is read from now.
+        self._files = [{"prepared_dir": d.prepared_dir, "content_key": ds.content_key,
+                        "sources": ds.manifest["sources"],
+                        "verify_secs": round(ds.verify_secs, 3),
+                        "summary": "\n".join(
+                            [src["read"] for src in ds.manifest["sources"] if src.get("read")]
+                            + [f"read prepared dataset {d.prepared_dir} (content key "
+                               f"{ds.content_key[:16]}..., {ds.verified_bytes / 2**20:.1f} MB "
+                               f"verified in {ds.verify_secs:.2f} s)"])}]
 
     def _read_splits(self):
         d = self.config.data
@@ -103,12 +140,10 @@ class TranslationTask(Task):
         return pairs
 
     def data_report(self) -> dict:
-        d, t = self.config.data, self.config.train
-        n_train, n_eval = len(self._arrays["train"][1]), len(self._arrays["eval"][1])
-        src = self._arrays["eval"][0]["source"]
-        tokens = int(np.count_nonzero(src))
-        oov = float(np.count_nonzero(src == parallel.UNK) / tokens) if tokens else 0.0
-        lines = [f["summary"] for f in self._files] + [
+        d, t, c = self.config.data, self.config.train, self._counts
+        n_train, n_eval, tokens = c["train"], c["eval"], c["source_tokens"]
+        oov = c["oov"] / tokens if tokens else 0.0
+        lines = [line for f in self._files for line in f["summary"].split("\n")] + [
             f"train {n_train} pairs, eval {n_eval} pairs"
             + (f"; dropped as too long: {self.dropped}" if any(self.dropped.values()) else ""),
             f"{d.tokenize}-level vocabularies: source {len(self.source_vocab)}, target "
@@ -122,7 +157,8 @@ class TranslationTask(Task):
         epochs = data_report.epochs_warning(t.steps, t.batch_size, n_train, "pairs")
         if epochs:
             warnings.append(epochs)
-        return {"task": self.name, "source": "file" if d.path else "toy", "files": self._files,
+        source = "prepared" if self.prepared else "file" if d.path else "toy"
+        return {"task": self.name, "source": source, "files": self._files,
                 "train": {"pairs": n_train, "dropped": self.dropped.get("train", 0)},
                 "eval": {"pairs": n_eval, "dropped": self.dropped.get("eval", 0),
                          "source_oov_rate": oov, "source_tokens": tokens},
@@ -166,11 +202,37 @@ class TranslationTask(Task):
 
     def dataset(self, split: str) -> tf.data.Dataset:
         """Features {source [S], target_in [T+1]} and labels [T+1], int32, right-padded."""
+        if self.prepared:
+            return parallel_prepared.dataset(self.prepared.splits[split], self.source_length,
+                                             self.target_length)
         features, labels = self._arrays[split]
         return tf.data.Dataset.from_tensor_slices((features, labels))
 
     def train_examples(self) -> sampling.Examples:
+        if self.prepared:
+            return parallel_prepared.examples(self.prepared.splits["train"],
+                                              self.source_length, self.target_length)
         return sampling.tensor_examples(self._arrays["train"])
+
+    def _eval_sources(self, limit: int) -> np.ndarray:
+        """int32 [n, S]: the first `limit` eval sources (all with 0), padded."""
+        if not self.prepared:
+            return self._arrays["eval"][0]["source"][: limit or None]
+        pairs = self.prepared.splits["eval"]
+        n = min(limit or len(pairs), len(pairs))
+        return pairs.gather(np.arange(n), self.source_length, self.target_length)[0]
+
+    def _references(self, n: int) -> list[str]:
+        if not self.prepared:
+            return self.eval_references[:n]
+        return self.prepared.references(n)
+
+    def preview_features(self, features) -> str:
+        """One pair as `source -> target` text (for `seqtrain data inspect`)."""
+        mode = self.config.data.tokenize
+        source = parallel.detokenize(self.source_vocab.decode(features["source"]), mode)
+        target = parallel.detokenize(self.target_vocab.decode(features["target_in"]), mode)
+        return f"{source} -> {target}"
 
     # ---- model ---------------------------------------------------------------
 
@@ -208,11 +270,11 @@ class TranslationTask(Task):
         import sacrebleu
 
         limit = self.config.train.eval_batches * self.config.train.batch_size
-        sources = self._arrays["eval"][0]["source"][: limit or None]
+        sources = self._eval_sources(limit)
         ids, attention = self.decode_ids(model, sources)
         hyps = [parallel.detokenize(self.target_vocab.decode(row), self.config.data.tokenize)
                 for row in ids]
-        refs = self.eval_references[: len(hyps)]
+        refs = self._references(len(hyps))
         exact = float(np.mean([h == r for h, r in zip(hyps, refs)]))
         bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
         rows = ["| source | reference | greedy |", "|---|---|---|"] + [

@@ -10,7 +10,7 @@ from typing import Literal
 
 import click
 
-from trainer.config import field
+from trainer.config import field, prepare_mode_field
 from trainer.data import tables
 from trainer.errors import ConfigError
 from trainer.models.configs import Seq2SeqConfig
@@ -59,6 +59,13 @@ class TranslationData:
         8000, "Most tokens per vocabulary, 4 specials included; rarer ones map to [UNK].", min=5
     )
     min_count: int = field(1, "Tokens seen fewer times in training map to [UNK].", min=1)
+    prepared_dir: str = field(
+        "", "A prepared dataset (`seqtrain prepare --out DIR`, local or gs://) to train from "
+        "instead of reading the corpus: checksums verified at open, pairs read in place. Its "
+        "files (or toy corpus), reading, split, tokenization, length and vocabulary keys "
+        "(and runtime.seed, which draws the eval split and the toy corpus) must match this "
+        "config. Empty: read the corpus.", resume_ok=True)
+    prepare: Literal["auto", "off"] = prepare_mode_field()
 
     def validate(self, path: str) -> None:
         if not 0.0 < self.eval_fraction < 1.0:
@@ -110,4 +117,5 @@ SPEC = TaskSpec(
                          help="Also write the first input's attention weights as a heatmap."),
             inputs_argument("texts"),
         )),),
+    prepare="trainer.data.prepare_parallel:prepare",
 )
