@@ -22,7 +22,7 @@ import tensorflow as tf
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment, registry
-from trainer.data import parallel, prepare_parallel
+from trainer.data import parallel, prepare_parallel, prepared
 from trainer.errors import DataError
 
 WORDS = ["Tom", "isn't", "«très»", "naïve", "Straße", '"quoted', 'say "hi"', "it's", "ÉTÉ",
@@ -58,10 +58,15 @@ def _data_files(run_dir):
             for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.parametrize("read", ["arrays-in-memory", "pread-per-example"])
 @pytest.mark.parametrize("case", ["word_reverse_limit", "eval_file", "toy_numbers"])
-def test_examples_equal_in_memory(tmp_path, case):
+def test_examples_equal_in_memory(tmp_path, monkeypatch, case, read):
     """Every training example, the eval split, references, samples, assets and the
-    dropped counts equal the in-memory path's (shards of a few hundred bytes)."""
+    dropped counts equal the in-memory path's (shards of a few hundred bytes), whether
+    the run reads the prepared arrays into memory (a split within
+    prepared.IN_MEMORY_BYTES) or a pread per example (a larger one)."""
+    if read == "pread-per-example":
+        monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
     if case == "toy_numbers":
         over = ["data.source=toy", "data.toy=numbers", "data.toy_size=400", "runtime.seed=9"]
     else:

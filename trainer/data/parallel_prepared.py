@@ -7,7 +7,8 @@ the source ids `source[source_offsets[k]:source_offsets[k + 1]]`, the target ids
 likewise, each read with `os.pread` (trainer/data/prepared.py, `FileShard`), so a run
 holds the pairs it reads, not the corpus. They are padded as `parallel.encode_pairs`
 pads them (START + target in, target + END out), in one `tf.numpy_function` per
-replica batch.
+replica batch. A split whose arrays fit `prepared.IN_MEMORY_BYTES` is read once and
+gathered by TensorFlow ops instead (`_in_graph`, the same examples).
 """
 
 from __future__ import annotations
@@ -97,21 +98,59 @@ def open_pairs(d, seed: int) -> PreparedPairs:
 
 def examples(pairs: Pairs, source_length: int, target_length: int) -> sampling.Examples:
     """The split's pairs as examples by id: `({source, target_in}, labels)`."""
-    return sampling.Examples(len(pairs),
-                             lambda k: _gather(pairs, k, source_length, target_length))
+    return sampling.Examples(len(pairs), _gather_fn(pairs, source_length, target_length))
 
 
 def dataset(pairs: Pairs, source_length: int, target_length: int,
             batch: int = 256) -> tf.data.Dataset:
     """Unbatched examples 0..n-1 in order (the eval split's order)."""
     return tf.data.Dataset.range(len(pairs)).batch(batch).map(
-        lambda k: _gather(pairs, k, source_length, target_length)).unbatch()
+        _gather_fn(pairs, source_length, target_length)).unbatch()
 
 
-def _gather(pairs: Pairs, k, source_length: int, target_length: int):
-    source, target_in, labels = tf.numpy_function(
-        lambda k: pairs.gather(k, source_length, target_length), [k],
-        [tf.int32, tf.int32, tf.int32], stateful=False)
-    return ({"source": tf.ensure_shape(source, [None, source_length]),
-             "target_in": tf.ensure_shape(target_in, [None, target_length + 1])},
-            tf.ensure_shape(labels, [None, target_length + 1]))
+def _gather_fn(pairs: Pairs, source_length: int, target_length: int):
+    """Example ids -> examples: in-graph from the arrays read into memory when they fit
+    `prepared.IN_MEMORY_BYTES`, else `Pairs.gather` (a `pread` per row) on the host."""
+    arrays = (pairs.source, pairs.source_offsets, pairs.target, pairs.target_offsets)
+    if sum(a.nbytes for a in arrays) <= prepared.IN_MEMORY_BYTES:
+        return _in_graph(pairs, source_length, target_length)
+
+    def gather(k):
+        source, target_in, labels = tf.numpy_function(
+            lambda k: pairs.gather(k, source_length, target_length), [k],
+            [tf.int32, tf.int32, tf.int32], stateful=False)
+        return ({"source": tf.ensure_shape(source, [None, source_length]),
+                 "target_in": tf.ensure_shape(target_in, [None, target_length + 1])},
+                tf.ensure_shape(labels, [None, target_length + 1]))
+
+    return gather
+
+
+def _in_graph(pairs: Pairs, source_length: int, target_length: int):
+    """`Pairs.gather` as TensorFlow ops on the split's arrays (one copy in memory)."""
+    def ragged(tokens: prepared.TokenStream, offsets: prepared.TokenStream):
+        # One 0 past the tokens: where a row is shorter than the length asked (padding).
+        ids = np.append(tokens.read(0, len(tokens)).astype(np.int32), np.int32(0))
+        return (tf.constant(ids), tf.constant(offsets.read(0, len(offsets)).astype(np.int64)),
+                len(tokens))
+
+    source, target = ragged(pairs.source, pairs.source_offsets), ragged(
+        pairs.target, pairs.target_offsets)
+
+    def rows(arrays, k, length):
+        tokens, offsets, pad = arrays
+        start, stop = tf.gather(offsets, k), tf.gather(offsets, k + 1)
+        index = start[:, None] + tf.range(length, dtype=tf.int64)
+        return tf.gather(tokens, tf.where(index < stop[:, None], index, pad)), stop - start
+
+    def gather(k):
+        k = tf.cast(k, tf.int64)
+        src, _ = rows(source, k, source_length)
+        tgt, n = rows(target, k, target_length + 1)  # the ids, then 0s
+        at_end = tf.range(target_length + 1, dtype=tf.int64)[None, :] == n[:, None]
+        labels = tf.where(at_end, tf.constant(parallel.END, tf.int32), tgt)
+        start = tf.fill([tf.shape(k)[0], 1], tf.constant(parallel.START, tf.int32))
+        return ({"source": src, "target_in": tf.concat([start, tgt[:, :target_length]], 1)},
+                labels)
+
+    return gather
