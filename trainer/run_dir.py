@@ -52,6 +52,9 @@ _KEPT_ON_RESTART = ("profiles",)
 # Files a killed writer can leave behind: storage.write_text's "NAME.tmp-XXXXXXXX",
 # the trainer's "export.tmp-XXXXXXXX", TF's "ckpt-N_temp/" and log sync's temp copies.
 _LEFTOVER = re.compile(r"(\.tmp-[0-9a-f]{8}$|_temp$|\.logsync-tmp$)")
+# Under MODEL_DIR/data/: a prepared dataset (its content key's first 16 hex digits), or
+# the temporary dir of a preparation that was killed (trainer/data/prepared_writer.py).
+_PREPARED = re.compile(r"^([0-9a-f]{16}|\.[0-9a-f]{16}\.tmp-[0-9a-f]{8})$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +159,10 @@ class RunDir:
         if not storage.isdir(self.model_dir):
             raise UserError(f"--model-dir {self.model_dir} exists and is a file, not a directory.")
         if not storage.exists(self.file(CONFIG)):
-            if [n for n in storage.listdir(self.model_dir) if n != LEASE]:
+            # A start killed before it wrote config.yaml may have left its lease and the
+            # data it was preparing (data/<key>/, or a writer's temporary dir): still new.
+            if [n for n in storage.listdir(self.model_dir)
+                    if n != LEASE and not (n == DATA and self._only_prepared_data())]:
                 raise UserError(
                     f"--model-dir {self.model_dir} exists, is not empty and is not a seqtrain "
                     f"run (no {CONFIG}). Choose a new or empty directory.")
@@ -196,10 +202,14 @@ class RunDir:
     def lease(self, timeout: float) -> Lease:
         return Lease(self.file(LEASE), timeout=timeout)
 
+    def _only_prepared_data(self) -> bool:
+        """MODEL_DIR/data/ holds only what `train`'s implicit preparation writes there."""
+        return all(_PREPARED.match(n) for n in storage.listdir(self.data_dir))
+
     def remove_leftovers(self) -> list[str]:
         """Deletes temp files and dirs a killed writer left; returns their paths."""
         removed = []
-        for d in dict.fromkeys([self.model_dir, self.checkpoint_dir]):
+        for d in dict.fromkeys([self.model_dir, self.checkpoint_dir, self.data_dir]):
             if not storage.isdir(d):
                 continue
             for name in storage.listdir(d):

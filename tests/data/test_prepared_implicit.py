@@ -286,3 +286,28 @@ def test_a_worker_whose_cache_holds_the_key_from_another_path_trains(tmp_path):
     assert "Traceback" not in out and "[worker-0]   config      : run/config.yaml" in out
     assert os.listdir(tmp_path / "cache" / "seqtrain" / "prepared-work") == os.listdir(
         tmp_path / "run" / "data")
+
+
+def test_a_start_killed_while_preparing_leaves_a_dir_the_next_start_takes(tmp_path):
+    """kill -9 during the implicit preparation, before config.yaml exists, leaves
+    MODEL_DIR/data/ with a complete dataset and/or the writer's temporary dir (found by
+    scripts/chaos.py): the next start is a new run that reuses the dataset and removes
+    the temporary dir. A dir whose data/ holds anything else is still refused."""
+    import shutil
+
+    (tmp_path / "reviews.csv").write_bytes(open(text.bundled_path("reviews.csv"), "rb").read())
+    seqtrain(*_tc("--stop-at", "1", model_dir="done", path="reviews.csv"), cwd=tmp_path)
+    [key] = os.listdir(tmp_path / "done" / "data")
+    killed = tmp_path / "killed" / "data"
+    shutil.copytree(tmp_path / "done" / "data" / key, killed / key)
+    (killed / f".{key}.tmp-0123abcd").mkdir()
+    (killed / f".{key}.tmp-0123abcd" / "train.tokens-00000.npy").write_bytes(b"\x93NUMPY")
+    out = seqtrain(*_tc("--stop-at", "1", model_dir="killed", path="reviews.csv"), cwd=tmp_path)
+    assert f"prepared data: reused killed/data/{key}" in out.stderr + out.stdout
+    assert os.listdir(killed) == [key]
+    assert (tmp_path / "killed" / "config.yaml").exists()
+
+    (tmp_path / "mine" / "data").mkdir(parents=True)
+    (tmp_path / "mine" / "data" / "reviews.csv").write_text("text,label\n")
+    user_error(*_tc(model_dir="mine", path="reviews.csv"), cwd=tmp_path, model_dir="mine",
+               expect=("is not empty and is not a seqtrain run",))
