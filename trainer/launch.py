@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from trainer.errors import EXIT_WORKER_LOST, UserError
+from trainer.errors import EXIT_PREEMPTED, EXIT_WORKER_LOST, UserError
 
 
 TAIL_LINES = 8  # of the failing worker, repeated at the end
@@ -85,10 +85,11 @@ def run_local(args: list[str], workers: int, *, grace: float = 10.0, stream=None
             signal.signal(s, h)
         for t in pumps:
             t.join(timeout=5)
-    if failed is not None and tails[failed]:
+    # A preempted worker (143, everything saved) is no failure to explain.
+    if failed is not None and tails[failed] and procs[failed].returncode != EXIT_PREEMPTED:
         print(f"[launch] worker-{failed} failed first (exit code {procs[failed].returncode}); "
               "its last lines:", file=stream)
-        stream.writelines(f"[worker-{failed}] {line}" for line in tails[failed])
+        stream.writelines(f"[launch]   {line}" for line in tails[failed])
         stream.flush()
     return code
 

@@ -56,8 +56,8 @@ def test_a_failing_worker_stops_the_others(tmp_path):
     # The cause comes last, after whatever the stopped workers printed.
     assert out.splitlines()[-3:] == [
         "[launch] worker-1 failed first (exit code 3); its last lines:",
-        "[worker-1] cluster " + out.split("[worker-1] cluster ", 1)[1].split("\n", 1)[0],
-        "[worker-1] worker 1 failing"]
+        "[launch]   cluster " + out.split("[worker-1] cluster ", 1)[1].split("\n", 1)[0],
+        "[launch]   worker 1 failing"]
     assert elapsed < 60  # worker 0 was stopped, not waited for
 
 
