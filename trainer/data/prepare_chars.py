@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from trainer import storage
-from trainer.data import chars, prepared, prepared_writer
+from trainer.data import chars, prepared_writer
 from trainer.data.prepared_writer import Progress, changed_error, recorded_config
 from trainer.errors import DataError
 from trainer.redact import redact
@@ -208,14 +208,11 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
     sources = [{"path": p, "bytes": n, "sha256": h.hexdigest()}
                for p, n, h in zip(source.files, sizes, digests)]
     config = content_config(d, source.descriptor)
-    key = prepared.content_key(TASK, sources, config)
-    out_dir = prepared.keyed(out_dir, key)
-    summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
-    existing = prepared_writer.check_out_dir(out_dir, key)
-    if existing is not None:
-        prepared.open_dataset(out_dir, key="--out", cache_dir=d.cache_dir)  # verify it
-        return {**summary, "reused": True, "manifest": existing,
-                "seconds": time.perf_counter() - started}
+    summary, reused = prepared_writer.name_or_reuse(TASK, out_dir, sources, config, started,
+                                                    d.cache_dir)
+    if reused:
+        return reused
+    key, out_dir = summary["content_key"], summary["out"]
 
     n_eval = int(round(total * d.eval_fraction))
     n_train = total - n_eval

@@ -46,7 +46,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from trainer import storage
-from trainer.data import parallel, prepared, prepared_writer, table_stream
+from trainer.data import parallel, prepared_writer, table_stream
 from trainer.data.prepared_writer import Progress, changed_error, recorded_config
 from trainer.errors import DataError
 
@@ -219,14 +219,10 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
                 **({"read": f.described} if f.described else {})}
                for f, n, h in zip(files, sizes, digests)]
     config = content_config(d, seed)
-    key = prepared.content_key(TASK, sources, config)
-    out_dir = prepared.keyed(out_dir, key)
-    summary = {"content_key": key, "out": out_dir, "source_bytes": sum(sizes), "sources": sources}
-    existing = prepared_writer.check_out_dir(out_dir, key)
-    if existing is not None:
-        prepared.open_dataset(out_dir, key="--out")
-        return {**summary, "reused": True, "manifest": existing,
-                "seconds": time.perf_counter() - started}
+    summary, reused = prepared_writer.name_or_reuse(TASK, out_dir, sources, config, started)
+    if reused:
+        return reused
+    key, out_dir = summary["content_key"], summary["out"]
     held = set()
     if not d.eval_path:
         held = parallel.held_sources(per_source, n_pairs[0], d.eval_fraction, seed)

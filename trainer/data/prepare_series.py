@@ -97,15 +97,11 @@ def prepare(d, out_dir: str, *, shard_mb: float = 256, log: Callable[[str], None
             info = _parse(d, path, time_column, raw, _feed(digest, progress))
         sources = [{"path": path, "bytes": size, "sha256": digest.hexdigest()}]
         config = content_config(d)
-        key = prepared.content_key("series", sources, config)
-        out_dir = prepared.keyed(out_dir, key)
-        summary = {"content_key": key, "out": out_dir, "source_bytes": size,
-                   "sources": sources}
-        existing = prepared_writer.check_out_dir(out_dir, key)
-        if existing is not None:
-            prepared.open_dataset(out_dir, key="--out")
-            return {**summary, "reused": True, "manifest": existing,
-                    "seconds": time.perf_counter() - started}
+        summary, reused = prepared_writer.name_or_reuse("series", out_dir, sources, config,
+                                                        started)
+        if reused:
+            return reused
+        key, out_dir = summary["content_key"], summary["out"]
         if info["dates"]:
             info["keys"] = _date_keys(path, d, time_column, info, progress)
         manifest = _write(d, out_dir, raw_path, info, shard_mb, {

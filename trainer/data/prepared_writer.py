@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 
 from trainer import storage
-from trainer.data.prepared import (FORMAT, MANIFEST, VERSION, VOCAB, is_keyed, keyed,
-                                   read_manifest)
+from trainer.data.prepared import (FORMAT, MANIFEST, VERSION, VOCAB, content_key, is_keyed,
+                                   keyed, open_dataset, read_manifest)
 from trainer.errors import DataError, UserError, first_line
 from trainer.redact import redact
 
@@ -236,6 +236,24 @@ def _npy_header(dtype: np.dtype, n: int) -> bytes:
         buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
               "shape": (n,)})
     return buf.getvalue()
+
+
+def name_or_reuse(task: str, out_dir: str, sources: list[dict], config: dict, started: float,
+                  cache_dir: str = "") -> tuple[dict, dict | None]:
+    """The summary of preparing `sources` (each with its "bytes") with content-defining
+    `config` into `out_dir` ({key} filled in: summary["out"], summary["content_key"]),
+    and, when `out_dir` already holds that dataset, verified, the result a preparer
+    returns instead of preparing it again (else None)."""
+    key = content_key(task, sources, config)
+    out_dir = keyed(out_dir, key)
+    summary = {"content_key": key, "out": out_dir,
+               "source_bytes": sum(s["bytes"] for s in sources), "sources": sources}
+    existing = check_out_dir(out_dir, key)
+    if existing is None:
+        return summary, None
+    open_dataset(out_dir, key="--out", cache_dir=cache_dir)  # verify it
+    return summary, {**summary, "reused": True, "manifest": existing,
+                     "seconds": time.perf_counter() - started}
 
 
 def check_out_dir(out_dir: str, key: str | None) -> dict | None:
