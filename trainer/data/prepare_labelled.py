@@ -235,9 +235,7 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
                        f"{split}.labels": (np.int32, n_rows[split])})
         if split in orders:
             arrays[f"{split}.order"] = (np.int64, n_rows[split])
-    writer = prepared_writer.Writer(
-        out_dir, dtype=dtype, counts={k: v[1] for k, v in arrays.items()},
-        dtypes={k: v[0] for k, v in arrays.items()}, shard_bytes=int(shard_mb * 2**20))
+    writer = prepared_writer.Writer.for_arrays(out_dir, arrays, shard_mb, dtype)
     third = [hashlib.sha256() for _ in files]
     progress.start("pass 3/3 (encode, write arrays)")
     eval_oov = 0

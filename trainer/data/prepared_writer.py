@@ -69,6 +69,15 @@ class Writer:
         self.shards: dict[str, list[dict]] = {s: [] for s in counts}
         self._open: dict[str, tuple] = {}  # split -> (file, digest, info, remaining)
 
+    @classmethod
+    def for_arrays(cls, out_dir: str, arrays: dict[str, tuple], shard_mb: float,
+                   dtype) -> "Writer":
+        """A writer of named arrays `{name: (dtype, element count)}` in shards of
+        `shard_mb` MB (`dtype`: the manifest's token dtype)."""
+        return cls(out_dir, dtype=dtype, counts={k: n for k, (_, n) in arrays.items()},
+                   dtypes={k: t for k, (t, _) in arrays.items()},
+                   shard_bytes=int(shard_mb * 2**20))
+
     def add(self, split: str, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=self.dtypes[split])
         while len(tokens):
