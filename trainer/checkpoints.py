@@ -52,9 +52,9 @@ class Checkpointer:
     def __init__(self, *, model, optimizer, step, ckpt_dir: str, keep: int, is_chief: bool):
         self.ckpt_dir = ckpt_dir
         check_trackable(model)
-        self._rng = rng_state_variables(model)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
-                                              rng=self._rng)
+        self._objects = dict(model=model, optimizer=optimizer, step=step,
+                             rng=rng_state_variables(model))
+        self.checkpoint = tf.train.Checkpoint(**self._objects)
         self._is_chief = is_chief
         self._keep = keep
         self._write_dir = ckpt_dir if is_chief else tempfile.mkdtemp(prefix="seqtrain-worker-ckpt-")
@@ -80,6 +80,11 @@ class Checkpointer:
         the run does not have (the input iterator older versions saved) are
         left unread.
 
+        Each attempt restores through a new `tf.train.Checkpoint`: one whose
+        restore failed part-way (its files deleted or damaged under it) keeps
+        that restore's deferred `save_counter` position and replays it first at
+        the next restore, failing an intact checkpoint with the old one's error.
+
         Raises:
           UserError: checkpoints exist but none can be read, or the newest
             readable one does not match the model being built.
@@ -90,7 +95,8 @@ class Checkpointer:
         for step, path in candidates:
             try:
                 tf.train.load_checkpoint(path)  # the index must parse
-                status = self.checkpoint.restore(path)
+                checkpoint = tf.train.Checkpoint(**self._objects)
+                status = checkpoint.restore(path)
                 status.assert_existing_objects_matched()
                 status.expect_partial()
             except (AssertionError, tf.errors.InvalidArgumentError) as e:
@@ -106,7 +112,7 @@ class Checkpointer:
             if self.skipped:
                 log.warning("restored the older checkpoint %s; passed over: %s", path,
                             "; ".join(self.skipped))
-            self.restored_path = path
+            self.checkpoint, self.restored_path = checkpoint, path
             return step
         raise UserError(
             f"none of the {len(candidates)} checkpoint(s) in {self.ckpt_dir} can be read "

@@ -124,10 +124,18 @@ def _data(d, step):
     return next(d.glob(f"ckpt-{step}.data-*"))
 
 
+def _flip(path):
+    """One bit changed mid-file: the tensor bundle's checksum fails while reading."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 CORRUPTIONS = {
     # name: (damage, expected restored step)
     "newest data file deleted": (lambda d: _data(d, 8).unlink(), 4),
     "newest data file truncated": (lambda d: _data(d, 8).write_bytes(_data(d, 8).read_bytes()[:7]), 4),
+    "newest data file bit-flipped": (lambda d: _flip(_data(d, 8)), 4),
     "newest index emptied": (lambda d: (d / "ckpt-8.index").write_bytes(b""), 4),
     "newest index truncated": (
         lambda d: (d / "ckpt-8.index").write_bytes((d / "ckpt-8.index").read_bytes()[:40]), 4),
@@ -162,6 +170,39 @@ def test_damage_falls_back_to_the_newest_readable_checkpoint(tmp_path, damage, c
     # The next save works and repairs a damaged state file.
     ck.save(expected + 1)
     assert tf.train.latest_checkpoint(str(d)).endswith(f"ckpt-{expected + 1}")
+
+
+def test_files_deleted_during_a_restore_leave_nothing_for_the_next_one(tmp_path, monkeypatch):
+    """An evaluator reads a live run: the trainer rotates the newest checkpoint away while
+    TF is reading it. The one before is then restored, and so is a newer one later. (A
+    tf.train.Checkpoint whose restore failed part-way replayed that restore at the next
+    one and failed it with the deleted files' error; seen in CI's evaluate --watch test.)"""
+    from tensorflow.python.checkpoint import functional_saver
+
+    d, at4, _ = _two_checkpoints(tmp_path)
+    read = functional_saver.io_ops.restore_v2
+
+    def rotated_while_read(*args, **kwargs):
+        for p in d.glob("ckpt-8.*"):
+            p.unlink()
+        return read(*args, **kwargs)
+
+    fresh = _model()
+    ck, step = _checkpointer(tmp_path, fresh)
+    monkeypatch.setattr(functional_saver.io_ops, "restore_v2", rotated_while_read)
+    assert ck.restore() == 4
+    monkeypatch.setattr(functional_saver.io_ops, "restore_v2", read)
+    for a, b in zip(at4, fresh.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert "ckpt-8" in ck.skipped[0]
+    # The trainer writes a newer one; the same checkpointer restores it.
+    newer = _model()
+    newer.weights[0].assign(newer.weights[0] + 2.0)
+    _checkpointer(tmp_path, newer)[0].save(12)
+    ck.skipped.clear()
+    assert ck.restore() == 12 and not ck.skipped
+    for a, b in zip(newer.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_every_checkpoint_unreadable_is_a_user_error_naming_each(tmp_path):
