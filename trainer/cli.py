@@ -232,9 +232,14 @@ def _print_result(cfg, result: dict) -> None:
               help="With --watch: how often to look for a new checkpoint.")
 def evaluate(model_dir, watch, poll_secs) -> None:
     """Evaluate a run's newest checkpoint on its eval split (or every new one with --watch)."""
-    from trainer import cluster, evaluator
+    from trainer import cluster
+    from trainer.run_dir import RunDir
 
     model_dir = cluster.resolve_dirs(model_dir).model_dir
+    if not watch:
+        RunDir.open(model_dir)  # not a run: say so before TensorFlow's import (seconds)
+    from trainer import evaluator
+
     if watch:
         result = evaluator.evaluate_watch(model_dir, poll_secs=poll_secs)
         if result.get("best"):

@@ -93,6 +93,7 @@ RENDER = ["job", "render", "--image", "example.com/seqtrain:1", "--model-dir", "
     (["prepare", "--task", "text_generation", "--set", "data.prepared_dir=p", "--out", "p"], 2),
     (["data", "inspect", "--model-dir", "runs/lr-a", "--step", "-1"], 2),
     (["data", "inspect", "--model-dir", "no-such-run", "--step", "3"], 2),
+    (["evaluate", "--model-dir", "no-such-run"], 2),
 ])
 def test_command_answers_without_importing_tensorflow(workdir, args, code):
     result = seqtrain(args, cwd=workdir)
@@ -199,12 +200,13 @@ def test_other_lines_are_not_noise(line):
 
 def test_tensorflow_startup_lines_hidden_unless_verbose(tmp_path):
     """A command that imports TensorFlow prints only its own error; `-v` shows the rest."""
-    args = ["evaluate", "--model-dir", "runs/nothing-here"]
+    _write_run(tmp_path / "runs" / "untrained", "forecasting", [])
+    args = ["evaluate", "--model-dir", "runs/untrained"]
     result = seqtrain(args, cwd=tmp_path, probe=False)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "Error: runs/nothing-here is not a seqtrain run (no config.yaml). Pass the --model-dir "
-        "of a run made by `seqtrain train`."]
+        "Error: runs/untrained has no checkpoint to evaluate in runs/untrained/checkpoints; "
+        "train it first."]
     verbose = seqtrain(["-v", *args], cwd=tmp_path, probe=False)
     assert verbose.returncode == 2
     assert "absl::InitializeLog()" in verbose.stderr
