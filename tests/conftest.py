@@ -7,7 +7,11 @@ from gcs_emulator import gcs  # noqa: F401  (the GCS emulator fixture)
 
 from helpers import BASE_ENV, REPO, cli_env, run_cli_process, seqtrain  # noqa: F401
 
-# Tiny settings shared by tests that run the trainer: a few steps, tiny model.
+# Tiny settings shared by tests that run the trainer: a few steps, tiny model, no XLA
+# compilation (runtime.jit_compile=auto turns it on for four tasks on CPU, and compiling
+# was about 40% of a tiny translation run: 23.5 s against 14.2 s). The default XLA path
+# keeps its own runs: test_resume.py, test_translation.py's default-strategy resume,
+# test_mixed_precision.py, the README's tour.
 TINY = [
     "--set", "train.steps=6",
     "--set", "train.batch_size=8",
@@ -17,6 +21,7 @@ TINY = [
     "--set", "train.log_every=2",
     "--set", "train.eval_batches=2",
     "--set", "model.units=8",
+    "--set", "runtime.jit_compile=false",
 ]
 
 
