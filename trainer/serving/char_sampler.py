@@ -4,7 +4,14 @@
 signature: the prompt runs through the network once to get every layer's
 recurrent state; then a `tf.while_loop` feeds one character at a time through
 the cells, carrying the states, so each new character costs one cell step.
-Draws use `tf.random.stateless_categorical`, so a seed fixes the text.
+
+The character loop runs XLA-compiled, `CHUNK` characters per call (`_draw_chunk`):
+one cell step is a few small ops, and outside XLA their per-op overhead is most
+of the step's time (scripts/bench_generate.py; figures in docs/benchmarks.md).
+Chunks of a fixed size compile once per batch size, whatever `length` is asked.
+Draws are Gumbel-max on `tf.random.stateless_uniform` (XLA has no kernel for
+the int64-seeded `stateless_categorical`), seeded by (seed, position), so a
+seed fixes the text however it is chunked.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from trainer.errors import UserError
 from trainer.models.configs import RecurrentConfig
 from trainer.models.rng import rng_state_variables
 from trainer.serving import inference, metadata
+
+CHUNK = 64  # characters drawn per XLA-compiled call; a call past `length` is cut
 
 
 class CharSampler(tf.Module):
@@ -100,22 +109,40 @@ class CharSampler(tf.Module):
         tf.debugging.assert_non_negative(length, message="length must be >= 0")
         logits, states = self.prime(self.encode(prompts))
         batch = tf.shape(prompts)[0]
+        chunks = (length + CHUNK - 1) // CHUNK
 
-        def body(t, logits, states, out):
-            scaled = logits / temperature + self.banned
-            draw_seed = tf.stack([seed, tf.cast(t, tf.int64)])
-            nxt = tf.random.stateless_categorical(scaled, 1, draw_seed, dtype=tf.int32)[:, 0]
-            logits, states = self.step(nxt, states)
-            return t + 1, logits, states, out.write(t, nxt)
+        def body(c, logits, states, out):
+            ids, logits, states = self._draw_chunk(c * CHUNK, logits, states, temperature, seed)
+            return c + 1, logits, states, out.write(c, ids)
 
-        out = tf.TensorArray(tf.int32, size=length, element_shape=[None])
+        out = tf.TensorArray(tf.int32, size=chunks, element_shape=[CHUNK, None])
         _, _, _, out = tf.while_loop(
-            lambda t, *_: t < length, body, (tf.constant(0), logits, states, out))
+            lambda c, *_: c < chunks, body, (tf.constant(0), logits, states, out))
         # Stacking an empty TensorArray needs a static element shape; skip it.
-        new_ids = tf.cond(length > 0, lambda: tf.transpose(out.stack()),
+        new_ids = tf.cond(length > 0, lambda: tf.transpose(out.concat()[:length]),
                           lambda: tf.zeros([batch, 0], tf.int32))
         new_text = tf.strings.reduce_join(tf.gather(self.id_to_char, new_ids), axis=1)
         return {"text": tf.strings.join([prompts, new_text])}
+
+    @tf.function(jit_compile=True)
+    def _draw_chunk(self, t0, logits, states, temperature, seed):
+        """Characters t0 .. t0 + CHUNK - 1 of every row: ids [CHUNK, B], then the
+        logits and states after them."""
+        def body(i, logits, states, out):
+            scaled = logits / temperature + self.banned
+            # Gumbel-max: argmax(scaled + Gumbel noise) is a draw from softmax(scaled).
+            uniform = tf.random.stateless_uniform(
+                tf.shape(scaled), tf.stack([seed, tf.cast(t0 + i, tf.int64)]),
+                minval=1e-20, maxval=1.0)
+            nxt = tf.argmax(scaled - tf.math.log(-tf.math.log(uniform)), axis=1,
+                            output_type=tf.int32)
+            logits, states = self.step(nxt, states)
+            return i + 1, logits, states, out.write(i, nxt)
+
+        out = tf.TensorArray(tf.int32, size=CHUNK, element_shape=[None])
+        _, logits, states, out = tf.while_loop(
+            lambda i, *_: i < CHUNK, body, (tf.constant(0), logits, states, out))
+        return out.stack(), logits, states
 
 
 # ----------------------------------------------------------------------------
