@@ -59,6 +59,10 @@ def main() -> None:
                    help="Comma-separated batch sizes N for batched sampling: N samples per "
                         "call of the signature (`seqtrain generate --num-samples N`), aggregate "
                         "chars/s compared with N=1 in the same process.")
+    p.add_argument("--baseline-export", default="",
+                   help="Another export of the same run (e.g. written by an older commit's "
+                        "task.export from the same checkpoint): its `generate` is timed at "
+                        "every N beside the run's own export, and the ratio reported.")
     p.add_argument("--textbook-chars", type=int, default=100,
                    help="Characters sampled with the per-character model.predict loop.")
     p.add_argument("--corpus-mb", type=float, default=3.0, help="Corpus size for the memory test.")
@@ -108,9 +112,15 @@ def main() -> None:
               "each; 3 pairs of calls (N=1, N) back to back, medians) ==")
         print(f"  {'N':>4} {'aggregate chars/s':>18} {'N=1 chars/s':>12} {'ratio':>8} "
               f"{'ratio / N':>10} {'matmul ceiling':>15}")
-        for n, rate, single, ratio, ceiling in ours["batched"]:
+        for n, rate, single, ratio, ceiling, _ in ours["batched"]:
             print(f"  {n:>4} {rate:>18.0f} {single:>12.0f} {ratio:>7.1f}x {ratio / n:>10.2f} "
                   f"{ceiling:>14.1f}x")
+        if args.baseline_export:
+            print(f"\n== the run's export vs --baseline-export {args.baseline_export} (same "
+                  "weights; the two called alternately, medians of 3) ==")
+            print(f"  {'N':>4} {'export chars/s':>15} {'baseline chars/s':>17} {'ratio':>8}")
+            for n, rate, _, _, _, base in ours["batched"]:
+                print(f"  {n:>4} {rate:>15.0f} {base:>17.0f} {rate / base:>7.2f}x")
         print("  matmul ceiling: N x the N=1 sampler's step time / the model's matmuls alone "
               "at N (the best ratio this CPU allows)")
     if "memory" not in args.skip:
@@ -276,7 +286,10 @@ def w_sample_stateful(cfg: dict) -> dict:
     generate(run_dir, "Shall I compare thee", cfg["gen_chars"], 0.8, 1)
     lib_secs = time.perf_counter() - t0
 
-    def rate(n):  # aggregate chars/s of n samples in one call
+    base_sig = (tf.saved_model.load(cfg["baseline_export"]).signatures["generate"]
+                if cfg["baseline_export"] else None)
+
+    def rate(n, sig=sig):  # aggregate chars/s of n samples in one call
         prompts = tf.constant(["Shall I compare thee"] * n)
         t0 = time.perf_counter()
         sig(prompts=prompts, length=tf.constant(cfg["gen_chars"]), temperature=tf.constant(0.8),
@@ -306,14 +319,19 @@ def w_sample_stateful(cfg: dict) -> dict:
     for n in (int(n) for n in cfg["num_samples"].split(",")):
         rate(n)  # warm-up at this batch size
         floor_secs(n)
-        pairs = [(rate(1), rate(n), floor_secs(n)) for _ in range(3)]  # side by side
+        if base_sig is not None:
+            rate(n, base_sig)
+        runs = [(rate(1), rate(n), floor_secs(n), rate(n, base_sig) if base_sig else 0.0)
+                for _ in range(3)]  # side by side
+        pairs = [r[:3] for r in runs]
+        base = statistics.median(r[3] for r in runs)
         # The best ratio the sampler could reach: N samples in the time of the matmuls
         # alone, against its own single-sample rate.
         ceilings = [n * cfg["gen_chars"] / f / s for s, _, f in pairs]
         batched.append((n, statistics.median(b for _, b, _ in pairs),
                         statistics.median(s for s, _, _ in pairs),
                         statistics.median(b / s for s, b, _ in pairs),
-                        statistics.median(ceilings)))
+                        statistics.median(ceilings), base))
     return {"chars": cfg["gen_chars"], "chars_per_sec": cfg["gen_chars"] / secs,
             "library_chars_per_sec": cfg["gen_chars"] / lib_secs, "load_secs": load_secs,
             "batched": batched}
