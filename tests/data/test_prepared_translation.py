@@ -10,6 +10,7 @@ the assets with the in-memory path on real-format corpora.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -22,7 +23,7 @@ import tensorflow as tf
 from conftest import TINY
 from helpers import MIRRORED, assert_checkpoints_equal, ckpt, seqtrain, user_error
 from trainer import experiment, registry
-from trainer.data import parallel, prepare_parallel, prepared
+from trainer.data import parallel, prepare_parallel, prepared, token_counts
 from trainer.errors import DataError
 
 WORDS = ["Tom", "isn't", "«très»", "naïve", "Straße", '"quoted', 'say "hi"', "it's", "ÉTÉ",
@@ -58,15 +59,18 @@ def _data_files(run_dir):
             for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("read", ["arrays-in-memory", "pread-per-example"])
+@pytest.mark.parametrize("read", ["arrays-in-memory", "pread-per-example", "sources-spilled"])
 @pytest.mark.parametrize("case", ["word_reverse_limit", "eval_file", "toy_numbers"])
 def test_examples_equal_in_memory(tmp_path, monkeypatch, case, read):
     """Every training example, the eval split, references, samples, assets and the
     dropped counts equal the in-memory path's (shards of a few hundred bytes), whether
     the run reads the prepared arrays into memory (a split within
-    prepared.IN_MEMORY_BYTES) or a pread per example (a larger one)."""
+    prepared.IN_MEMORY_BYTES) or a pread per example (a larger one), and when the
+    preparation's count of distinct sources spills to many sorted runs (7 per run)."""
     if read == "pread-per-example":
         monkeypatch.setattr(prepared, "IN_MEMORY_BYTES", 0)
+    if read == "sources-spilled":
+        monkeypatch.setattr(token_counts, "MAX_ENTRIES", 7)
     if case == "toy_numbers":
         over = ["data.source=toy", "data.toy=numbers", "data.toy_size=400", "runtime.seed=9"]
     else:
@@ -102,6 +106,32 @@ def test_examples_equal_in_memory(tmp_path, monkeypatch, case, read):
     assert a.eval_sources[:8] == b.eval_sources[:8]
     ra, rb = a.data_report(), b.data_report()
     assert ra["lines"][-2:] == rb["lines"][-2:] and ra["train"] == rb["train"]
+
+
+def _held_by_drawing(count, n_pairs, eval_fraction, seed):
+    """The held-out sources as runs made before this file's streaming split drew them:
+    sorted distinct sources, a seeded permutation, drawn one by one until their pairs
+    reach the target. Existing runs' eval splits depend on it staying so."""
+    sources = sorted(count)
+    order = np.random.default_rng(seed).permutation(len(sources))
+    wanted, held, total = max(1, round(eval_fraction * n_pairs)), set(), 0
+    for i in order:
+        if total >= wanted:
+            break
+        held.add(sources[i])
+        total += count[sources[i]]
+    return held
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_held_out_sources_are_drawn_as_before(seed):
+    rng = random.Random(seed)
+    count = collections.Counter({"".join(rng.choice("ab é日\t") for _ in range(rng.randint(1, 6))):
+                                 rng.randint(1, 4) for _ in range(rng.randint(1, 60))})
+    n = sum(count.values())
+    for fraction in (0.0, 0.1, 0.5, 1.0):
+        assert parallel.held_sources(count, n, fraction, seed) == _held_by_drawing(
+            count, n, fraction, seed)
 
 
 TRICKY = {  # name: (file bytes, data config changes)

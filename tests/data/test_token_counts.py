@@ -34,7 +34,7 @@ def test_counts_and_ranking_equal_a_counter(tmp_path, max_entries):
             counts.update(toks)
         spilled = len(counts.runs)
         assert (spilled > 0) == (max_entries < len(want))
-        assert dict(counts._merged()) == dict(want)
+        assert dict(counts.items()) == dict(want)
         ranked = sorted(want.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
         for n in (1, 5, 64, len(want) + 3):
             assert counts.top(n) == ranked[:n]

@@ -140,19 +140,26 @@ def held_sources(count: collections.Counter, n_pairs: int, eval_fraction: float,
     """The sources `split_pairs` holds out, from each distinct source's pair count.
 
     The distinct sources in sorted order are drawn in a seeded permutation until their
-    pairs reach `max(1, round(eval_fraction * n_pairs))`. The streaming preparation
-    (trainer/data/prepare_parallel.py) counts the sources as it reads and calls this.
+    pairs reach `max(1, round(eval_fraction * n_pairs))`.
     """
     sources = sorted(count)
-    order = np.random.default_rng(seed).permutation(len(sources))
+    held = held_indices(np.array([count[s] for s in sources], np.int64), n_pairs,
+                        eval_fraction, seed)
+    return {sources[i] for i in held}
+
+
+def held_indices(counts: np.ndarray, n_pairs: int, eval_fraction: float,
+                 seed: int) -> np.ndarray:
+    """Positions (sorted) of the held-out sources among the distinct sources in sorted
+    order, `counts` being their pair counts in that order. The streaming preparation
+    (trainer/data/prepare_parallel.py) gets the counts in that order from a bounded
+    counter and calls this, so its split is `held_sources`' own."""
+    order = np.random.default_rng(seed).permutation(len(counts))
     wanted = max(1, round(eval_fraction * n_pairs))
-    held, total = set(), 0
-    for i in order:
-        if total >= wanted:
-            break
-        held.add(sources[i])
-        total += count[sources[i]]
-    return held
+    # Drawn until the pairs reach `wanted`: the draws before the running total does.
+    reached = np.cumsum(counts[order]) >= wanted
+    stop = int(np.argmax(reached)) + 1 if reached.any() else len(order)
+    return np.sort(order[:stop])
 
 
 # ----------------------------------------------------------------------------

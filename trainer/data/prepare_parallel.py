@@ -9,15 +9,18 @@ the longest kept pair of either split. Here the same happens in three streaming 
 
   1. hash the files and parse every line (`parallel.pair_of_line`, the reader's own
      line parser, so a bad line is the same error); count each distinct source's
-     pairs, from which the held-out sources follow (`parallel.held_sources`);
+     pairs, from which the held-out sources follow (`parallel.held_indices`, the
+     draw of `parallel.held_sources`);
   2. tokenize, drop the over-long pairs, count the training tokens of each side, the
      tokens of each split and the longest kept pair;
   3. encode with the fitted vocabularies and stream the ids into the arrays.
 
-Memory: one chunk and one line, the vocabularies' counts and, for the split, one
-entry per *distinct source* of data.path (its text and a count): the split is a
-seeded permutation of the sorted distinct sources, which cannot be drawn without
-them. With data.eval_path nothing is held per source.
+Memory: one chunk and one line, the vocabularies' counts and, for the split, the
+distinct sources of data.path counted in a `token_counts.SpillingCounter` (bounded:
+sorted runs spill to temporary files and are merged back in sorted order, which is the
+order the split's seeded permutation draws from), then one int64 count and one
+permutation entry per distinct source (16 bytes) and the held-out sources' texts
+(about data.eval_fraction of them). With data.eval_path nothing is held per source.
 
 Per split the dataset holds `<split>.source` and `<split>.target` (every kept pair's
 ids, in file order, without START/END or padding) with their offsets indexes
@@ -48,6 +51,7 @@ import numpy as np
 from trainer import storage
 from trainer.data import parallel, prepared_writer, table_stream
 from trainer.data.prepared_writer import Progress, changed_error, recorded_config
+from trainer.data.token_counts import SpillingCounter
 from trainer.errors import DataError
 
 TASK = "translation"
@@ -207,14 +211,20 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
     # Pass 1: hash, parse, count the pairs of each distinct source (for the split).
     digests = [hashlib.sha256() for _ in files]
     progress.start("pass 1/3 (hash, read pairs)")
-    per_source, n_pairs = collections.Counter(), []
-    for i, (f, digest) in enumerate(zip(files, digests)):
-        n = 0
-        for source, _ in f.pairs(_feed(digest, progress)):
-            n += 1
-            if i == 0 and not d.eval_path:
-                per_source[source] += 1
-        n_pairs.append(n)
+    with SpillingCounter() as per_source:
+        n_pairs = []
+        for i, (f, digest) in enumerate(zip(files, digests)):
+            n, batch = 0, []
+            for source, _ in f.pairs(_feed(digest, progress)):
+                n += 1
+                if i == 0 and not d.eval_path:
+                    batch.append(source.encode("utf-8", "surrogatepass"))
+                    if len(batch) >= 4096:
+                        per_source.update(batch)
+                        batch = []
+            per_source.update(batch)
+            n_pairs.append(n)
+        held = set() if d.eval_path else _held(d, per_source, n_pairs[0], seed)
     sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(),
                 **({"read": f.described} if f.described else {})}
                for f, n, h in zip(files, sizes, digests)]
@@ -223,15 +233,6 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
     if reused:
         return reused
     key, out_dir = summary["content_key"], summary["out"]
-    held = set()
-    if not d.eval_path:
-        held = parallel.held_sources(per_source, n_pairs[0], d.eval_fraction, seed)
-        if len(held) == len(per_source) and not is_toy(d):
-            raise DataError(
-                f"data.path={d.path!r} has {n_pairs[0]} pair(s) with {len(per_source)} "
-                f"distinct source(s): too few to hold out data.eval_fraction="
-                f"{d.eval_fraction} for eval and still train. Add pairs or set data.eval_path.")
-    del per_source
 
     def split_of(i: int, source: str) -> str:
         return "eval" if i or source in held else "train"
@@ -321,6 +322,20 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
         raise writer.failed(e) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def _held(d, per_source: SpillingCounter, n_pairs: int, seed: int) -> set[str]:
+    """The held-out sources (`parallel.held_sources`' draw), from the counts in sorted order."""
+    counts = np.fromiter((c for _, c in per_source.items()), np.int64)
+    held = set(parallel.held_indices(counts, n_pairs, d.eval_fraction, seed).tolist())
+    if len(held) == len(counts) and not is_toy(d):
+        raise DataError(
+            f"data.path={d.path!r} has {n_pairs} pair(s) with {len(counts)} distinct "
+            f"source(s): too few to hold out data.eval_fraction={d.eval_fraction} for eval "
+            "and still train. Add pairs or set data.eval_path.")
+    del counts
+    return {s.decode("utf-8", "surrogatepass")
+            for i, (s, _) in enumerate(per_source.items()) if i in held}
 
 
 def _tokens(d, source: str, target: str) -> tuple[list[str], list[str]]:

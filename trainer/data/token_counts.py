@@ -44,7 +44,7 @@ class SpillingCounter:
         """The `n` (token, count) pairs of highest count, ties broken by the token's bytes,
         larger first: `sorted(counts.items(), key=(count, token), reverse=True)[:n]`."""
         skip = set(exclude)
-        pairs = (kv for kv in self._merged() if kv[0] not in skip)
+        pairs = (kv for kv in self.items() if kv[0] not in skip)
         return heapq.nlargest(n, pairs, key=lambda kv: (kv[1], kv[0]))
 
     def close(self) -> None:
@@ -70,8 +70,9 @@ class SpillingCounter:
         self.runs.append(path)
         self.counts = Counter()
 
-    def _merged(self) -> Iterator[tuple[bytes, int]]:
-        """Every (token, total count), in token order."""
+    def items(self) -> Iterator[tuple[bytes, int]]:
+        """Every (token, total count), in the tokens' byte order (for UTF-8 tokens, the
+        order `sorted` gives their decoded strings). Can be read more than once."""
         files = [open(path, "rb") for path in self.runs]
         try:
             streams = [_read_run(f) for f in files] + [iter(sorted(self.counts.items()))]
