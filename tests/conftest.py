@@ -11,7 +11,7 @@ from helpers import BASE_ENV, REPO, cli_env, run_cli_process, seqtrain  # noqa: 
 # compilation (runtime.jit_compile=auto turns it on for four tasks on CPU, and compiling
 # was about 40% of a tiny translation run: 23.5 s against 14.2 s). The default XLA path
 # keeps its own runs: test_resume.py, test_translation.py's default-strategy resume,
-# test_mixed_precision.py, the README's tour.
+# test_mixed_precision.py.
 TINY = [
     "--set", "train.steps=6",
     "--set", "train.batch_size=8",
