@@ -114,19 +114,12 @@ def _in_graph(rows: Rows, length: int):
     def whole(stream):
         return stream.read(0, len(stream)).astype(np.int64)
 
-    # One 0 past the tokens: where a row is shorter than `length` (the padding).
-    tokens = tf.constant(np.append(whole(rows.tokens), 0).astype(np.int32))
-    pad = len(rows.tokens)
-    offsets, labels = tf.constant(whole(rows.offsets)), tf.constant(
-        whole(rows.labels).astype(np.int32))
+    ids = sampling.ragged_rows(rows.tokens, rows.offsets)
+    labels = tf.constant(whole(rows.labels).astype(np.int32))
     order = tf.constant(whole(rows.order)) if rows.order is not None else None
-    positions = tf.range(length, dtype=tf.int64)
 
     def gather(k):
         r = tf.gather(order, k) if order is not None else tf.cast(k, tf.int64)
-        start, stop = tf.gather(offsets, r), tf.gather(offsets, r + 1)
-        index = start[:, None] + positions
-        index = tf.where(index < stop[:, None], index, pad)
-        return tf.gather(tokens, index), tf.gather(labels, r)
+        return ids(r, length)[0], tf.gather(labels, r)
 
     return gather

@@ -128,25 +128,13 @@ def _gather_fn(pairs: Pairs, source_length: int, target_length: int):
 
 def _in_graph(pairs: Pairs, source_length: int, target_length: int):
     """`Pairs.gather` as TensorFlow ops on the split's arrays (one copy in memory)."""
-    def ragged(tokens: prepared.TokenStream, offsets: prepared.TokenStream):
-        # One 0 past the tokens: where a row is shorter than the length asked (padding).
-        ids = np.append(tokens.read(0, len(tokens)).astype(np.int32), np.int32(0))
-        return (tf.constant(ids), tf.constant(offsets.read(0, len(offsets)).astype(np.int64)),
-                len(tokens))
-
-    source, target = ragged(pairs.source, pairs.source_offsets), ragged(
-        pairs.target, pairs.target_offsets)
-
-    def rows(arrays, k, length):
-        tokens, offsets, pad = arrays
-        start, stop = tf.gather(offsets, k), tf.gather(offsets, k + 1)
-        index = start[:, None] + tf.range(length, dtype=tf.int64)
-        return tf.gather(tokens, tf.where(index < stop[:, None], index, pad)), stop - start
+    source = sampling.ragged_rows(pairs.source, pairs.source_offsets)
+    target = sampling.ragged_rows(pairs.target, pairs.target_offsets)
 
     def gather(k):
         k = tf.cast(k, tf.int64)
-        src, _ = rows(source, k, source_length)
-        tgt, n = rows(target, k, target_length + 1)  # the ids, then 0s
+        src, _ = source(k, source_length)
+        tgt, n = target(k, target_length + 1)  # the ids, then 0s
         at_end = tf.range(target_length + 1, dtype=tf.int64)[None, :] == n[:, None]
         labels = tf.where(at_end, tf.constant(parallel.END, tf.int32), tgt)
         start = tf.fill([tf.shape(k)[0], 1], tf.constant(parallel.START, tf.int32))

@@ -212,26 +212,17 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
     digests = [hashlib.sha256() for _ in files]
     progress.start("pass 1/3 (hash, read pairs)")
     with SpillingCounter() as per_source:
-        n_pairs = []
-        for i, (f, digest) in enumerate(zip(files, digests)):
-            n, batch = 0, []
-            for source, _ in f.pairs(_feed(digest, progress)):
-                n += 1
-                if i == 0 and not d.eval_path:
-                    batch.append(source.encode("utf-8", "surrogatepass"))
-                    if len(batch) >= 4096:
-                        per_source.update(batch)
-                        batch = []
-            per_source.update(batch)
-            n_pairs.append(n)
+        n_pairs = [_read_pairs(f, digest, progress, per_source if i == 0 and not d.eval_path
+                               else None)
+                   for i, (f, digest) in enumerate(zip(files, digests))]
+        sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(),
+                    **({"read": f.described} if f.described else {})}
+                   for f, n, h in zip(files, sizes, digests)]
+        config = content_config(d, seed)
+        summary, reused = prepared_writer.name_or_reuse(TASK, out_dir, sources, config, started)
+        if reused:
+            return reused
         held = set() if d.eval_path else _held(d, per_source, n_pairs[0], seed)
-    sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(),
-                **({"read": f.described} if f.described else {})}
-               for f, n, h in zip(files, sizes, digests)]
-    config = content_config(d, seed)
-    summary, reused = prepared_writer.name_or_reuse(TASK, out_dir, sources, config, started)
-    if reused:
-        return reused
     key, out_dir = summary["content_key"], summary["out"]
 
     def split_of(i: int, source: str) -> str:
@@ -322,6 +313,22 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
         raise writer.failed(e) from None
     return {**summary, "reused": False, "manifest": manifest,
             "seconds": time.perf_counter() - started}
+
+
+def _read_pairs(f, digest, progress, per_source: SpillingCounter | None) -> int:
+    """Pass 1 over one file: hashes it, parses every line and counts each source's pairs
+    into `per_source` (if given). Returns the number of pairs."""
+    n, batch = 0, []
+    for source, _ in f.pairs(_feed(digest, progress)):
+        n += 1
+        if per_source is not None:
+            batch.append(source.encode("utf-8", "surrogatepass"))
+            if len(batch) >= 4096:
+                per_source.update(batch)
+                batch = []
+    if per_source is not None:
+        per_source.update(batch)
+    return n
 
 
 def _held(d, per_source: SpillingCounter, n_pairs: int, seed: int) -> set[str]:

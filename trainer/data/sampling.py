@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import gen_random_index_shuffle_ops
 
@@ -51,6 +52,24 @@ def tensor_examples(arrays, preview=None) -> Examples:
     count = int(tf.nest.flatten(tensors)[0].shape[0])
     return Examples(count, lambda ids: tf.nest.map_structure(
         lambda t: tf.gather(t, ids), tensors), preview)
+
+
+def ragged_rows(tokens, offsets) -> Callable[[tf.Tensor, int], tuple[tf.Tensor, tf.Tensor]]:
+    """Rows of a prepared ragged split (`prepared.TokenStream`s of ids and of int64 row
+    offsets), read into memory once, as TensorFlow ops: `rows(k, length)` gives the ids of
+    rows `k` (int64 [B]) cut or right-padded with 0 to `length` (int32 [B, length]), and
+    their true lengths (int64 [B])."""
+    # One 0 past the tokens: where a row is shorter than the length asked (the padding).
+    ids = tf.constant(np.append(tokens.read(0, len(tokens)).astype(np.int32), np.int32(0)))
+    starts = tf.constant(offsets.read(0, len(offsets)).astype(np.int64))
+    pad = len(tokens)
+
+    def rows(k, length):
+        start, stop = tf.gather(starts, k), tf.gather(starts, k + 1)
+        index = start[:, None] + tf.range(length, dtype=tf.int64)
+        return tf.gather(ids, tf.where(index < stop[:, None], index, pad)), stop - start
+
+    return rows
 
 
 def example_ids(seed: int, step, global_batch: int, num_examples: int, *,

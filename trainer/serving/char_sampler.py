@@ -118,7 +118,7 @@ class CharSampler(tf.Module):
         out = tf.TensorArray(tf.int32, size=chunks, element_shape=[CHUNK, None])
         _, _, _, out = tf.while_loop(
             lambda c, *_: c < chunks, body, (tf.constant(0), logits, states, out))
-        # Stacking an empty TensorArray needs a static element shape; skip it.
+        # Concatenating an empty TensorArray needs a static element shape; skip it.
         new_ids = tf.cond(length > 0, lambda: tf.transpose(out.concat()[:length]),
                           lambda: tf.zeros([batch, 0], tf.int32))
         new_text = tf.strings.reduce_join(tf.gather(self.id_to_char, new_ids), axis=1)
