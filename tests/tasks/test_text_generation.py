@@ -174,6 +174,14 @@ def test_generate_is_seeded_and_low_temperature_is_greedy():
     assert sample("Thy ", 40, 1.0, 7) == a
     assert sample("Thy ", 40, 1.0, 8) != a
     assert sample("Thy ", 0, 1.0, 7) == "Thy "
+    # A longer sample (past one chunk of draws) continues the shorter one.
+    assert sample("Thy ", 150, 1.0, 7)[:44] == a
+    # A row's text does not depend on the rows drawn with it: row 0 of a batch of
+    # three is the single sample; the other rows are their own draws.
+    rows = [t.decode() for t in sampler.generate(
+        tf.constant(["Thy "] * 3), tf.constant(40), tf.constant(1.0),
+        tf.constant(7, tf.int64))["text"].numpy()]
+    assert rows[0] == a and len(set(rows)) == 3
 
     greedy = "Thy "
     for _ in range(8):  # argmax over real characters of the full-prefix model

@@ -9,9 +9,12 @@ The character loop runs XLA-compiled, `CHUNK` characters per call (`_draw_chunk`
 one cell step is a few small ops, and outside XLA their per-op overhead is most
 of the step's time (scripts/bench_generate.py; figures in docs/benchmarks.md).
 Chunks of a fixed size compile once per batch size, whatever `length` is asked.
-Draws are Gumbel-max on `tf.random.stateless_uniform` (XLA has no kernel for
-the int64-seeded `stateless_categorical`), seeded by (seed, position), so a
-seed fixes the text however it is chunked.
+Draws are Gumbel-max: the loop takes the argmax of the scaled logits plus a
+[rows, CHUNK, vocab] block of Gumbel noise made before each chunk from
+`tf.random.stateless_uniform` seeded by (seed, chunk start) (`_gumbel_noise`;
+XLA has no kernel for the int64-seeded `stateless_categorical`), so a seed
+fixes each row's text whatever `length` is asked and however many rows are
+drawn together.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class CharSampler(tf.Module):
         chunks = (length + CHUNK - 1) // CHUNK
 
         def body(c, logits, states, out):
-            ids, logits, states = self._draw_chunk(c * CHUNK, logits, states, temperature, seed)
+            ids, logits, states = self._draw_chunk(
+                self._gumbel_noise(batch, c * CHUNK, seed), logits, states, temperature)
             return c + 1, logits, states, out.write(c, ids)
 
         out = tf.TensorArray(tf.int32, size=chunks, element_shape=[CHUNK, None])
@@ -124,18 +128,26 @@ class CharSampler(tf.Module):
         new_text = tf.strings.reduce_join(tf.gather(self.id_to_char, new_ids), axis=1)
         return {"text": tf.strings.join([prompts, new_text])}
 
+    def _gumbel_noise(self, batch, t0, seed):
+        """Gumbel noise [B, CHUNK, V] for characters t0 .. t0 + CHUNK - 1, the banned ids
+        included: argmax(scaled logits + noise) is a draw from their softmax.
+
+        One block per chunk, seeded by (seed, t0), made outside XLA: TensorFlow's own
+        kernels draw and take the logs vectorised, where XLA's code did it element by
+        element, about 30x slower per value on the test CPU. Laid out [B, CHUNK, V], a
+        row's noise does not depend on how many rows are drawn with it.
+        """
+        uniform = tf.random.stateless_uniform(
+            tf.stack([batch, CHUNK, tf.shape(self.banned)[0]]),
+            tf.stack([seed, tf.cast(t0, tf.int64)]), minval=1e-20, maxval=1.0)
+        return self.banned - tf.math.log(-tf.math.log(uniform))
+
     @tf.function(jit_compile=True)
-    def _draw_chunk(self, t0, logits, states, temperature, seed):
-        """Characters t0 .. t0 + CHUNK - 1 of every row: ids [CHUNK, B], then the
-        logits and states after them."""
+    def _draw_chunk(self, noise, logits, states, temperature):
+        """The chunk's characters (ids [CHUNK, B]) given its noise (`_gumbel_noise`),
+        then the logits and states after them."""
         def body(i, logits, states, out):
-            scaled = logits / temperature + self.banned
-            # Gumbel-max: argmax(scaled + Gumbel noise) is a draw from softmax(scaled).
-            uniform = tf.random.stateless_uniform(
-                tf.shape(scaled), tf.stack([seed, tf.cast(t0 + i, tf.int64)]),
-                minval=1e-20, maxval=1.0)
-            nxt = tf.argmax(scaled - tf.math.log(-tf.math.log(uniform)), axis=1,
-                            output_type=tf.int32)
+            nxt = tf.argmax(logits / temperature + noise[:, i], axis=1, output_type=tf.int32)
             logits, states = self.step(nxt, states)
             return i + 1, logits, states, out.write(i, nxt)
 
