@@ -124,11 +124,13 @@ def test_lstm_sequence_gradient_matches_finite_differences():
     mask = tf.constant([[[1.0], [1.0]], [[1.0], [0.0]], [[1.0], [0.0]], [[0.0], [0.0]]],
                        tf.float64)
 
-    def f(zx, h0, c0, rk):
-        ys, h, c = lstm_sequence(zx, h0, c0, rk, mask)
+    bias = tf.constant(rng.normal(size=(12,)))
+
+    def f(zx, h0, c0, rk, bias):
+        ys, h, c = lstm_sequence(zx, h0, c0, rk, mask, bias=bias)
         return tf.reduce_sum(ys * ys) + tf.reduce_sum(h) + tf.reduce_sum(c * c)
 
-    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, c0, rk], delta=1e-5)
+    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, c0, rk, bias], delta=1e-5)
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, rtol=0, atol=1e-8)
 

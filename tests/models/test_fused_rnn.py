@@ -163,16 +163,17 @@ def test_gru_sequence_gradient_matches_finite_differences(variant, masked):
     zx, h0 = tf.constant(rng.normal(size=(4, 2, 9))), tf.constant(rng.normal(size=(2, 3)))
     rk = tf.constant(rng.normal(size=(3, 9)) * 0.5)
     rb = tf.constant(rng.normal(size=(9,)))
+    b_in = tf.constant(rng.normal(size=(9,)))
     reset_after = variant != "reset_before"
     with_bias = variant == "reset_after"
     mask = MASK if masked else None
 
-    def f(zx, h0, rk, rb):
+    def f(zx, h0, rk, rb, b_in):
         ys, h = gru_sequence(zx, h0, rk, rb if with_bias else None, mask,
-                             reset_after=reset_after)
+                             reset_after=reset_after, input_bias=b_in)
         return tf.reduce_sum(ys * ys) + tf.reduce_sum(h)
 
-    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, rk, rb], delta=1e-5)
+    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, rk, rb, b_in], delta=1e-5)
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, rtol=0, atol=1e-8)
     assert np.abs(theoretical[2]).sum() > 0
@@ -184,12 +185,13 @@ def test_simple_rnn_sequence_gradient_matches_finite_differences(masked, zero_ou
     rng = np.random.default_rng(5)
     zx, h0 = tf.constant(rng.normal(size=(4, 2, 3))), tf.constant(rng.normal(size=(2, 3)))
     rk = tf.constant(rng.normal(size=(3, 3)) * 0.5)
+    bias = tf.constant(rng.normal(size=(3,)))
 
-    def f(zx, h0, rk):
-        ys, h = simple_rnn_sequence(zx, h0, rk, MASK if masked else None, zero_output)
+    def f(zx, h0, rk, bias):
+        ys, h = simple_rnn_sequence(zx, h0, rk, MASK if masked else None, zero_output, bias)
         return tf.reduce_sum(ys * ys) + tf.reduce_sum(h)
 
-    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, rk], delta=1e-5)
+    theoretical, numerical = tf.test.compute_gradient(f, [zx, h0, rk, bias], delta=1e-5)
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, rtol=0, atol=1e-8)
 

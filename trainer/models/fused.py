@@ -25,8 +25,12 @@ def cpu_only() -> bool:
     return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-def input_projection(layer, sequences, mask, input_bias, training):
-    """Time-major `x_t @ W + b` for all timesteps (one matmul) and the mask.
+def input_projection(layer, sequences, mask, training):
+    """Time-major `x_t @ W` for all timesteps (one matmul) and the mask.
+
+    The input bias is added inside each loop instead, where the step's gate
+    arithmetic reads `zx[t]` anyway, rather than as a separate pass over
+    [T, B, G] (docs/benchmarks.md, "Where a fused step's time goes").
 
     Applies the cell's input dropout first (one mask per sequence, as Keras'
     loop and its cuDNN path do) and reverses time for `go_backwards`.
@@ -35,7 +39,6 @@ def input_projection(layer, sequences, mask, input_bias, training):
       layer: the recurrent layer (its `cell` holds `kernel` and `dropout`).
       sequences: [B, T, E] batch-major inputs.
       mask: None, or a [B, T] boolean mask (or a list holding it).
-      input_bias: the bias added to the projection, or None.
       training: whether dropout applies.
 
     Returns:
@@ -49,14 +52,27 @@ def input_projection(layer, sequences, mask, input_bias, training):
         sequences = sequences * cell.get_dropout_mask(sequences[:, 0, :])[:, None, :]
     x = tf.transpose(sequences, [1, 0, 2])
     zx = tf.einsum("tbe,eg->tbg", x, tf.cast(cell.kernel, dtype))
-    if input_bias is not None:
-        zx += tf.cast(input_bias, dtype)
     if mask is not None:
         mask = tf.cast(tf.transpose(mask)[:, :, None], dtype)
     if layer.go_backwards:
         zx = tf.reverse(zx, [0])
         mask = None if mask is None else tf.reverse(mask, [0])
     return zx, mask
+
+
+def column_sums(d):
+    """[..., G] -> [G]: the sums over every leading axis, as one matmul with a row of
+    ones (a bias gradient). XLA's CPU reduction of a [T * B, G] tensor runs slower
+    than the dot. Accumulates in float32 under mixed precision."""
+    wide = d.dtype in (tf.float16, tf.bfloat16)
+    flat = tf.reshape(tf.cast(d, tf.float32) if wide else d, [-1, tf.shape(d)[-1]])
+    sums = tf.matmul(tf.ones([1, tf.shape(flat)[0]], flat.dtype), flat)[0]
+    return tf.cast(sums, d.dtype) if wide else sums
+
+
+def bias_or_zeros(bias, zx):
+    """The bias a loop adds to `zx[t]`, or zeros of its width when there is none."""
+    return tf.zeros(tf.shape(zx)[-1:], zx.dtype) if bias is None else tf.cast(bias, zx.dtype)
 
 
 def mask_placeholder(mask, dtype):

@@ -1,10 +1,10 @@
 """A fused GRU time loop for training on CPU, organised like `fused_lstm.py`.
 
-The input projection `X @ W + b_in` of all timesteps is one matmul before the
-loop; the loop does only `h @ U` and the gate arithmetic and saves the gates;
-a hand-written gradient runs the loop backwards doing only the `@ U^T`
-products, then gets `dU` (and the recurrent bias gradient) from all
-timesteps at once. Both of Keras' conventions are implemented:
+The input projection `X @ W` of all timesteps is one matmul before the loop;
+the loop does only `h @ U`, the biases and the gate arithmetic and saves the
+gates; a hand-written gradient runs the loop backwards doing only the `@ U^T`
+products, then gets `dU` and the bias gradients from all timesteps at once.
+Both of Keras' conventions are implemented:
 
 - `reset_after=True` (Keras' default, cuDNN's): `hh = tanh(x_h + r * (h @ U_h + b_rh))`,
   bias of shape [2, 3U] (input row, recurrent row);
@@ -19,18 +19,18 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
-                                   mask_placeholder)
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, bias_or_zeros, column_sums,
+                                   input_projection, mask_placeholder)
 
 
 def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
-                 zero_output_for_mask=False, reset_after=True):
+                 zero_output_for_mask=False, reset_after=True, input_bias=None):
     """Runs the GRU recurrence over precomputed input projections.
 
     Masked timesteps keep the previous state, like Keras' loop.
 
     Args:
-      zx: [T, B, 3U] time-major `x_t @ W + b_in` (gate order z, r, h).
+      zx: [T, B, 3U] time-major `x_t @ W` (gate order z, r, h).
       h0: [B, U] initial state.
       recurrent_kernel: [U, 3U].
       recurrent_bias: None or [3U], added to `h @ U` (reset_after only).
@@ -38,6 +38,7 @@ def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
       zero_output_for_mask: masked timesteps output zeros instead of the
         previous output.
       reset_after: the reset gate multiplies `h @ U_h` (True) or `h` (False).
+      input_bias: None or the [3U] input bias, added to `zx[t]` in the loop.
 
     Returns:
       (outputs [T, B, U], h_T).
@@ -48,7 +49,7 @@ def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
         raise ValueError("recurrent_bias applies only with reset_after=True")
 
     @tf.custom_gradient
-    def run(zx, h0, rk, rb, mask):
+    def run(zx, h0, rk, rb, b_in, mask):
         TRACES["gru"] += 1
         steps = tf.shape(zx)[0]
         units = tf.shape(h0)[1]
@@ -56,7 +57,7 @@ def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
         arrays = [tf.TensorArray(zx.dtype, size=steps) for _ in range(3 if masked else 2)]
 
         def body(t, h, y, arrays):
-            x_zr, x_h = tf.split(zx[t], [2 * units, units], axis=1)
+            x_zr, x_h = tf.split(zx[t] + b_in, [2 * units, units], axis=1)
             if reset_after:
                 m = tf.matmul(h, rk)
                 if has_rb:
@@ -131,18 +132,19 @@ def gru_sequence(zx, h0, recurrent_kernel, recurrent_bias=None, mask=None,
             if reset_after:
                 d_m_all = tf.concat([d_zr_all, d_a_h_all * r_all], 2)
                 d_rk = tf.matmul(flat(h_prev_all), flat(d_m_all), transpose_a=True)
-                d_rb = tf.reduce_sum(d_m_all, [0, 1]) if has_rb else tf.zeros_like(rb)
+                d_rb = column_sums(d_m_all) if has_rb else tf.zeros_like(rb)
             else:
                 d_rk = tf.concat([
                     tf.matmul(flat(h_prev_all), flat(d_zr_all), transpose_a=True),
                     tf.matmul(flat(r_all * h_prev_all), flat(d_a_h_all), transpose_a=True)], 1)
                 d_rb = tf.zeros_like(rb)
-            return d_zx, d_h0, d_rk, d_rb, tf.zeros_like(mask)
+            return d_zx, d_h0, d_rk, d_rb, column_sums(d_zx), tf.zeros_like(mask)
 
         return (ys, h_last), grad
 
     rb = recurrent_bias if has_rb else tf.zeros([0], zx.dtype)
-    return run(zx, h0, recurrent_kernel, rb, mask_placeholder(mask, zx.dtype))
+    return run(zx, h0, recurrent_kernel, rb, bias_or_zeros(input_bias, zx),
+               mask_placeholder(mask, zx.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
@@ -171,10 +173,10 @@ class FusedGRU(FusedLoop, keras.layers.GRU):
                 input_bias, recurrent_bias = cell.bias[0], cell.bias[1]
             else:
                 input_bias = cell.bias
-        zx, mask = input_projection(self, sequences, mask, input_bias, training)
+        zx, mask = input_projection(self, sequences, mask, training)
         h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
         ys, h = gru_sequence(
             zx, h0, tf.cast(cell.recurrent_kernel, zx.dtype),
             None if recurrent_bias is None else tf.cast(recurrent_bias, zx.dtype),
-            mask, self.zero_output_for_mask, cell.reset_after)
+            mask, self.zero_output_for_mask, cell.reset_after, input_bias)
         return (*batch_major(ys), [h])

@@ -5,8 +5,9 @@ timestep computes `x_t @ W + h @ U`, and TensorFlow differentiates the loop,
 so the backward pass also accumulates `dW` and `dU` one small matmul per
 timestep. `lstm_sequence` is organised the way the cuDNN kernel is:
 
-- the input projection `X @ W + b` of all timesteps is one matmul before the
-  loop (its gradient gives `dX`, `dW` and `db` as whole-sequence matmuls);
+- the input projection `X @ W` of all timesteps is one matmul before the
+  loop (its gradient gives `dX` and `dW` as whole-sequence matmuls; the bias
+  is added in the loop and `db` is one matmul with a row of ones);
 - the forward loop only does `h @ U` and the gate arithmetic, and saves the
   gates;
 - a hand-written gradient runs the loop backwards doing only `dz @ U^T`, then
@@ -25,23 +26,25 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
-                                   mask_placeholder)
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, bias_or_zeros, column_sums,
+                                   input_projection, mask_placeholder)
 
 
-def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=False):
+def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=False,
+                  bias=None):
     """Runs the LSTM recurrence over precomputed input projections.
 
     Gate order and activations are Keras' (i, f, c, o; sigmoid gates, tanh
     cell). Masked timesteps keep the previous state, like Keras' loop.
 
     Args:
-      zx: [T, B, 4U] time-major `x_t @ W + b`.
+      zx: [T, B, 4U] time-major `x_t @ W`.
       h0, c0: [B, U] initial state.
       recurrent_kernel: [U, 4U].
       mask: None or a [T, B, 1] tensor of 0/1 in zx's dtype.
       zero_output_for_mask: masked timesteps output zeros instead of the
         previous output.
+      bias: None or the [4U] bias, added to `zx[t]` in the loop.
 
     Returns:
       (outputs [T, B, U], h_T, c_T).
@@ -49,14 +52,14 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
     masked = mask is not None
 
     @tf.custom_gradient
-    def run(zx, h0, c0, rk, mask):
+    def run(zx, h0, c0, rk, b, mask):
         TRACES["lstm"] += 1
         steps = tf.shape(zx)[0]
         units = tf.shape(h0)[1]
         arrays = [tf.TensorArray(zx.dtype, size=steps) for _ in range(4 if masked else 3)]
 
         def body(t, h, c, y, arrays):
-            z = zx[t] + tf.matmul(h, rk)
+            z = zx[t] + tf.matmul(h, rk) + b
             z_if, z_g, z_o = tf.split(z, [2 * units, units, units], axis=1)
             s_if = tf.sigmoid(z_if)
             g = tf.tanh(z_g)
@@ -117,11 +120,12 @@ def lstm_sequence(zx, h0, c0, recurrent_kernel, mask=None, zero_output_for_mask=
             h_prev = tf.concat([h0[None], hs[:-1]], 0)
             d_rk = tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(d_z, [-1, 4 * units]),
                              transpose_a=True)
-            return d_z, d_h0, d_c0, d_rk, tf.zeros_like(mask)
+            return d_z, d_h0, d_c0, d_rk, column_sums(d_z), tf.zeros_like(mask)
 
         return (ys, h_last, c_last), grad
 
-    return run(zx, h0, c0, recurrent_kernel, mask_placeholder(mask, zx.dtype))
+    return run(zx, h0, c0, recurrent_kernel, bias_or_zeros(bias, zx),
+               mask_placeholder(mask, zx.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
@@ -142,9 +146,8 @@ class FusedLSTM(FusedLoop, keras.layers.LSTM):
 
     def fused_loop(self, sequences, initial_state, mask, training):
         cell = self.cell
-        zx, mask = input_projection(self, sequences, mask, cell.bias if cell.use_bias else None,
-                                    training)
+        zx, mask = input_projection(self, sequences, mask, training)
         ys, h, c = lstm_sequence(zx, initial_state[0], initial_state[1],
                                  tf.cast(cell.recurrent_kernel, zx.dtype), mask,
-                                 self.zero_output_for_mask)
+                                 self.zero_output_for_mask, cell.bias if cell.use_bias else None)
         return (*batch_major(ys), [h, c])

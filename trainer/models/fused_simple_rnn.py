@@ -1,8 +1,8 @@
 """A fused SimpleRNN time loop for training on CPU, organised like `fused_lstm.py`.
 
 `h_t = tanh(x_t @ W + b + h_{t-1} @ U)`: the input projection of all
-timesteps is one matmul before the loop, the loop does only `h @ U` and the
-tanh, and a hand-written gradient runs the loop backwards doing only
+timesteps is one matmul before the loop, the loop does only `h @ U`, the bias
+and the tanh, and a hand-written gradient runs the loop backwards doing only
 `da @ U^T`, then gets `dU` from all timesteps in one matmul. Weights and their
 layout are `keras.layers.SimpleRNN`'s.
 """
@@ -12,22 +12,24 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer.models.fused import (TRACES, FusedLoop, batch_major, input_projection,
-                                   mask_placeholder)
+from trainer.models.fused import (TRACES, FusedLoop, batch_major, bias_or_zeros, column_sums,
+                                   input_projection, mask_placeholder)
 
 
-def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mask=False):
+def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mask=False,
+                        bias=None):
     """Runs the tanh recurrence over precomputed input projections.
 
     Masked timesteps keep the previous state, like Keras' loop.
 
     Args:
-      zx: [T, B, U] time-major `x_t @ W + b`.
+      zx: [T, B, U] time-major `x_t @ W`.
       h0: [B, U] initial state.
       recurrent_kernel: [U, U].
       mask: None or a [T, B, 1] tensor of 0/1 in zx's dtype.
       zero_output_for_mask: masked timesteps output zeros instead of the
         previous output.
+      bias: None or the [U] bias, added to `zx[t]` in the loop.
 
     Returns:
       (outputs [T, B, U], h_T).
@@ -35,13 +37,13 @@ def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mas
     masked = mask is not None
 
     @tf.custom_gradient
-    def run(zx, h0, rk, mask):
+    def run(zx, h0, rk, b, mask):
         TRACES["simple_rnn"] += 1
         steps = tf.shape(zx)[0]
         arrays = [tf.TensorArray(zx.dtype, size=steps) for _ in range(2 if masked else 1)]
 
         def body(t, h, y, arrays):
-            h_new = tf.tanh(zx[t] + tf.matmul(h, rk))
+            h_new = tf.tanh(zx[t] + tf.matmul(h, rk) + b)
             if masked:
                 keep = mask[t] > 0
                 y = tf.where(keep, h_new, tf.zeros_like(h_new) if zero_output_for_mask else y)
@@ -87,11 +89,12 @@ def simple_rnn_sequence(zx, h0, recurrent_kernel, mask=None, zero_output_for_mas
             h_prev = tf.concat([h0[None], hs[:-1]], 0)
             d_rk = tf.matmul(tf.reshape(h_prev, [-1, units]), tf.reshape(d_a, [-1, units]),
                              transpose_a=True)
-            return d_a, d_h0, d_rk, tf.zeros_like(mask)
+            return d_a, d_h0, d_rk, column_sums(d_a), tf.zeros_like(mask)
 
         return (ys, h_last), grad
 
-    return run(zx, h0, recurrent_kernel, mask_placeholder(mask, zx.dtype))
+    return run(zx, h0, recurrent_kernel, bias_or_zeros(bias, zx),
+               mask_placeholder(mask, zx.dtype))
 
 
 @keras.saving.register_keras_serializable(package="seqtrain")
@@ -111,8 +114,8 @@ class FusedSimpleRNN(FusedLoop, keras.layers.SimpleRNN):
 
     def fused_loop(self, sequences, initial_state, mask, training):
         cell = self.cell
-        zx, mask = input_projection(self, sequences, mask, cell.bias, training)
+        zx, mask = input_projection(self, sequences, mask, training)
         h0 = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
         ys, h = simple_rnn_sequence(zx, h0, tf.cast(cell.recurrent_kernel, zx.dtype), mask,
-                                    self.zero_output_for_mask)
+                                    self.zero_output_for_mask, cell.bias)
         return (*batch_major(ys), [h])

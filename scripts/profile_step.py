@@ -1,0 +1,126 @@
+"""Where one training step of a task spends its time, op by op (CPU).
+
+Builds the task's model on its own data (one batch of `train.batch_size` training
+examples), compiles the loss-gradient-Adam step the way `seqtrain train` does on
+CPU (XLA when the task turns it on, `--jit` to force either way), times it, then
+records `--steps` steps with `tf.profiler` and reads the trace back (the XLA
+runtime's per-thunk events): thread-milliseconds per step by op, summed over the
+intra-op threads, with the HLO name's numeric suffix dropped (`MatMul.24` and
+`MatMul.25` count as `MatMul`).
+
+Reading it: the wall time of a step is the critical path, the op column is work.
+Ops inside a recurrent loop show up once per timestep (the `/step` count), so a
+loop of T steps and L layers shows T x L matmuls in each direction.
+
+Example (the figures in docs/benchmarks.md, "Where a fused step's time goes"):
+  python scripts/profile_step.py --task text_generation
+  python scripts/profile_step.py --task text_generation --set model.cell=gru
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--task", default="text_generation")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                   help="XLA: the task's CPU default (auto), or forced.")
+    p.add_argument("--repeats", type=int, default=7, help="Timed steps (median reported).")
+    p.add_argument("--steps", type=int, default=3, help="Profiled steps.")
+    p.add_argument("--top", type=int, default=25, help="Ops listed.")
+    args = p.parse_args()
+
+    sys.path.insert(0, REPO)
+    import keras
+    import tensorflow as tf
+
+    from trainer import experiment, registry
+
+    config = experiment.load(task=args.task, overrides=args.overrides)
+    task = registry.get(args.task)(config)
+    task.prepare()
+    jit = {"on": True, "off": False}.get(args.jit, bool(getattr(task, "xla_on_cpu", False)))
+    features, labels = next(iter(task.dataset("train").batch(config.train.batch_size)))
+    keras.utils.set_random_seed(config.runtime.seed)
+    model = task.build_model()
+    optimizer = keras.optimizers.Adam(config.train.learning_rate)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(jit_compile=jit)
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(task.loss(model, features, labels))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    step(features, labels).numpy()  # trace and compile
+    walls, cpus = [], []
+    for _ in range(args.repeats):
+        w, c = time.perf_counter(), time.process_time()
+        step(features, labels).numpy()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    print(f"{args.task} {' '.join(args.overrides)} (XLA {'on' if jit else 'off'}): step "
+          f"{statistics.median(walls) * 1e3:.0f} ms wall, {statistics.median(cpus) * 1e3:.0f} ms "
+          f"CPU (medians of {args.repeats}); {os.cpu_count()} CPUs")
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        tf.profiler.experimental.start(log_dir)
+        for _ in range(args.steps):
+            step(features, labels).numpy()
+        tf.profiler.experimental.stop()
+        totals, counts = _op_totals(log_dir)
+    per_step = sum(totals.values()) / args.steps
+    print(f"ops: {per_step:.0f} thread-ms per step in all; by op (thread-ms per step, events "
+          "per step):")
+    for name, ms in totals.most_common(args.top):
+        print(f"  {ms / args.steps:8.1f} ms {counts[name] // args.steps:6d}/step  {name[:90]}")
+
+
+# Events that wrap others (the executor, the thread pool) or mark their ends.
+_WRAPPERS = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|^end: ")
+
+
+def _op_totals(log_dir: str) -> tuple[collections.Counter, collections.Counter]:
+    """Thread-ms and event counts by op name from the host plane of the profile."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = sorted(glob.glob(os.path.join(log_dir, "**", "*.xplane.pb"), recursive=True))[-1]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    plane = next(p for p in space.planes if p.name == "/host:CPU")
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    totals: collections.Counter = collections.Counter()
+    counts: collections.Counter = collections.Counter()
+    for line in plane.lines:
+        if line.name == "python":  # the Python thread's spans contain the whole step
+            continue
+        for event in line.events:
+            name = names.get(event.metadata_id, "?")
+            if _WRAPPERS.search(name):
+                continue
+            name = re.sub(r"\.\d+$", "", name)
+            totals[name] += event.duration_ps / 1e9
+            counts[name] += 1
+    return totals, counts
+
+
+if __name__ == "__main__":
+    main()
