@@ -133,9 +133,11 @@ class CharSampler(tf.Module):
         included: argmax(scaled logits + noise) is a draw from their softmax.
 
         One block per chunk, seeded by (seed, t0), made outside XLA: TensorFlow's own
-        kernels draw and take the logs vectorised, where XLA's code did it element by
-        element, about 30x slower per value on the test CPU. Laid out [B, CHUNK, V], a
-        row's noise does not depend on how many rows are drawn with it.
+        kernels draw and take the logs vectorised, about 6 ns per value on the test
+        CPU, where XLA's code took about 30 ns inside the loop's argmax and 115 ns as
+        one block. Laid out [B, CHUNK, V], a row's noise does not depend on how many
+        rows are drawn with it. The block is B x CHUNK x V floats: 1.6 MB for 64 rows
+        of a 100-character vocabulary, 160 MB for 64 rows of 10,000 characters.
         """
         uniform = tf.random.stateless_uniform(
             tf.stack([batch, CHUNK, tf.shape(self.banned)[0]]),
