@@ -10,7 +10,10 @@ intra-op threads, with the HLO name's numeric suffix dropped (`MatMul.24` and
 
 Reading it: the wall time of a step is the critical path, the op column is work.
 Ops inside a recurrent loop show up once per timestep (the `/step` count), so a
-loop of T steps and L layers shows T x L matmuls in each direction.
+loop of T steps and L layers shows T x L matmuls in each direction. Without XLA
+the ops are TensorFlow kernels (`scope/op:Type`), and `ParallelFor` is the part of
+their work other threads did. The profiler can drop some events of a very short
+trace (a tiny model's steps of a few milliseconds), so counts there are approximate.
 
 Example (the figures in docs/benchmarks.md, "Where a fused step's time goes"):
   python scripts/profile_step.py --task text_generation
@@ -93,8 +96,9 @@ def main() -> None:
         print(f"  {ms / args.steps:8.1f} ms {counts[name] // args.steps:6d}/step  {name[:90]}")
 
 
-# Events that wrap others (the executor, the thread pool) or mark their ends.
-_WRAPPERS = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|^end: ")
+# Events that wrap others (XLA's and TensorFlow's executors, the thread pool) or mark
+# their ends.
+_WRAPPERS = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|ExecutorState|^end: ")
 
 
 def _op_totals(log_dir: str) -> tuple[collections.Counter, collections.Counter]:
