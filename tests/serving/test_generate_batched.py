@@ -56,11 +56,16 @@ def test_one_prompt_one_sample_prints_the_bare_text(workdir):
     assert "==>" not in out and out.startswith("Thy") and len(out.rstrip("\n")) == 13
 
 
-@pytest.mark.parametrize("value", ["0", "-2"])
-def test_bad_num_samples_is_exit_2(workdir, value):
+@pytest.mark.parametrize("value,expect", [
+    ("0", "--num-samples must be an integer >= 1, got 0"),
+    ("-2", "--num-samples must be an integer >= 1, got -2"),
+    # Four million rows would need a noise block of gigabytes: refused before loading.
+    ("4000000", "1 prompt(s) x --num-samples 4000000 = 4000000 samples of --length 12"),
+])
+def test_bad_num_samples_is_exit_2(workdir, value, expect):
     before = sorted(os.listdir(os.path.join(workdir, "run")))
     proc = run_cli_process("generate", "--model-dir", "run", "--prompt", "a", "--num-samples",
-                           value, cwd=workdir, check=False)
+                           value, "--length", "12", cwd=workdir, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"--num-samples must be an integer >= 1, got {value}" in proc.stderr
+    assert expect in proc.stderr
     assert sorted(os.listdir(os.path.join(workdir, "run"))) == before

@@ -163,6 +163,23 @@ class CharSampler(tf.Module):
 # Library entry point of `seqtrain generate`.
 # ----------------------------------------------------------------------------
 
+MAX_CALL_MB = 2048  # what one `generate` call may hold for its rows (noise block, ids)
+
+
+def _check_call_size(prompts: int, num_samples: int, length: int, vocab_ids: int) -> None:
+    """Refuses, before loading anything, a call whose rows would need more than
+    MAX_CALL_MB: each row holds a CHUNK x vocabulary block of noise (uniform draws and
+    Gumbel values, 8 bytes each) and its `length` ids (4 bytes each)."""
+    rows = prompts * num_samples
+    mb = rows * (CHUNK * vocab_ids * 8 + length * 4) / 2**20
+    if mb > MAX_CALL_MB:
+        raise UserError(
+            f"{prompts} prompt(s) x --num-samples {num_samples} = {rows} samples of --length "
+            f"{length} with this model's {vocab_ids}-id vocabulary need about {mb:,.0f} MB in "
+            f"one call (at most {MAX_CALL_MB:,} MB). Lower --num-samples or --length, or pass "
+            "fewer --prompt values, and run several commands with different --seed values.")
+
+
 
 def generate(model_dir: str, prompt: str, length: int, temperature: float,
              seed: int | None = None) -> str:
@@ -221,6 +238,7 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
             raise UserError(
                 f"--prompt {prompt!r} has no character the model knows. Use characters from its "
                 f"training corpus, for example {sample!r}.")
+    _check_call_size(len(prompts), num_samples, length, len(vocab.chars) + 2)
     if seed is None:
         seed = secrets.randbits(63)
     loaded = tf.saved_model.load(export_dir)
