@@ -167,7 +167,7 @@ MAX_CALL_MB = 2048  # what one `generate` call may hold for its rows (noise bloc
 
 
 def _check_call_size(prompts: int, num_samples: int, length: int, vocab_ids: int) -> None:
-    """Refuses, before loading anything, a call whose rows would need more than
+    """Refuses, before the export is loaded, a call whose rows would need more than
     MAX_CALL_MB: each row holds a CHUNK x vocabulary block of noise (uniform draws and
     Gumbel values, 8 bytes each) and its `length` ids (4 bytes each)."""
     rows = prompts * num_samples
@@ -178,7 +178,6 @@ def _check_call_size(prompts: int, num_samples: int, length: int, vocab_ids: int
             f"{length} with this model's {vocab_ids}-id vocabulary need about {mb:,.0f} MB in "
             f"one call (at most {MAX_CALL_MB:,} MB). Lower --num-samples or --length, or pass "
             "fewer --prompt values, and run several commands with different --seed values.")
-
 
 
 def generate(model_dir: str, prompt: str, length: int, temperature: float,
@@ -214,7 +213,8 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
 
     Raises:
       UserError: no export, not a text_generation run, bad length/temperature/
-        num_samples, or a non-empty prompt with no known characters.
+        num_samples, a non-empty prompt with no known characters, or a call whose
+        rows would hold more than MAX_CALL_MB (`_check_call_size`).
     """
     if isinstance(length, bool) or not isinstance(length, int) or not (
             0 <= length <= inference.MAX_GENERATE_LENGTH):
