@@ -1,12 +1,12 @@
 """Where one training step of a task spends its time, op by op (CPU).
 
-Builds the task's model on its own data (one batch of `train.batch_size` training
-examples), compiles the loss-gradient-Adam step the way `seqtrain train` does on
-CPU (XLA when the task turns it on, `--jit` to force either way), times it, then
-records `--steps` steps with `tf.profiler` and reads the trace back (the XLA
-runtime's per-thunk events): thread-milliseconds per step by op, summed over the
-intra-op threads, with the HLO name's numeric suffix dropped (`MatMul.24` and
-`MatMul.25` count as `MatMul`).
+Builds the run the way `seqtrain train` does (`runner.build_run`: the strategy, the
+task on its own data, the model, optimizer, XLA decision and step functions, in a
+temporary model dir) and runs its own compiled step (`StepFunctions.train_steps`, one
+step per call, the run's input pipeline): times it, then records `--steps` steps with
+`tf.profiler` and reads the trace back (the XLA runtime's per-thunk events):
+thread-milliseconds per step by op, summed over the intra-op threads, with the HLO
+name's numeric suffix dropped (`MatMul.24` and `MatMul.25` count as `MatMul`).
 
 Reading it: the wall time of a step is the critical path, the op column is work.
 Ops inside a recurrent loop show up once per timestep (the `/step` count), so a
@@ -41,54 +41,43 @@ def main() -> None:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--task", default="text_generation")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
-                   help="XLA: the task's CPU default (auto), or forced.")
     p.add_argument("--repeats", type=int, default=7, help="Timed steps (median reported).")
     p.add_argument("--steps", type=int, default=3, help="Profiled steps.")
     p.add_argument("--top", type=int, default=25, help="Ops listed.")
     args = p.parse_args()
 
     sys.path.insert(0, REPO)
-    import keras
     import tensorflow as tf
 
-    from trainer import experiment, registry
+    from trainer import cluster, experiment, runner
+    from trainer.run_dir import RunDir
 
     config = experiment.load(task=args.task, overrides=args.overrides)
-    task = registry.get(args.task)(config)
-    task.prepare()
-    jit = {"on": True, "off": False}.get(args.jit, bool(getattr(task, "xla_on_cpu", False)))
-    features, labels = next(iter(task.dataset("train").batch(config.train.batch_size)))
-    keras.utils.set_random_seed(config.runtime.seed)
-    model = task.build_model()
-    optimizer = keras.optimizers.Adam(config.train.learning_rate)
-    optimizer.build(model.trainable_variables)
+    with tempfile.TemporaryDirectory() as model_dir:
+        run = runner.build_run(config, RunDir(model_dir), cluster.ClusterInfo(None, None, 0, 1,
+                                                                              "none"))
 
-    @tf.function(jit_compile=jit)
-    def step(features, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(task.loss(model, features, labels))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        def step():
+            run.steps.train_steps(run.train_iterator, 1)[0].numpy()
 
-    step(features, labels).numpy()  # trace and compile
-    walls, cpus = [], []
-    for _ in range(args.repeats):
-        w, c = time.perf_counter(), time.process_time()
-        step(features, labels).numpy()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    print(f"{args.task} {' '.join(args.overrides)} (XLA {'on' if jit else 'off'}): step "
-          f"{statistics.median(walls) * 1e3:.0f} ms wall, {statistics.median(cpus) * 1e3:.0f} ms "
-          f"CPU (medians of {args.repeats}); {os.cpu_count()} CPUs")
+        step()  # trace and compile
+        walls, cpus = [], []
+        for _ in range(args.repeats):
+            w, c = time.perf_counter(), time.process_time()
+            step()
+            walls.append(time.perf_counter() - w)
+            cpus.append(time.process_time() - c)
+        print(f"{args.task} {' '.join(args.overrides)} (XLA {'on' if run.xla.enabled else 'off'}): "
+              f"step {statistics.median(walls) * 1e3:.0f} ms wall, "
+              f"{statistics.median(cpus) * 1e3:.0f} ms CPU (medians of {args.repeats}); "
+              f"{os.cpu_count()} CPUs")
 
-    with tempfile.TemporaryDirectory() as log_dir:
-        tf.profiler.experimental.start(log_dir)
-        for _ in range(args.steps):
-            step(features, labels).numpy()
-        tf.profiler.experimental.stop()
-        totals, counts = _op_totals(log_dir)
+        with tempfile.TemporaryDirectory() as log_dir:
+            tf.profiler.experimental.start(log_dir)
+            for _ in range(args.steps):
+                step()
+            tf.profiler.experimental.stop()
+            totals, counts = _op_totals(log_dir)
     per_step = sum(totals.values()) / args.steps
     print(f"ops: {per_step:.0f} thread-ms per step in all; by op (thread-ms per step, events "
           "per step):")
@@ -96,9 +85,10 @@ def main() -> None:
         print(f"  {ms / args.steps:8.1f} ms {counts[name] // args.steps:6d}/step  {name[:90]}")
 
 
-# Events that wrap others (XLA's and TensorFlow's executors, the thread pool) or mark
-# their ends.
-_WRAPPERS = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|ExecutorState|^end: ")
+# Events that wrap others (XLA's and TensorFlow's executors, the compiled call, the
+# thread pool) or mark their ends.
+_WRAPPERS = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|ExecutorState|"
+                       r"CpuExecutable|BlockUntilReady|^end: ")
 
 
 def _op_totals(log_dir: str) -> tuple[collections.Counter, collections.Counter]:

@@ -238,7 +238,7 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
             raise UserError(
                 f"--prompt {prompt!r} has no character the model knows. Use characters from its "
                 f"training corpus, for example {sample!r}.")
-    _check_call_size(len(prompts), num_samples, length, len(vocab.chars) + 2)
+    _check_call_size(len(prompts), num_samples, length, vocab.size)
     if seed is None:
         seed = secrets.randbits(63)
     loaded = tf.saved_model.load(export_dir)
