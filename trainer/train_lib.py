@@ -215,6 +215,8 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
     end = min(total, stop_at) if stop_at else total
     if restored is not None:
         say(f"resumed from {restored} at step {step}")
+        if step >= end:
+            say(_nothing_to_train(step, total, stop_at))
     if is_chief:
         writers.write_config(config, step)
         if task.data_report():
@@ -322,6 +324,18 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
         "export_dir": export_dir if storage.exists(export_dir) else None,
         "log_dir": run_dir.log_dir,
     }
+
+
+def _nothing_to_train(step: int, total: int, stop_at: int | None) -> str:
+    """Why a resumed run trains no step (Orbit's controller returns the same way)."""
+    if step > total:
+        return (f"nothing to train: the run is at step {step}, past train.steps={total} "
+                "(train.steps counts from step 0, not from the resume); raise it to train "
+                "on")
+    if step == total:
+        return (f"nothing to train: the run already finished at step {step} "
+                f"(train.steps={total}); raise train.steps to train on")
+    return f"nothing to train: the run is already at step {step}, at or past --stop-at {stop_at}"
 
 
 def _report_startup(run: Run, first_loop_secs: float, steps: int, writers, step: int,

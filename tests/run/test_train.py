@@ -176,3 +176,19 @@ def test_raising_steps_continues_the_run(runs, tmp_path):
     straight = tmp_path / "straight"
     _train(straight, *longer)
     assert_checkpoints_equal(ckpt(run, 12), ckpt(straight, 12))
+
+
+def test_a_lower_or_equal_step_count_trains_nothing_and_says_why(runs, tmp_path):
+    """A resume at or past `train.steps` trains no step, keeps every checkpoint and
+    says so (exit 0, like Orbit's controller), from a relative model dir."""
+    shutil.copytree(runs["default"], tmp_path / "done")
+    before = sorted(p.name for p in (tmp_path / "done/checkpoints").iterdir())
+    lower = run_cli_process("train", "--model-dir", "done", *COMMON, "--set", "train.steps=6",
+                            cwd=tmp_path)
+    assert ("nothing to train: the run is at step 10, past train.steps=6 (train.steps counts "
+            "from step 0, not from the resume)") in lower.stdout, lower.stdout
+    same = run_cli_process("train", "--model-dir", "done", *COMMON, cwd=tmp_path)
+    assert ("nothing to train: the run already finished at step 10 (train.steps=10)"
+            in same.stdout), same.stdout
+    assert sorted(p.name for p in (tmp_path / "done/checkpoints").iterdir()) == before
+    assert_checkpoints_equal(ckpt(tmp_path / "done", 10), ckpt(runs["default"], 10))
