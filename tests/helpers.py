@@ -47,6 +47,8 @@ def cli_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.pop("TF_CONFIG", None)
     env.pop("TPU_NAME", None)
+    # Importing trainer in this process set it; the CLI must set it itself.
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
     env.update(BASE_ENV)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     if extra:

@@ -215,10 +215,21 @@ def runtime_info(config, strategy, cluster, cudnn_report, xla: XlaDecision) -> d
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "physical_devices": [d.name for d in tf.config.list_physical_devices()],
         "cudnn": cudnn_report,
+        "cpu_allocator": cpu_allocator(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "argv": redact.redact(sys.argv),  # no signed-URL tokens in the run dir
         "pid": os.getpid(),
     }
+
+
+def cpu_allocator() -> str:
+    """Which allocator TensorFlow's CPU tensors come from (trainer/__init__.py picks the
+    pool): "bfc" or "malloc"."""
+    try:
+        tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # "Allocator stats not available": the default allocator
+        return "malloc"
+    return "bfc"
 
 
 def load_run_config(model_dir: str) -> config_lib.ExperimentConfig:

@@ -76,6 +76,7 @@ def test_runs_write_checkpoints_logs_and_runtime_info(runs):
         assert info["versions"]["tensorflow"].startswith("2.21")
         assert [r["eligible"] for r in info["cudnn"]] == [True, True]
         assert info["jit_compile"] is False  # measured slower with XLA for this task on CPU
+        assert info["cpu_allocator"] == "bfc", info  # set by the CLI itself (cli_env drops it)
         losses = read_scalars(run / "train", "loss")
         assert sorted(losses) == [2, 4, 6, 8, 10]
         assert all(np.isfinite(v) for v in losses.values())
