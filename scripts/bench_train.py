@@ -14,10 +14,13 @@ compares the GRU loops).
              (shuffled and tiled to steps x batch examples), `model.compile(
              Adam, <the usual Keras loss>)`, `model.fit(x, y, batch_size)`.
              Keras defaults: no op determinism; `jit_compile="auto"`, which
-             Keras turns off on a CPU-only machine.
+             Keras turns off on a CPU-only machine. TensorFlow's default CPU
+             allocator (the worker imports `trainer`, which would pick the
+             BFC pool: the script sets TF_CPU_ALLOCATOR_USE_BFC=false).
   seqtrain : `train_lib.train` with the task's defaults (custom loop,
              `train.steps_per_loop` steps per tf.function call,
-             `runtime.jit_compile=auto`, op determinism on).
+             `runtime.jit_compile=auto`, op determinism on, TensorFlow's BFC
+             pool for CPU tensors).
 
 Reported per side (medians over --repeats; each run in its own process, the
 two sides of a repeat back to back, in alternating order):
@@ -116,6 +119,8 @@ def _worker(side: str, task: str, model_dir: str, args, seed: int) -> dict:
         cmd += ["--set", o]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if side == "textbook":  # TensorFlow's own allocator, as the plain snippet gets it
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
