@@ -141,7 +141,8 @@ def _report(task: str, runs: dict) -> None:
     print(f"\n== {task}: {info['steps']} steps of batch {info['batch_size']}, "
           f"{info['train_examples']} train examples, "
           f"seqtrain XLA {'on' if info['jit_compile'] else 'off'}, "
-          f"steps_per_loop {info['steps_per_loop']} ==")
+          f"steps_per_loop {info['steps_per_loop']}; CPU allocator: textbook "
+          f"{runs['textbook'][0]['cpu_allocator']}, seqtrain {info['cpu_allocator']} ==")
     print(f"  {'':<9}{'ex/s':>8}{'ex/s steady':>13}{'ex/cpu-s':>10}{'train s':>9}{'wall s':>8}"
           f"{name:>13}")
     for side, m in med.items():
@@ -267,9 +268,12 @@ def run_seqtrain(args) -> dict:
 
 
 def _info(config, train_examples: int, jit: bool) -> dict:
+    from trainer import runner
+
     return {"steps": config.train.steps, "batch_size": config.train.batch_size,
             "train_examples": train_examples,
-            "steps_per_loop": config.train.steps_per_loop, "jit_compile": jit}
+            "steps_per_loop": config.train.steps_per_loop, "jit_compile": jit,
+            "cpu_allocator": runner.cpu_allocator()}
 
 
 def _as_numpy(ds):
