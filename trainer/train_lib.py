@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -255,6 +256,8 @@ def _train_loop(run: Run, stop_at: int | None, verbose: bool, restored, lease) -
                 _report_startup(run, time.perf_counter() - t0, done, writers, step + done, say)
             first_loop = False
             elapsed = time.perf_counter() - t0
+            if not math.isfinite(loss):
+                _refuse_diverged(run, loss, step + done, last_saved)
             prev_step, step = step, step + done
             run.step_var.assign(step)
             profile.after_steps(step)  # stops it after step B
@@ -354,6 +357,24 @@ def _report_startup(run: Run, first_loop_secs: float, steps: int, writers, step:
         runtime = run.run_dir.read_runtime()
         runtime["startup"] = dict(run.startup)
         run.run_dir.write_runtime(runtime)
+
+
+def _refuse_diverged(run: Run, loss: float, step: int, last_saved: int | None) -> None:
+    """A non-finite loss whose step left non-finite weights ends the run before they are
+    saved (Keras' TerminateOnNaN, without the save). A non-finite loss with finite weights
+    (a float16 overflow the loss scale skipped) trains on."""
+    bad = [v.path for v in run.model.trainable_variables
+           if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if not bad:
+        return
+    t = run.config.train
+    kept = (f"the last checkpoint, step {last_saved}, is as it was" if last_saved is not None
+            else "no checkpoint was written")
+    raise UserError(
+        f"training diverged: the loss was {loss} in the steps up to {step} and "
+        f"{len(bad)} weight(s) are no longer finite (first: {bad[0]}). Stopped without "
+        f"saving; {kept}. Lower train.learning_rate (now {t.learning_rate}), or set "
+        f"train.clipnorm, then train again with the same --model-dir.")
 
 
 def _save(run: Run, step: int) -> None:

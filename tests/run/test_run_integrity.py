@@ -271,3 +271,42 @@ def test_a_run_from_before_a_new_data_key_resumes_at_its_default_and_refuses_ano
     with pytest.raises(UserError, match=r"data\.vocab_sample_mb: None -> 1"):
         run_dir.RunDir(str(tmp_path)).inspect(
             experiment.load("text_generation", overrides=["data.vocab_sample_mb=1"]))
+
+
+def test_a_diverged_run_stops_before_saving_and_resumes_from_the_last_good_checkpoint(tmp_path):
+    """Non-finite weights are never checkpointed: exit 2 naming the rate, the checkpoints
+    byte for byte as they were, and a resume with a sane rate continues from them."""
+    series = ["--task", "forecasting", "--set", "model.units=8", "--set", "model.layers=1",
+              "--set", "train.steps=12", "--set", "train.eval_every=1000",
+              "--set", "train.checkpoint_every=4", "--set", "train.steps_per_loop=2",
+              "--set", "data.window=8", "--set", "data.synthetic_length=300",
+              "--set", "train.optimizer=sgd"]
+    seqtrain(tmp_path, "train", "--model-dir", "runs/nan", *series, "--stop-at", "4")
+    before = tree_hash(tmp_path / "runs/nan/checkpoints")
+    blown = seqtrain(tmp_path, "train", "--model-dir", "runs/nan",
+                     "--set", "train.learning_rate=1e9", check=False)
+    msg = clean_error(blown)
+    assert "training diverged" in msg and "are no longer finite" in msg, msg
+    assert "the last checkpoint, step 4, is as it was" in msg and "1000000000.0" in msg, msg
+    assert tree_hash(tmp_path / "runs/nan/checkpoints") == before
+    json.loads((tmp_path / "runs/nan/runtime.json").read_text())  # strict JSON still
+    again = seqtrain(tmp_path, "train", "--model-dir", "runs/nan",
+                     "--set", "train.learning_rate=0.01")
+    assert "resumed from runs/nan/checkpoints/ckpt-4 at step 4" in again.stdout
+    assert "finished at step 12" in again.stdout
+
+
+def test_json_records_write_a_non_finite_number_as_null(tmp_path):
+    """metrics.json and runtime.json stay strict JSON (readable by any parser) when an eval
+    metric is NaN or infinite."""
+    from trainer import storage
+
+    storage.write_json(str(tmp_path / "m.json"),
+                       {"metrics": {"mse": float("nan"), "skill": float("-inf")},
+                        "steps": [1.5, float("inf")], "step": 4})
+
+    def strict(name):
+        raise ValueError(name)
+
+    record = json.loads((tmp_path / "m.json").read_text(), parse_constant=strict)
+    assert record == {"metrics": {"mse": None, "skill": None}, "steps": [1.5, None], "step": 4}
