@@ -179,6 +179,18 @@ class RunDir:
                 f"--model-dir {self.model_dir} holds a run whose config differs in keys that "
                 f"define the model or its data ({details}). A resume must keep them; use a new "
                 "--model-dir for a different model, or restore those values.")
+        if _rate_is_variable(old) != _rate_is_variable(new):
+            keys = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}"
+                             for k in ("train.lr_schedule", "train.warmup_steps")
+                             if _get(old, k) != _get(new, k))
+            raise UserError(
+                f"--model-dir {self.model_dir} was trained with "
+                f"{'a constant learning rate' if _rate_is_variable(old) else 'a schedule'} and "
+                f"this start asks for {'a constant one' if _rate_is_variable(new) else 'a schedule'}"
+                f" ({keys}). A constant rate without warmup is an optimizer variable saved in "
+                "the checkpoints and a schedule is not, so a resume cannot switch between them. "
+                "Keep train.lr_schedule and train.warmup_steps as they were (train.learning_rate "
+                "and a schedule's other settings may change), or use a new --model-dir.")
         runtime = self.read_runtime()
         metrics = self.read_metrics()
         steps = [(int((runtime.get("last_checkpoint") or {}).get("step") or 0), RUNTIME),
@@ -299,6 +311,13 @@ class RunDir:
         if storage.is_remote(value) or os.path.isabs(value):
             return value
         return os.path.normpath(storage.join(self.model_dir, value))
+
+
+def _rate_is_variable(config: dict) -> bool:
+    """A constant rate without warmup is an optimizer variable (trainer/runner.py's
+    build_optimizer passes a float); a schedule is computed from the step."""
+    train = config.get("train") or {}
+    return train.get("lr_schedule", "constant") == "constant" and not train.get("warmup_steps")
 
 
 def _get(d: dict, dotted: str):

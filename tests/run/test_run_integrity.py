@@ -310,3 +310,19 @@ def test_json_records_write_a_non_finite_number_as_null(tmp_path):
 
     record = json.loads((tmp_path / "m.json").read_text(), parse_constant=strict)
     assert record == {"metrics": {"mse": None, "skill": None}, "steps": [1.5, None], "step": 4}
+
+
+@pytest.mark.parametrize("change", [["train.lr_schedule=cosine"], ["train.warmup_steps=2"]])
+def test_switching_a_constant_rate_to_a_schedule_on_resume_is_refused_by_name(tmp_path, change):
+    """The README lets a resume change the rate; a constant rate is a checkpointed variable
+    and a schedule is not, so that one switch is refused before anything is written."""
+    seqtrain(tmp_path, "train", "--model-dir", "runs/sched", "--set", "train.steps=8", *TINY,
+             "--stop-at", "2")
+    before = tree_hash(tmp_path / "runs/sched")
+    proc = seqtrain(tmp_path, "train", "--model-dir", "runs/sched",
+                    *[a for c in change for a in ("--set", c)], check=False)
+    msg = clean_error(proc)
+    key, value = change[0].split("=")
+    assert f"{key}: " in msg and "a resume cannot switch between them" in msg, msg
+    assert "does not match the model" not in msg
+    assert tree_hash(tmp_path / "runs/sched") == before
