@@ -74,3 +74,30 @@ def test_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
     task.prepare()
     vocab = task.assets()["vocab.txt"].split("\n")
     assert "common" in vocab and "unseenword" not in vocab and "unseen" not in vocab
+
+
+def test_a_header_is_found_whatever_the_case_of_its_names(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("Text,LABEL\ngood movie,pos\nbad movie,neg\ngreat film,pos\n")
+    texts, labels, report = text.read_labelled(str(path), fmt="auto", text_column="text",
+                                               label_column="label")
+    assert report["header"] and labels == ["pos", "neg", "pos"]
+    assert (report["text_column"], report["label_column"]) == ("Text", "LABEL")
+
+
+def test_a_first_line_whose_label_occurs_once_is_refused_as_a_likely_header(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("review,sentiment\ngood movie,pos\nbad movie,neg\ngreat film,pos\n")
+    with pytest.raises(DataError, match="looks like a header"):
+        text.read_labelled(str(path), fmt="auto", text_column="text", label_column="label")
+    # Said outright, the same line is data (a class of one example) or a header.
+    _, labels, _ = text.read_labelled(str(path), fmt="auto", text_column="text",
+                                      label_column="label", header=False)
+    assert labels[0] == "sentiment"
+    _, labels, _ = text.read_labelled(str(path), fmt="auto", text_column="review",
+                                      label_column="sentiment", header=True)
+    assert labels == ["pos", "neg", "pos"]
+    # Every label once (too few rows to tell): read as data, as before.
+    path.write_text("a b,x\nc d,y\ne f,z\n")
+    assert text.read_labelled(str(path), fmt="auto", text_column="text",
+                              label_column="label")[1] == ["x", "y", "z"]

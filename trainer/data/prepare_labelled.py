@@ -24,6 +24,7 @@ trainer/data/labelled_prepared.py.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -103,17 +104,25 @@ class _File:
         self.skipped: dict[str, int] = {}
         cols = None if head.format == "jsonl" else self._columns(head)
         used, self.records = 0, 0
+        counts: collections.Counter = collections.Counter()
+        first = None
         for _, row in records:
             self.records += 1
             t, lab = cols or self.wanted
             text = table_stream.field_of(row, t if cols else str(t))
             label = table_stream.field_of(row, lab if cols else str(lab)).strip()
+            if first is None:
+                first = (",".join(row) if isinstance(row, list) else str(row), label or None)
             reason = "empty label" if not label else "empty text" if not text.strip() else None
             if reason:
                 self.skipped[reason] = self.skipped.get(reason, 0) + 1
                 continue
             used += 1
+            counts[label] += 1
             yield text, label
+        if first is not None:
+            text_data.tables.check_first_row_label(
+                self.path, self.key, self.kw.get("header"), head.header, *first, counts)
         # How the file was read, as the in-memory path's start output says it.
         self.described = text_data.tables.describe_read(
             self.path, self.records, head.format, head.format_reason, head.header)

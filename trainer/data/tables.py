@@ -59,6 +59,9 @@ class Table:
         text = str(wanted).strip()
         if text in self.columns:
             return self.columns.index(text)
+        folded = [i for i, c in enumerate(self.columns) if c.strip().casefold() == text.casefold()]
+        if self.header and len(folded) == 1:  # "Label" for label: one column, told apart by case only
+            return folded[0]
         if text.isdigit() and int(text) < len(self.columns):
             return int(text)
         how = ("its columns are: " + ", ".join(self.columns) if self.header else
@@ -251,13 +254,29 @@ def _read_jsonl(path: str, text: str, reason: str, max_field_bytes: int) -> Tabl
 def _has_header(records, header, names) -> bool:
     if header is True or header is False:
         return header
-    first = [c.strip() for c in records[0][1]]
-    if any(str(n) in first for n in names if n):
+    first = [c.strip().casefold() for c in records[0][1]]
+    if any(str(n).strip().casefold() in first for n in names if n):
         return True
     if len(records) < 2:  # a lone row of names is a header without data
         return not any(_is_number(c) for c in first)
     second = records[1][1]
     return any(not _is_number(a) and _is_number(b) for a, b in zip(first, second))
+
+
+def check_first_row_label(path: str, key: str, header, table_header: bool, first_row: str,
+                          first_label: str | None, counts: dict) -> None:
+    """A first line read as data under `data.header=auto` whose label occurs nowhere else is
+    almost always a header with other names ("review,sentiment"): refused, not trained on
+    as an extra class."""
+    if (header != "auto" or table_header or first_label is None or counts.get(first_label) != 1
+            or sum(counts.values()) < 3 or all(n == 1 for n in counts.values())):
+        return
+    raise DataError(
+        f"the first line of {key}={path!r} ({first_row[:120]!r}) was read as data, but its label "
+        f"{first_label!r} occurs nowhere else in the file, so it looks like a header naming "
+        "other columns than data.text_column and data.label_column. If it is a header, set "
+        "data.header=true and name the columns (for example --set data.text_column=<name> "
+        "--set data.label_column=<name>); if it is a row, set data.header=false.")
 
 
 def _is_number(text: str) -> bool:

@@ -7,6 +7,7 @@ sorted order of their string form (`labels.txt` in the model dir records it).
 
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -61,6 +62,11 @@ def read_labelled(path: str, *, fmt: str, text_column, label_column, header="aut
             continue
         texts.append(text)
         labels.append(label)
+    if table.rows:
+        first = table.rows[0][1]
+        tables.check_first_row_label(
+            path, key, header, table.header, ",".join(first),
+            first[l_idx].strip() if len(first) > l_idx else None, collections.Counter(labels))
     report = table.report()
     report["skipped"].update(skipped)
     report["text_column"], report["label_column"] = table.columns[t_idx], table.columns[l_idx]
