@@ -251,6 +251,20 @@ CASES = [
     Case("translate-input-not-utf8", ["translate", "--model-dir", "run", "@in.txt"],
          ("@in.txt", "not UTF-8", "line 2"),
          **_run("translation", {"in.txt": b"hello\ncaf\xe9\n"})),
+    # Python keeps argv's undecodable bytes as lone surrogates ("\udce9" is the byte 0xe9).
+    Case("predict-arg-not-utf8", ["predict", "--model-dir", "run", "caf\udce9"],
+         ("argument 1 is not UTF-8", "b'\\xe9'", "iconv"), **_run("text_classification")),
+    Case("predict-stdin-not-utf8", ["predict", "--model-dir", "run", "-"],
+         ("standard input is not UTF-8", "b'\\xe9'"), stdin="caf\udce9 good\n",
+         **_run("text_classification")),
+    Case("generate-prompt-not-utf8", ["generate", "--model-dir", "run", "--prompt", "caf\udce9"],
+         ("--prompt b'caf\\xe9' is not UTF-8",), **_run("text_generation")),
+    Case("generate-seed-out-of-range", ["generate", "--model-dir", "run", "--seed",
+                                        "99999999999999999999"],
+         ("--seed", "0 to 2**63 - 1", "99999999999999999999"), **_run("text_generation")),
+    Case("generate-temperature-subnormal", ["generate", "--model-dir", "run", "--temperature",
+                                            "1e-45"],
+         ("--temperature", "smallest normal float32", "1e-45"), **_run("text_generation")),
     Case("predict-empty-stdin", ["predict", "--model-dir", "run", "-"],
          ("no inputs", "standard input"), stdin="\n\n", **_run("text_classification")),
 ]
@@ -342,7 +356,8 @@ def test_bad_input(outcomes, case):
         assert _tree(str(cwd / case.model_dir)) == before, "the model dir was modified"
 
 
-@pytest.mark.parametrize("case_id", ["lr-nan", "config-not-utf8", "predict-empty-stdin"])
+@pytest.mark.parametrize("case_id", ["lr-nan", "config-not-utf8", "predict-empty-stdin",
+                                     "predict-arg-not-utf8"])
 def test_batch_runner_matches_real_processes(outcomes, case_id):
     """The batch gives what a separate `seqtrain` process gives (exit code and message)."""
     case = next(c for c in CASES if c.id == case_id)

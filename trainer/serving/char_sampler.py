@@ -189,6 +189,9 @@ def generate(model_dir: str, prompt: str, length: int, temperature: float,
     return generate_batch(model_dir, [prompt], length, temperature, seed)[0]
 
 
+FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny
+
+
 def generate_batch(model_dir: str, prompts: list[str], length: int, temperature: float,
                    seed: int | None = None, num_samples: int = 1) -> list[str]:
     """Samples `num_samples` continuations of every prompt in one call of the export.
@@ -220,15 +223,20 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
             0 <= length <= inference.MAX_GENERATE_LENGTH):
         raise UserError(f"--length must be an integer from 0 to {inference.MAX_GENERATE_LENGTH}, "
                         f"got {length!r}.")
-    if not (isinstance(temperature, (int, float)) and temperature > 0
-            and math.isfinite(temperature)):
-        raise UserError(f"--temperature must be a number > 0, got {temperature!r} "
-                        "(for example 0.5 or 1.0).")
+    # The sampler computes in float32, which flushes subnormal numbers to zero.
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature >= FLOAT32_TINY):
+        raise UserError(f"--temperature must be a number > 0 (at least {FLOAT32_TINY:.2g}, the "
+                        f"smallest normal float32), got {temperature!r} (for example 0.5 or 1.0).")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be an integer from 0 to 2**63 - 1, got {seed}.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise UserError(f"--num-samples must be an integer >= 1, got {num_samples!r}.")
     if not prompts:
         raise UserError("no prompt given: pass --prompt TEXT (repeat it for several prompts), "
                         "or --prompt '' to start from the initial state.")
+    for prompt in prompts:
+        inference.check_utf8(prompt, f"--prompt {prompt.encode('utf-8', 'surrogateescape')!r}")
     export_dir = inference.require(model_dir, "generate", "text_generation")
     meta = metadata.read(export_dir)
     vocab = chars.CharVocab(meta["chars"])

@@ -104,19 +104,47 @@ def expand_inputs(args: Iterable[str], stdin=None) -> list[str]:
       UserError: a missing, directory or non-UTF-8 file, or no input at all.
     """
     out: list[str] = []
-    for arg in args:
+    for n, arg in enumerate(args, 1):
         if arg == "-":
-            out += _lines((stdin or sys.stdin).read())
+            out += _lines(_read_stdin(stdin or sys.stdin))
         elif arg.startswith("@@"):
-            out.append(arg[1:])
+            out.append(check_utf8(arg[1:], f"argument {n}"))
         elif arg.startswith("@") and len(arg) > 1:
-            out += _lines(_read_input_file(arg[1:]))
+            out += _lines(_read_input_file(
+                check_utf8(arg[1:], f"the file name of argument {n}")))
         else:
-            out.append(arg)
+            out.append(check_utf8(arg, f"argument {n}"))
     if not out:
         raise UserError("no inputs: pass them as arguments, `-` to read standard input, or "
                         "@FILE to read a file (one input a line).")
     return out
+
+
+def check_utf8(text: str, name: str) -> str:
+    """`text` as Python decoded it from argv (undecodable bytes kept as surrogates), if
+    it was UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{name} is not UTF-8: {storage.undecodable_at(raw, e)}. Pass "
+                            "UTF-8 text (`iconv -f latin1 -t utf-8` converts a file, then "
+                            "pass it as @FILE).") from None
+    return text
+
+
+def _read_stdin(stream) -> str:
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(raw, str):
+        return check_utf8(raw, "standard input")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"standard input is not UTF-8: {storage.undecodable_at(raw, e)}. "
+                        "Convert it first (`iconv -f latin1 -t utf-8`).") from None
 
 
 def _read_input_file(path: str) -> str:
