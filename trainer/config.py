@@ -21,8 +21,8 @@ from trainer.errors import ConfigError
 
 
 def field(default, help: str, *, min: float | None = None,  # noqa: A002
-          resume_ok: bool = False, parse=None):
-    """A dataclass field with a one-line help string and an optional minimum.
+          max: float | None = None, resume_ok: bool = False, parse=None):  # noqa: A002
+    """A dataclass field with a one-line help string and an optional minimum and maximum.
 
     `resume_ok=True` marks a `data`/`model` key that a resume may change because
     it does not change the data or the model (a cache dir, a retry count...).
@@ -33,6 +33,8 @@ def field(default, help: str, *, min: float | None = None,  # noqa: A002
     meta = {"help": help, "resume_ok": resume_ok}
     if min is not None:
         meta["min"] = min
+    if max is not None:
+        meta["max"] = max
     if parse is not None:
         meta["parse"] = parse
     if isinstance(default, (list, dict)):
@@ -157,7 +159,8 @@ class RuntimeConfig:
         "auto", "Cross-device all-reduce for mirrored/multi_worker."
     )
     tpu: str = field("", "TPU name or grpc:// address; empty reads TPU_NAME.")
-    seed: int = field(42, "Seed for weights, dropout and data shuffling.")
+    seed: int = field(42, "Seed for weights, dropout and data shuffling (0 to 2**32 - 1).",
+                      min=0, max=2**32 - 1)
     deterministic: bool = field(
         True, "Enable TF op determinism (needed for bitwise-exact resume)."
     )
@@ -254,6 +257,9 @@ def _build(cls: type, d: Any, path: str):
             lo = f.metadata.get("min")
             if lo is not None and value is not None and value < lo:
                 raise ConfigError(f"config key {key_path!r} must be >= {lo}, got {value!r}.")
+            hi = f.metadata.get("max")
+            if hi is not None and value is not None and value > hi:
+                raise ConfigError(f"config key {key_path!r} must be <= {hi}, got {value!r}.")
             kwargs[name] = value
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

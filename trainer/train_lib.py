@@ -107,7 +107,13 @@ def _lease(run_dir: RunDir, config):
     """The writer lease, taken before anything is written (a new local dir is made for it)."""
     created = _missing_dirs(run_dir.model_dir)
     if created:
-        os.makedirs(run_dir.model_dir)
+        try:
+            os.makedirs(run_dir.model_dir)
+        except OSError as e:  # a parent is a file, a read-only or virtual file system
+            _remove_if_empty(created)
+            raise UserError(f"--model-dir {run_dir.model_dir} cannot be created: "
+                            f"{e.strerror or e} ({e.filename or run_dir.model_dir}). Choose a "
+                            "directory you can write (its parents must be directories).") from None
     lease = run_dir.lease(config.runtime.lease_timeout_secs)
     try:
         lease.acquire()

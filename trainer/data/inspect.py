@@ -15,8 +15,8 @@ PREVIEW_CHARS = 60
 
 def check_args(step: int, replica: int | None) -> None:
     """Refuses a negative step or replica before anything heavy is imported."""
-    if step < 0:
-        raise UserError(f"--step must be a global batch number >= 0, got {step}.")
+    if not 0 <= step <= 2**40:  # far past any run; the sampler's int64 step x batch holds it
+        raise UserError(f"--step must be a global batch number from 0 to 2**40, got {step}.")
     if replica is not None and replica < 0:
         raise UserError(f"--replica must be a replica index >= 0, got {replica}.")
 
