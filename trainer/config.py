@@ -356,6 +356,11 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             f"config key 'runtime.profile_steps' got {window[0]},{window[1]}: its last step "
             f"{window[1]} is past train.steps ({t.steps}). Accepted: two steps A,B with "
             "1 <= A <= B <= train.steps, or empty/none to profile nothing.")
+    for key in ("clipnorm", "clipvalue"):
+        if getattr(t, key) == 0:
+            raise ConfigError(
+                f"train.{key}=0 would clip every gradient to zero, so nothing would train. "
+                f"Give a positive threshold, or leave train.{key} unset (null) not to clip.")
     if t.weight_decay and t.optimizer != "adamw":
         raise ConfigError(
             f"train.weight_decay={t.weight_decay} needs train.optimizer=adamw, "

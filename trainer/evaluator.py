@@ -100,11 +100,17 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
                         f"{run.task.summary_line(metrics)}")
                     continue
             if total and done >= total:
+                if not newest:  # metrics.json says done, yet there is nothing to read
+                    raise UserError(f"{model_dir} has no checkpoint to evaluate in "
+                                    f"{run_dir.checkpoint_dir} (its metrics.json is at step "
+                                    f"{done}); train it first.")
                 break
             time.sleep(poll_secs)
     finally:
         writers.close()
-    say(f"evaluated the final step {done} of {run_dir.model_dir}")
+    say(f"evaluated the final step {done} of {run_dir.model_dir}" if metrics else
+        f"nothing to evaluate: {run_dir.model_dir}'s final step {done} was already evaluated "
+        "(metrics.json)")
     return {"step": done, "metrics": metrics, "best": best.record()}
 
 

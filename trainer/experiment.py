@@ -13,6 +13,7 @@ by the trainer.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Mapping, Sequence
 
 import yaml
@@ -46,6 +47,13 @@ def load(
         layers.append(read_yaml(config_file))
     layers.append(parse_overrides(overrides))
     name = task or _task_name_from(layers)
+    ran = (layers[0].get("task") or {}) if base_file else {}
+    ran = ran.get("name") if isinstance(ran, dict) else None
+    if ran not in (None, name):
+        raise ConfigError(
+            f"{os.path.dirname(base_file) or '.'} holds a {ran} run; a "
+            f"resume keeps its task, so task {name!r} cannot train there. Use a new --model-dir "
+            f"for a {name} run.")
     spec = registry.spec(name)
     merged = config.to_dict(default_config(name))
     for layer in layers:

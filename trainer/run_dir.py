@@ -43,8 +43,10 @@ EXPORT = "export"
 DATA = "data"
 LEASE = "lease.json"
 
-# Keys a resume may not change: they define the model, its data and its variables.
-FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "train.optimizer")
+# Keys a resume may not change: they define the model, its data and its variables (the
+# seed draws the eval split and the order of the examples, whose position is the step).
+FROZEN_ON_RESUME = ("task", "data", "model", "runtime.precision", "runtime.seed",
+                    "train.optimizer")
 
 # runtime.json keys that are the run's history, not this start's: a restart keeps them.
 _KEPT_ON_RESTART = ("profiles",)

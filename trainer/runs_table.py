@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from trainer.errors import UserError
+
 
 def headline_metrics(run: dict, limit: int) -> str:
     """`name=value ...` of a run's first `limit` metrics in display order."""
@@ -46,6 +48,10 @@ def compare_table(found: list[dict], metric: str | None = None,
     hidden = varying[MAX_HPARAM_COLUMNS:]
     varying = varying[:MAX_HPARAM_COLUMNS]
     scored = [(run, *_best(run, metric)) for run in found]
+    recorded = sorted({k for run in found for k in run["metrics"]}, key=natural_key)
+    if metric and recorded and all(value is None for _, _, value, _, _ in scored):
+        raise UserError(f"--metric {metric!r}: no run here records it. Their metrics are "
+                        f"{', '.join(recorded)}; rank by one of those.")
     goals = {goal for _, _, _, _, goal in scored if goal}
     sign = -1 if goals == {"max"} else 1  # mixed directions: keep the listing order
 

@@ -149,6 +149,9 @@ def test_runs_compare_ranks_by_best_metric_and_shows_differing_hparams(workdir):
     assert second.split()[:5] == ["lr-a", "multistep_forecasting", "0.01", "mse=0.5", "100"]
     by_skill = seqtrain(["runs", "compare", "runs", "--metric", "skill"], cwd=workdir)
     assert by_skill.stdout.splitlines()[1].split()[3] == "skill=0.2"
+    typo = seqtrain(["runs", "compare", "runs", "--metric", "skil"], cwd=workdir)
+    assert typo.returncode == 2 and typo.stdout == "", typo
+    assert "--metric 'skil': no run here records it" in typo.stderr and "skill" in typo.stderr
 
 
 def test_runs_table_age_is_relative_to_now():

@@ -350,3 +350,19 @@ def test_checked_in_examples_are_current(path):
 def test_examples_cover_every_platform():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(REPO, "jobs", "*.yaml"))}
     assert {f"{p}.yaml" for p in render.PLATFORMS} <= names
+
+
+def test_cli_out_refuses_a_directory_and_a_run_s_own_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/a/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/a/config.yaml").write_text("task:\n  name: text_classification\n")
+    args = BASE + ["--platform", "tfjob"]
+    for out, fragment in (("runs", "--out runs is a directory"),
+                          ("runs/a/config.yaml", "is a file of the run in runs/a")):
+        result = CliRunner().invoke(job, args + ["--out", out])
+        assert result.exit_code == 2 and fragment in result.output, result.output
+        assert result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert (tmp_path / "runs/a/config.yaml").read_text().startswith("task:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no temp file left
+    ok = CliRunner().invoke(job, args + ["--out", "runs/job.yaml"])
+    assert ok.exit_code == 0 and (tmp_path / "runs/job.yaml").exists(), ok.output

@@ -93,6 +93,9 @@ def test_labelled_prepare_cli_and_train_bitwise_equal(tmp_path):
     assert "rows        : train 340, eval 60" in out.stdout, out.stdout
     m = json.loads((tmp_path / "prep" / "reviews" / "manifest.json").read_text())
     assert m["data_config"]["split_seed"] == 42 and m["stats"]["skipped"] == [{"empty text": 5}]
+    # The run's data report shows how each source was read, skips included.
+    assert m["sources"][0]["skipped"] == {"empty text": 5}
+    assert m["sources"][0]["read"].endswith("; skipped 5 (empty text)"), m["sources"][0]
     assert len(m["splits"]["train.tokens"]["shards"]) > 3  # rows straddle shards
     again = seqtrain("prepare", "--task", "text_classification", *data, "--out",
                      "prep/reviews", cwd=tmp_path)

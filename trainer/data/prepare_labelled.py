@@ -125,7 +125,9 @@ class _File:
                 self.path, self.key, self.kw.get("header"), head.header, *first, counts)
         # How the file was read, as the in-memory path's start output says it.
         self.described = text_data.tables.describe_read(
-            self.path, self.records, head.format, head.format_reason, head.header)
+            self.path, self.records, head.format, head.format_reason, head.header) + (
+            "; skipped " + ", ".join(f"{n} ({r})" for r, n in self.skipped.items())
+            if self.skipped else "")  # as the in-memory reader's summary says it
         if head.format == "jsonl":
             for wanted, ck in zip(self.wanted, ("data.text_column", "data.label_column")):
                 if str(wanted) not in head.columns:
@@ -173,8 +175,8 @@ def prepare(d, out_dir: str, *, seed: int, shard_mb: float = 256,
     rows = []
     for f, digest in zip(files, digests):
         rows.append(sum(1 for _ in f.rows(_feed(digest, progress))))
-    sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(), "read": f.described}
-               for f, n, h in zip(files, sizes, digests)]
+    sources = [{"path": f.path, "bytes": n, "sha256": h.hexdigest(), "read": f.described,
+                "skipped": dict(f.skipped)} for f, n, h in zip(files, sizes, digests)]
     config = content_config(d, seed)
     summary, reused = prepared_writer.name_or_reuse(TASK, out_dir, sources, config, started)
     if reused:

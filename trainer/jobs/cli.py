@@ -5,6 +5,7 @@ Register onto the main group with `main.add_command(job)`.
 
 from __future__ import annotations
 
+import posixpath
 import sys
 
 import click
@@ -72,13 +73,32 @@ def render(out: str | None, **flags) -> None:
         if out:
             from trainer import storage  # imports TensorFlow; only needed here
 
+            _check_out(out, storage)
             storage.write_text(out, text)
             click.echo(f"wrote {out}", err=True)
         else:
             click.echo(text, nl=False)
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"Error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _check_out(out: str, storage) -> None:
+    """--out names a file that is not one of a run's own (a spec over config.yaml breaks
+    the run); re-rendering over an earlier spec is fine."""
+    from trainer import run_dir
+
+    if storage.isdir(out):
+        raise UserError(f"--out {out} is a directory; name a file in it, for example "
+                        f"{out.rstrip('/')}/job.yaml.")
+    parent = posixpath.dirname(out) or "."
+    if (posixpath.basename(out) in (run_dir.CONFIG, run_dir.RUNTIME, run_dir.METRICS,
+                                    run_dir.LEASE)
+            and storage.exists(posixpath.join(parent, run_dir.CONFIG))
+            and storage.isdir(posixpath.join(parent, run_dir.CHECKPOINTS))):
+        raise UserError(f"--out {out} is a file of the run in {parent}; the spec would replace "
+                        "it and break the run. Write the spec elsewhere, for example "
+                        "--out job.yaml.")
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def generate_batch(model_dir: str, prompts: list[str], length: int, temperature:
     _check_call_size(len(prompts), num_samples, length, vocab.size)
     if seed is None:
         seed = secrets.randbits(63)
-    loaded = tf.saved_model.load(export_dir)
+    loaded = inference.load_export(export_dir, model_dir)
     rows = [p for p in prompts for _ in range(num_samples)]
     out = loaded.signatures["generate"](
         prompts=tf.constant(rows), length=tf.constant(length, tf.int32),

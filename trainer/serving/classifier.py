@@ -10,7 +10,7 @@ from trainer.serving import inference
 def predict(model_dir: str, texts: list[str]) -> list[tuple[str, float]]:
     """(label, probability) for each raw string, from MODEL_DIR/export."""
     export_dir = inference.require(model_dir, "predict", "text_classification")
-    loaded = tf.saved_model.load(export_dir)
+    loaded = inference.load_export(export_dir, model_dir)
     out = loaded.serve(tf.constant(texts))
     labels = [b.decode() for b in out["label"].numpy()]
     return list(zip(labels, [float(p) for p in out["probability"].numpy()]))

@@ -25,23 +25,35 @@ def predict_lines(model_dir: str, inputs: list[str]) -> list[str]:
     need = window * len(columns)
     batch = []
     for i, text in enumerate(inputs, 1):
-        values = _parse_window(text, i)
+        values = _parse_window(text, i, (window, len(columns)))
         if len(values) != need:
             raise UserError(
                 f"input {i} has {len(values)} numbers, but this model reads windows of "
                 f"{window} steps x {len(columns)} column(s) ({', '.join(columns)}) = {need} "
                 "numbers, time-major, separated by commas or spaces (or a JSON list).")
         batch.append(np.asarray(values, np.float32).reshape(window, len(columns)))
-    loaded = tf.saved_model.load(export_dir)
+    loaded = inference.load_export(export_dir, model_dir)
     out = np.asarray(loaded.serve(tf.constant(np.stack(batch)))["forecast"])
     return [",".join(f"{v:.6g}" for v in np.atleast_1d(row)) for row in out]
 
 
-def _parse_window(text: str, number: int) -> list[float]:
+def _parse_window(text: str, number: int, shape: tuple[int, int]) -> list[float]:
+    """The numbers of one input: flat (commas, spaces or a flat JSON list) or a JSON list
+    of `shape` ([window][features]). JSON booleans are not numbers."""
     text = text.strip()
     try:
         if text.startswith("["):
-            values = [float(v) for v in np.asarray(json.loads(text), dtype=np.float64).ravel()]
+            parsed = json.loads(text)
+            array = np.asarray(parsed, dtype=object)
+            if any(isinstance(v, bool) or not isinstance(v, (int, float))
+                   for v in array.ravel()):
+                raise ValueError("not a number")
+            if array.ndim > 1 and array.shape != shape:
+                raise UserError(
+                    f"input {number} is a JSON list of shape {list(array.shape)}, but this "
+                    f"model reads [window][features] = {list(shape)} (or a flat list of "
+                    f"{shape[0] * shape[1]} numbers, time-major).")
+            values = [float(v) for v in array.astype(np.float64).ravel()]
         else:
             values = [float(v) for v in text.replace(",", " ").split()]
     except (ValueError, TypeError, json.JSONDecodeError):

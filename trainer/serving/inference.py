@@ -18,7 +18,7 @@ from typing import Iterable
 import click
 
 from trainer import registry, run_dir, storage
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 
 # Generation is O(length) cell steps, and the whole text is held in memory.
 MAX_GENERATE_LENGTH = 1_000_000
@@ -87,6 +87,20 @@ def require(model_dir: str, command: str, expected: str | None = None) -> str:
             "is written when training reaches train.steps. Finish it with `seqtrain train "
             f"--model-dir {model_dir}`.")
     return export_dir
+
+
+def load_export(export_dir: str, model_dir: str):
+    """The SavedModel in `export_dir`; a damaged one (files missing or cut short) is a
+    UserError that says how to write it again."""
+    import tensorflow as tf
+
+    try:
+        return tf.saved_model.load(export_dir)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise UserError(
+            f"the export in {export_dir} cannot be loaded ({first_line(e)[:300]}): it is "
+            f"damaged or incomplete. `seqtrain train --model-dir {model_dir}` writes it again "
+            "from the run's final checkpoint.") from None
 
 
 def inputs_argument(name: str = "inputs") -> click.Argument:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from trainer import plots, storage
 from trainer.data import parallel
 from trainer.data.parallel import END, PAD, UNK
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 from trainer.models.rng import rng_state_variables
 from trainer.models.seq2seq import Seq2Seq
 from trainer.serving import inference
@@ -127,11 +127,25 @@ def attention_heatmap(model_dir: str, text: str, out_png: str) -> str:
     png = plots.heatmap_png(result["attention"][0, :n_tgt, :n_src].numpy(), src, tgt,
                       title=result["translation"][0].numpy().decode("utf-8"))
     parent = posixpath.dirname(out_png)
-    if parent and not storage.exists(parent):
-        storage.makedirs(parent)
-    with tf.io.gfile.GFile(out_png, "wb") as f:
-        f.write(png)
+    try:
+        if parent and not storage.exists(parent):
+            storage.makedirs(parent)
+        with tf.io.gfile.GFile(out_png, "wb") as f:
+            f.write(png)
+    except (OSError, tf.errors.OpError) as e:
+        raise UserError(f"--attention-png {out_png} cannot be written: {first_line(e)}. Name "
+                        "a file in a directory you can write.") from None
     return out_png
+
+
+def _check_png_path(out_png: str) -> None:
+    """Refuses, before anything is translated, a heatmap path that cannot be a file."""
+    if storage.isdir(out_png):
+        raise UserError(f"--attention-png {out_png} is a directory; name a file in it, for "
+                        f"example {out_png.rstrip('/')}/attention.png.")
+    parent = posixpath.dirname(out_png)
+    if parent and storage.exists(parent) and not storage.isdir(parent):
+        raise UserError(f"--attention-png {out_png}: {parent} is a file, not a directory.")
 
 
 def _check_texts(texts) -> list[str]:
@@ -146,7 +160,7 @@ def _check_texts(texts) -> list[str]:
 
 def _load_export(model_dir: str):
     export_dir = inference.require(model_dir, "translate", "translation")
-    loaded = tf.saved_model.load(export_dir)
+    loaded = inference.load_export(export_dir, model_dir)
     if "translate" not in loaded.signatures:
         raise UserError(
             f"{export_dir!r} has no `translate` signature: it was not exported by the "
@@ -158,6 +172,8 @@ def _load_export(model_dir: str):
 def translate_lines(model_dir: str, texts: list[str], attention_png: str | None):
     """`seqtrain translate` output: source and translation, tab-separated, one pair a line;
     then, with `attention_png`, where the heatmap was written (after the translations)."""
+    if attention_png:
+        _check_png_path(attention_png)
     for src, out in zip(texts, translate(model_dir, texts)):
         yield f"{src}\t{out}"
     if attention_png:
