@@ -181,15 +181,15 @@ class RunDir:
                 f"--model-dir {self.model_dir} holds a run whose config differs in keys that "
                 f"define the model or its data ({details}). A resume must keep them; use a new "
                 "--model-dir for a different model, or restore those values.")
-        if _rate_is_variable(old) != _rate_is_variable(new):
+        was, now = _rate_is_variable(old), _rate_is_variable(new)
+        if was != now:
             keys = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}"
                              for k in ("train.lr_schedule", "train.warmup_steps")
                              if _get(old, k) != _get(new, k))
             raise UserError(
                 f"--model-dir {self.model_dir} was trained with "
-                f"{'a constant learning rate' if _rate_is_variable(old) else 'a schedule'} and "
-                f"this start asks for {'a constant one' if _rate_is_variable(new) else 'a schedule'}"
-                f" ({keys}). A constant rate without warmup is an optimizer variable saved in "
+                f"{'a constant learning rate' if was else 'a schedule'} and this start asks "
+                f"for {'a constant one' if now else 'a schedule'} ({keys}). A constant rate without warmup is an optimizer variable saved in "
                 "the checkpoints and a schedule is not, so a resume cannot switch between them. "
                 "Keep train.lr_schedule and train.warmup_steps as they were (train.learning_rate "
                 "and a schedule's other settings may change), or use a new --model-dir.")

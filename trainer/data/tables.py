@@ -59,8 +59,10 @@ class Table:
         text = str(wanted).strip()
         if text in self.columns:
             return self.columns.index(text)
-        folded = [i for i, c in enumerate(self.columns) if c.strip().casefold() == text.casefold()]
-        if self.header and len(folded) == 1:  # "Label" for label: one column, told apart by case only
+        # "Label" for label: the one column whose name differs only by case.
+        folded = [i for i, c in enumerate(self.columns)
+                  if c.strip().casefold() == text.casefold()]
+        if self.header and len(folded) == 1:
             return folded[0]
         if text.isdigit() and int(text) < len(self.columns):
             return int(text)
