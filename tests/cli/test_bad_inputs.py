@@ -294,6 +294,8 @@ CASES = [
          ("--out run/config.yaml is a file of the run in run",), **_run("text_classification")),
     Case("clipvalue-zero", ["train", *TC, "--set", "train.clipvalue=0", "--model-dir", "run"],
          ("train.clipvalue=0", "clip every gradient to zero", "unset (null)")),
+    Case("prepare-out-empty", ["prepare", "--task", "text_classification", "--out", ""],
+         ("--out is empty", "--out prepared/{key}"), model_dir=None),
     Case("predict-empty-stdin", ["predict", "--model-dir", "run", "-"],
          ("no inputs", "standard input"), stdin="\n\n", **_run("text_classification")),
 ]

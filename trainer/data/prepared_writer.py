@@ -273,6 +273,9 @@ def check_out_dir(out_dir: str, key: str | None) -> dict | None:
     Raises:
       UserError: `out_dir` holds another dataset or other files.
     """
+    if not out_dir.strip():
+        raise UserError("--out is empty; name a directory for the prepared dataset (for "
+                        "example --out prepared/{key}, which the content key fills in).")
     if is_keyed(out_dir):
         if key is None:  # named by the key: nothing to check before the source is read
             return None
