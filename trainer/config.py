@@ -344,6 +344,13 @@ def _coerce(value, tp, path: str):
     raise TypeError(f"unsupported config type {tp!r} at {path}")
 
 
+def constant_rate(lr_schedule: str, warmup_steps: int | None) -> bool:
+    """Whether train.lr_schedule/warmup_steps give a constant learning rate, which the
+    optimizer keeps as a variable (saved in checkpoints), rather than a schedule of the
+    step (not saved)."""
+    return lr_schedule == "constant" and not warmup_steps
+
+
 def _cross_checks(cfg: ExperimentConfig) -> None:
     t = cfg.train
     if t.warmup_steps >= t.steps and t.warmup_steps > 0:

@@ -60,11 +60,6 @@ def evaluate(model_dir: str, verbose: bool = True) -> dict:
     return {"step": step, "metrics": metrics, "checkpoint": run.checkpointer.restored_path}
 
 
-def _no_checkpoint(model_dir: str, run_dir: RunDir, step: int):
-    raise UserError(f"{model_dir} has no checkpoint to evaluate in {run_dir.checkpoint_dir} "
-                    f"(its metrics.json is at step {step}); train it first.")
-
-
 def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = True) -> dict:
     """A continuous evaluator (Keras' SidecarEvaluator, Model Garden's continuous_eval).
 
@@ -80,7 +75,10 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
     done = int(run_dir.read_metrics().get("step") or 0)
     total = int((run_dir.read_config_dict().get("train") or {}).get("steps") or 0)
     if total and done >= total and not checkpoints.discover(run_dir.checkpoint_dir):
-        _no_checkpoint(model_dir, run_dir, done)  # metrics.json says done: nothing will come
+        # metrics.json says done, so no checkpoint will come (checked before the writers)
+        raise UserError(f"{model_dir} has no checkpoint to evaluate in "
+                        f"{run_dir.checkpoint_dir} (its metrics.json is at step {done}); "
+                        "train it first.")
     run = evaluation_run(run_dir)
     writers = summaries.Writers(run_dir.log_dir, eval_only=True)
     best = BestTracker.for_run(run.config, run_dir.read_metrics().get("best"))
@@ -108,8 +106,6 @@ def evaluate_watch(model_dir: str, *, poll_secs: float = 10.0, verbose: bool = T
                         f"{run.task.summary_line(metrics)}")
                     continue
             if total and done >= total:
-                if not newest:  # the checkpoints went while we watched
-                    _no_checkpoint(model_dir, run_dir, done)
                 break
             time.sleep(poll_secs)
     finally:

@@ -316,10 +316,9 @@ class RunDir:
 
 
 def _rate_is_variable(config: dict) -> bool:
-    """A constant rate without warmup is an optimizer variable (trainer/runner.py's
-    build_optimizer passes a float); a schedule is computed from the step."""
     train = config.get("train") or {}
-    return train.get("lr_schedule", "constant") == "constant" and not train.get("warmup_steps")
+    return config_lib.constant_rate(train.get("lr_schedule", "constant"),
+                                    train.get("warmup_steps"))
 
 
 def _get(d: dict, dotted: str):

@@ -175,18 +175,17 @@ def _export_with_metadata(task, model, export_dir: str) -> None:
 
 def build_optimizer(config):
     t = config.train
-    if t.lr_schedule == "cosine":
+    if config_lib.constant_rate(t.lr_schedule, t.warmup_steps):
+        lr = t.learning_rate
+    elif t.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             0.0 if t.warmup_steps else t.learning_rate, decay_steps=t.steps - t.warmup_steps,
             alpha=0.0, warmup_target=t.learning_rate if t.warmup_steps else None,
             warmup_steps=t.warmup_steps)
-    elif t.warmup_steps:
-        # alpha=1 makes the cosine part constant: linear warmup, then flat.
+    else:  # constant after a warmup; alpha=1 makes the cosine part flat
         lr = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=1, alpha=1.0, warmup_target=t.learning_rate,
             warmup_steps=t.warmup_steps)
-    else:
-        lr = t.learning_rate
     optimizer = {
         "adam": lambda: keras.optimizers.Adam(lr),
         "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=t.weight_decay),

@@ -97,11 +97,15 @@ def read_input(path: str, name: str, *, missing: str, directory: str, empty: str
         raise error(f"{name} is empty; {empty}")
     if not text:
         return raw
+    return decode_utf8(raw, name, "Re-save it as UTF-8 (`iconv -f latin1 -t utf-8`).", error)
+
+
+def decode_utf8(raw: bytes, name: str, fix: str, error: type[UserError] = UserError) -> str:
+    """`raw` as UTF-8, or `error` naming `name`, where decoding failed, and `fix`."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"{name} is not UTF-8: {undecodable_at(raw, e)}. Re-save it as UTF-8 "
-                    "(`iconv -f latin1 -t utf-8`).") from None
+        raise error(f"{name} is not UTF-8: {undecodable_at(raw, e)}. {fix}") from None
 
 
 def undecodable_at(raw: bytes, e: UnicodeDecodeError) -> str:

@@ -182,7 +182,7 @@ def _apply_resume_hparams(optimizer, config) -> None:
     effect on resume (schedules are computed from the config and the step anyway)."""
     t = config.train
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    if t.lr_schedule == "constant" and not t.warmup_steps:
+    if config_lib.constant_rate(t.lr_schedule, t.warmup_steps):
         inner.learning_rate = t.learning_rate
 
 

@@ -135,30 +135,19 @@ def expand_inputs(args: Iterable[str], stdin=None) -> list[str]:
 
 
 def check_utf8(text: str, name: str) -> str:
-    """`text` as Python decoded it from argv (undecodable bytes kept as surrogates), if
-    it was UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape")
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{name} is not UTF-8: {storage.undecodable_at(raw, e)}. Pass "
-                            "UTF-8 text (`iconv -f latin1 -t utf-8` converts a file, then "
-                            "pass it as @FILE).") from None
+    """`text` as Python decoded it from argv or stdin (undecodable bytes kept as lone
+    surrogates), if it was UTF-8."""
+    storage.decode_utf8(text.encode("utf-8", "surrogateescape"), name, NOT_UTF8_FIX)
     return text
 
 
+NOT_UTF8_FIX = "Pass UTF-8 text (`iconv -f latin1 -t utf-8` converts it)."
+
+
 def _read_stdin(stream) -> str:
-    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
-    if isinstance(raw, str):
-        return check_utf8(raw, "standard input")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"standard input is not UTF-8: {storage.undecodable_at(raw, e)}. "
-                        "Convert it first (`iconv -f latin1 -t utf-8`).") from None
+    if hasattr(stream, "buffer"):
+        return storage.decode_utf8(stream.buffer.read(), "standard input", NOT_UTF8_FIX)
+    return check_utf8(stream.read(), "standard input")
 
 
 def _read_input_file(path: str) -> str:
